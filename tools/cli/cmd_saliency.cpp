@@ -1,0 +1,5 @@
+#include "tools/cli/commands.h"
+
+namespace pg::cli {
+void register_saliency(CLI::App& app) { (void)app; }  // placeholder until written
+}  // namespace pg::cli

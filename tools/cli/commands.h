@@ -1,0 +1,14 @@
+// Each group of `parchgrad` subcommands registers itself on the CLI11 app here.
+// A subcommand's callback throws pg::Error for bad input; main() prints the one-line
+// message and exits with status 1.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace pg::cli {
+
+void register_saliency(CLI::App& app);     // saliency, gradient   (cmd_saliency.cpp)
+void register_bench(CLI::App& app);        // bench                (cmd_bench.cpp)
+void register_convert(CLI::App& app);      // convert, inspect     (cmd_convert.cpp)
+void register_preprocess(CLI::App& app);   // preprocess           (cmd_preprocess.cpp)
+
+}  // namespace pg::cli
