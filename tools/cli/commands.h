@@ -6,6 +6,12 @@
 
 namespace pg::cli {
 
+// Thrown after the errors were already reported, to exit with this status.
+struct ExitCode {
+  int code;
+  explicit ExitCode(int c) : code(c) {}
+};
+
 void register_saliency(CLI::App& app);     // saliency, gradient   (cmd_saliency.cpp)
 void register_bench(CLI::App& app);        // bench                (cmd_bench.cpp)
 void register_convert(CLI::App& app);      // convert, inspect     (cmd_convert.cpp)

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const pg::cli::ExitCode& e) {
+    return e.code;
   } catch (const pg::Error& e) {
     std::fprintf(stderr, "parchgrad: error: %s\n", e.what());
     return 1;

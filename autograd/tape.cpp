@@ -1,0 +1,47 @@
+#include "autograd/tape.h"
+
+#include "nn/error.h"
+
+namespace pg::ag {
+
+void Tape::accumulate(int id, Tensor g) {
+  if (id < 0) return;
+  if (size_t(id) >= grads_.size()) grads_.resize(id + 1);
+  Tensor& cur = grads_[id];
+  if (cur.empty()) {
+    cur = std::move(g);
+    return;
+  }
+  if (cur.numel() != g.numel()) throw Error("tape: gradient shape mismatch " + cur.shape_str() + " vs " + g.shape_str());
+  float* c = cur.data();
+  const float* a = g.data();
+  const int64_t n = cur.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) c[i] += a[i];
+}
+
+Tensor Tape::take(int id) {
+  if (id < 0 || size_t(id) >= grads_.size()) return Tensor();
+  return std::move(grads_[id]);
+}
+
+Tensor Tape::backward(int output, Tensor seed, int input, const std::vector<int64_t>& input_shape) {
+  accumulate(output, std::move(seed));
+  while (!steps_.empty()) {
+    Step step = std::move(steps_.back());
+    steps_.pop_back();
+    step(*this);
+  }
+  Tensor g = take(input);
+  clear();
+  if (g.empty()) return Tensor::zeros(input_shape);
+  return g;
+}
+
+void Tape::clear() {
+  steps_.clear();
+  grads_.clear();
+  next_id_ = 0;
+}
+
+}  // namespace pg::ag

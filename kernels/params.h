@@ -1,0 +1,57 @@
+// Typed parameter structs shared by every backend (cpu/ now, cuda/ later).
+// Shapes are NCHW; a conv's weight is [K, C/groups, R, S].
+#pragma once
+#include <cstdint>
+
+namespace pg::kernels {
+
+struct Conv2dParams {
+  int N = 0, C = 0, H = 0, W = 0;  // input
+  int K = 0, R = 0, S = 0;         // output channels, kernel height/width
+  int P = 0, Q = 0;                // output height/width
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  int dil_h = 1, dil_w = 1;
+  int groups = 1;
+
+  int Cg() const { return C / groups; }
+  int Kg() const { return K / groups; }
+  int64_t in_plane() const { return int64_t(H) * W; }
+  int64_t out_plane() const { return int64_t(P) * Q; }
+  // True when the conv is a plain matrix product over pixels (1x1, stride 1, no pad).
+  bool is_pointwise() const {
+    return R == 1 && S == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 && pad_w == 0;
+  }
+};
+
+// Fills P and Q; returns false if the output would be empty.
+inline bool conv2d_output_size(Conv2dParams& p) {
+  p.P = (p.H + 2 * p.pad_h - p.dil_h * (p.R - 1) - 1) / p.stride_h + 1;
+  p.Q = (p.W + 2 * p.pad_w - p.dil_w * (p.S - 1) - 1) / p.stride_w + 1;
+  return p.H + 2 * p.pad_h >= p.dil_h * (p.R - 1) + 1 && p.W + 2 * p.pad_w >= p.dil_w * (p.S - 1) + 1;
+}
+
+struct Pool2dParams {
+  int N = 0, C = 0, H = 0, W = 0;
+  int P = 0, Q = 0;
+  int kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // average pooling only
+};
+
+// PyTorch's pooling output size (floor or ceil mode; in ceil mode the last window must
+// start inside the input or left padding).
+inline bool pool2d_output_size(Pool2dParams& p) {
+  auto out = [&](int in, int k, int s, int pad) {
+    int num = in + 2 * pad - k;
+    if (num < 0) return 0;
+    int o = (p.ceil_mode ? (num + s - 1) / s : num / s) + 1;
+    if (p.ceil_mode && (o - 1) * s >= in + pad) --o;
+    return o;
+  };
+  p.P = out(p.H, p.kh, p.stride_h, p.pad_h);
+  p.Q = out(p.W, p.kw, p.stride_w, p.pad_w);
+  return p.P > 0 && p.Q > 0;
+}
+
+}  // namespace pg::kernels

@@ -1,0 +1,49 @@
+// Architecture specs shared by the ResNet and VGG builders: a spec is derived from the
+// weights or from a torchvision name, then lists the tensors it expects.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/binder.h"
+#include "nn/layers.h"
+
+namespace pg::nn {
+
+struct ResNetSpec {
+  std::string name;           // torchvision name or "resnet (custom)"
+  bool bottleneck = false;
+  int stem = 64;              // conv1 output channels
+  std::vector<int> blocks;    // blocks per stage (layer1, layer2, ...)
+  std::vector<int> mid, out;  // per stage: inner width (conv1 output), block output width
+  std::vector<int> groups;    // per stage: groups of the 3x3 conv
+  int num_classes = 1000;
+};
+
+struct VGGSpec {
+  std::string name;
+  std::vector<int> cfg;       // conv widths, -1 for a max-pool
+  bool batch_norm = false;
+  int pool = 7;               // adaptive average pool output (pool x pool)
+  std::vector<int> hidden;    // classifier hidden widths (4096, 4096)
+  int num_classes = 1000;
+};
+
+bool resnet_spec_from_name(const std::string& name, ResNetSpec* spec);
+bool vgg_spec_from_name(const std::string& name, VGGSpec* spec);
+ResNetSpec resnet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+VGGSpec vgg_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+
+// Every tensor the spec expects, with its shape, in torchvision's state-dict order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> resnet_tensors(const ResNetSpec& s);
+std::vector<std::pair<std::string, std::vector<int64_t>>> vgg_tensors(const VGGSpec& s);
+
+std::unique_ptr<class Model> build_resnet(const ResNetSpec& spec, WeightBinder& binder);
+std::unique_ptr<class Model> build_vgg(const VGGSpec& spec, WeightBinder& binder);
+
+// Builds one conv (and folds the BatchNorm named bn_prefix, if not empty) from the binder.
+Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn_prefix, int in,
+                 int out, int k, int stride, int pad, int groups, bool has_bias, int index);
+
+}  // namespace pg::nn

@@ -1,0 +1,270 @@
+#include "nn/layers.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <memory>
+
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cpu/relu.h"
+#include "nn/error.h"
+
+namespace pg::nn {
+
+namespace kc = pg::kernels::cpu;
+
+float* Context::scratch(size_t floats) {
+  if (workspace.size() < floats) workspace.resize(floats);
+  return workspace.data();
+}
+
+void Conv2d::fold_batchnorm(const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                            const Tensor& var, double eps) {
+  const int K = out_channels;
+  const int64_t per = weight.numel() / K;
+  Tensor w = weight.clone();
+  Tensor b({K});
+  bn_scale = Tensor({K});
+  bn_shift = Tensor({K});
+  for (int k = 0; k < K; ++k) {
+    const double s = double(gamma[k]) / std::sqrt(double(var[k]) + eps);
+    const double shift = double(beta[k]) - double(mean[k]) * s;
+    for (int64_t i = 0; i < per; ++i) w[k * per + i] = float(double(w[k * per + i]) * s);
+    const double cb = bias.empty() ? 0.0 : double(bias[k]);
+    b[k] = float(cb * s + shift);
+    bn_scale[k] = float(s);
+    bn_shift[k] = float(shift);
+  }
+  weight = w;
+  bias = b;
+}
+
+void Conv2d::bind_site() {
+  site.out_channels = out_channels;
+  site.bn_scale = bn_scale.empty() ? nullptr : bn_scale.data();
+  site.bn_shift = bn_shift.empty() ? nullptr : bn_shift.data();
+}
+
+kernels::Conv2dParams Conv2d::params(const std::vector<int64_t>& s) const {
+  if (s.size() != 4) throw Error(site.name + ": expected a 4-d input, got " + shape_str(s));
+  if (s[1] != in_channels)
+    throw Error(site.name + ": input has " + std::to_string(s[1]) + " channels, the layer expects " +
+                std::to_string(in_channels));
+  kernels::Conv2dParams p;
+  p.N = int(s[0]);
+  p.C = in_channels;
+  p.H = int(s[2]);
+  p.W = int(s[3]);
+  p.K = out_channels;
+  p.R = kernel_h;
+  p.S = kernel_w;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  p.dil_h = p.dil_w = dilation;
+  p.groups = groups;
+  if (!kernels::conv2d_output_size(p))
+    throw Error(site.name + ": input " + shape_str(s) + " is too small for this layer");
+  return p;
+}
+
+ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
+  const kernels::Conv2dParams p = params(x.value.shape());
+  const int threads = omp_get_max_threads();
+  Tensor y({p.N, p.K, p.P, p.Q});
+  const bool hooked = ctx.hook && ctx.hook->hooks(site);
+  kc::ConvEpilogue epi;
+  epi.bias = bias.empty() ? nullptr : bias.data();
+  Tensor gap;
+  if (hooked) {
+    gap = Tensor({p.N, p.K});
+    epi.gap = gap.data();
+    epi.raw_scale = site.bn_scale;
+    epi.raw_shift = site.bn_shift;
+  }
+  kc::conv2d_forward(p, x.value.data(), weight.data(), epi, y.data(),
+                     ctx.scratch(kc::conv2d_workspace_floats(p, threads)));
+  if (hooked) ctx.hook->on_forward(site, gap);
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    Context* c = &ctx;
+    ctx.tape->record([this, p, in_id, out_id, hooked, c, threads](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor scale;
+      if (hooked) scale = c->hook->on_backward(site, g);
+      if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
+        throw Error(site.name + ": hook returned a scale of shape " + scale.shape_str());
+      Tensor dx({p.N, p.C, p.H, p.W});
+      kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
+                       c->scratch(kc::conv2d_workspace_floats(p, threads)));
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var Linear::forward(Context& ctx, const ag::Var& x) const {
+  const int N = int(x.value.dim(0)), in = int(weight.dim(1)), outf = int(weight.dim(0));
+  if (x.value.ndim() != 2 || x.value.dim(1) != in)
+    throw Error("linear: input " + x.value.shape_str() + " does not match weight " + weight.shape_str());
+  Tensor y({N, outf});
+  kc::linear_forward(N, in, outf, x.value.data(), weight.data(), bias.empty() ? nullptr : bias.data(), y.data());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([this, N, in, outf, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({N, in});
+      kc::linear_backward(N, in, outf, g.data(), weight.data(), dx.data());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
+  const auto& s = x.value.shape();
+  kernels::Pool2dParams p;
+  p.N = int(s[0]);
+  p.C = int(s[1]);
+  p.H = int(s[2]);
+  p.W = int(s[3]);
+  p.kh = p.kw = kernel;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  p.ceil_mode = ceil_mode;
+  if (!kernels::pool2d_output_size(p)) throw Error("maxpool: input " + x.value.shape_str() + " is too small");
+  Tensor y({p.N, p.C, p.P, p.Q});
+  const bool record = ctx.tape && x.id >= 0;
+  std::shared_ptr<std::vector<int32_t>> argmax;
+  if (record) argmax = std::make_shared<std::vector<int32_t>>(y.numel());
+  kc::maxpool2d_forward(p, x.value.data(), y.data(), record ? argmax->data() : nullptr);
+  ag::Var out{y, -1};
+  if (record) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([p, argmax, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({p.N, p.C, p.H, p.W});
+      kc::maxpool2d_backward(p, g.data(), argmax->data(), dx.data());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var relu(Context& ctx, ag::Var x) {
+  const int64_t n = x.value.numel();
+  const bool record = ctx.tape && x.id >= 0;
+  std::shared_ptr<std::vector<uint64_t>> mask;
+  if (record) mask = std::make_shared<std::vector<uint64_t>>(kc::relu_mask_words(n));
+  kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
+  if (record) {
+    const int in_id = x.id, out_id = ctx.tape->new_value();
+    x.id = out_id;
+    ctx.tape->record([mask, n, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      kc::relu_backward(g.data(), n, mask->data());
+      tape.accumulate(in_id, std::move(g));
+    });
+  }
+  return x;
+}
+
+ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
+  const auto s = x.value.shape();
+  const int NC = int(s[0] * s[1]), H = int(s[2]), W = int(s[3]);
+  Tensor y({s[0], s[1], P, Q});
+  kc::adaptive_avgpool2d_forward(NC, H, W, P, Q, x.value.data(), y.data());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([s, NC, H, W, P, Q, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx(s);
+      kc::adaptive_avgpool2d_backward(NC, H, W, P, Q, g.data(), dx.data());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad, bool ceil_mode,
+                bool count_include_pad) {
+  const auto& s = x.value.shape();
+  kernels::Pool2dParams p;
+  p.N = int(s[0]);
+  p.C = int(s[1]);
+  p.H = int(s[2]);
+  p.W = int(s[3]);
+  p.kh = p.kw = kernel;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  p.ceil_mode = ceil_mode;
+  p.count_include_pad = count_include_pad;
+  if (!kernels::pool2d_output_size(p)) throw Error("avgpool: input " + x.value.shape_str() + " is too small");
+  Tensor y({p.N, p.C, p.P, p.Q});
+  kc::avgpool2d_forward(p, x.value.data(), y.data());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([p, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({p.N, p.C, p.H, p.W});
+      kc::avgpool2d_backward(p, g.data(), dx.data());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
+  if (a.value.shape() != b.value.shape())
+    throw Error("add: shapes " + a.value.shape_str() + " and " + b.value.shape_str() + " differ");
+  float* pa = a.value.data();
+  const float* pb = b.value.data();
+  const int64_t n = a.value.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) pa[i] += pb[i];
+  if (ctx.tape && (a.id >= 0 || b.id >= 0)) {
+    const int ia = a.id, ib = b.id, out_id = ctx.tape->new_value();
+    a.id = out_id;
+    ctx.tape->record([ia, ib, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      // Each branch gets its own copy: hooks may edit a gradient in place.
+      if (ia >= 0 && ib >= 0) tape.accumulate(ib, g.clone());
+      else if (ib >= 0) tape.accumulate(ib, std::move(g));
+      if (ia >= 0 && !g.empty()) tape.accumulate(ia, std::move(g));
+    });
+  }
+  return a;
+}
+
+ag::Var flatten(Context& ctx, const ag::Var& x) {
+  const auto s = x.value.shape();
+  ag::Var out{x.value.reshape({s[0], x.value.numel() / s[0]}), -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([s, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (!g.empty()) tape.accumulate(in_id, g.reshape(s));
+    });
+  }
+  return out;
+}
+
+}  // namespace pg::nn

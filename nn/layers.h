@@ -1,0 +1,64 @@
+// Layers of the engine. Each forward computes its output and, when a tape is given,
+// records the backward step with only what the input gradient needs.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/hooks.h"
+#include "autograd/tape.h"
+#include "kernels/params.h"
+#include "nn/tensor.h"
+
+namespace pg::nn {
+
+// Per-pass state: the tape (nullptr for a forward-only pass), the conv hook (nullptr for
+// none) and the scratch buffer shared by the convolutions.
+struct Context {
+  ag::Tape* tape = nullptr;
+  ag::ConvHook* hook = nullptr;
+  std::vector<float> workspace;
+  float* scratch(size_t floats);
+};
+
+// Conv2d with an optional BatchNorm (inference form) folded in at load time.
+class Conv2d {
+ public:
+  ag::ConvSite site;
+  int in_channels = 0, out_channels = 0, kernel_h = 1, kernel_w = 1;
+  int stride = 1, pad = 0, dilation = 1, groups = 1;
+  Tensor weight;              // [K, C/groups, R, S], BN scale folded in
+  Tensor bias;                // [K] or empty
+  Tensor bn_scale, bn_shift;  // [K] or empty (no BN)
+
+  // Folds y = gamma * (x - mean) / sqrt(var + eps) + beta into weight and bias.
+  void fold_batchnorm(const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                      const Tensor& var, double eps);
+  // Points site.bn_scale/bn_shift at this layer's tensors (call once it is in place).
+  void bind_site();
+  kernels::Conv2dParams params(const std::vector<int64_t>& in_shape) const;
+  ag::Var forward(Context& ctx, const ag::Var& x) const;
+};
+
+class Linear {
+ public:
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out] or empty
+  ag::Var forward(Context& ctx, const ag::Var& x) const;
+};
+
+struct MaxPool2d {
+  int kernel = 2, stride = 2, pad = 0;
+  bool ceil_mode = false;
+  ag::Var forward(Context& ctx, const ag::Var& x) const;
+};
+
+// In place on x's tensor (which must not be needed elsewhere).
+ag::Var relu(Context& ctx, ag::Var x);
+ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int out_h, int out_w);
+ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
+                bool ceil_mode, bool count_include_pad);
+// a + b, written into a's tensor.
+ag::Var add(Context& ctx, ag::Var a, const ag::Var& b);
+ag::Var flatten(Context& ctx, const ag::Var& x);
+
+}  // namespace pg::nn

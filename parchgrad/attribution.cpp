@@ -1,0 +1,100 @@
+#include "parchgrad/attribution.h"
+
+#include <cmath>
+
+#include "nn/error.h"
+
+namespace pg {
+
+Tensor softmax(const Tensor& logits) {
+  const int64_t N = logits.dim(0), K = logits.dim(1);
+  Tensor p({N, K});
+  for (int64_t n = 0; n < N; ++n) {
+    const float* l = logits.data() + n * K;
+    double mx = l[0];
+    for (int64_t k = 1; k < K; ++k) mx = std::max(mx, double(l[k]));
+    double sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += std::exp(double(l[k]) - mx);
+    for (int64_t k = 0; k < K; ++k) p[n * K + k] = float(std::exp(double(l[k]) - mx) / sum);
+  }
+  return p;
+}
+
+std::vector<int> resolve_targets(const Tensor& logits, const std::vector<int>& targets) {
+  const int64_t N = logits.dim(0), K = logits.dim(1);
+  if (!targets.empty() && targets.size() != 1 && int64_t(targets.size()) != N)
+    throw Error(std::to_string(targets.size()) + " targets given for " + std::to_string(N) + " inputs");
+  std::vector<int> out(N);
+  for (int64_t n = 0; n < N; ++n) {
+    int t = targets.empty() ? -1 : targets[targets.size() == 1 ? 0 : n];
+    if (t < 0) {
+      const float* l = logits.data() + n * K;
+      t = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (l[k] > l[t]) t = int(k);
+    } else if (t >= K) {
+      throw Error("target class " + std::to_string(t) + " is out of range for a model with " +
+                  std::to_string(K) + " classes");
+    }
+    out[n] = t;
+  }
+  return out;
+}
+
+Tensor probability_seed(const Tensor& probs, const std::vector<int>& targets) {
+  const int64_t N = probs.dim(0), K = probs.dim(1);
+  Tensor s = Tensor::zeros({N, K});
+  for (int64_t n = 0; n < N; ++n) s[n * K + targets[n]] = probs[n * K + targets[n]];
+  return s;
+}
+
+void check_input(const Tensor& x, const std::string& what) {
+  if (x.ndim() != 4 || x.dim(1) != 3)
+    throw Error(what + ": expected an input of shape [N, 3, H, W], got " + x.shape_str());
+  const float* d = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (!std::isfinite(d[i])) throw Error(what + ": input contains " + (std::isnan(d[i]) ? "NaN" : "infinite") + " values");
+}
+
+GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Tensor& x,
+                              const std::vector<int>& targets, ag::ConvHook* hook) {
+  ag::Tape tape;
+  ctx.tape = &tape;
+  ctx.hook = hook;
+  ag::Var in{x, tape.new_value()};
+  GradientResult r;
+  try {
+    ag::Var out = model.forward(ctx, in);
+    r.logits = out.value;
+    r.probs = softmax(r.logits);
+    r.targets = resolve_targets(r.logits, targets);
+    r.grad = tape.backward(out.id, probability_seed(r.probs, r.targets), in.id, x.shape());
+  } catch (...) {
+    ctx.tape = nullptr;
+    ctx.hook = nullptr;
+    throw;
+  }
+  ctx.tape = nullptr;
+  ctx.hook = nullptr;
+  return r;
+}
+
+Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x) {
+  ctx.tape = nullptr;
+  ctx.hook = nullptr;
+  return model.forward(ctx, ag::Var{x, -1}).value;
+}
+
+Tensor gradient_map(const Tensor& g) {
+  const int64_t N = g.dim(0), C = g.dim(1), HW = g.dim(2) * g.dim(3);
+  Tensor m({N, g.dim(2), g.dim(3)});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < HW; ++i) {
+      float s = 0.f;
+      for (int64_t c = 0; c < C; ++c) s += std::fabs(g[(n * C + c) * HW + i]);
+      m[n * HW + i] = s / float(C);
+    }
+  return m;
+}
+
+}  // namespace pg
