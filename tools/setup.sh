@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs parchgrad's dependencies from Debian 12 packages and builds it into build/.
+# Usage: bash tools/setup.sh   (as root, or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libopenblas-openmp-dev   # SGEMM for convolutions and linear layers, OpenMP-threaded
+  libstb-dev               # PNG/JPEG decoding and PNG writing
+  libzip-dev               # reading torch .pth zip archives
+  nlohmann-json3-dev       # safetensors headers, JSON lines output
+  libcli11-dev             # command line
+  doctest-dev              # unit tests
+  python3-torch python3-torchvision python3-scipy python3-pil python3-numpy python3-pytest
+                           # reference implementations for the parity tests, model training
+)
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$(nproc)"
