@@ -46,4 +46,40 @@ void save_npy(const std::string& path, const Tensor& t);
 void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map);
 void save_png(const std::string& path, const Image8& img);
 
+// ---- Lower-level pieces, exposed for the command line and the unit tests ----
+
+// Per-output-sample input windows of PIL's antialiased bilinear (triangle) filter for
+// resizing one dimension from in_size to out_size samples: output i reads inputs
+// [start[i], start[i] + count[i]) with weights coeffs[i * ksize + j] (normalised to sum 1).
+struct ResampleWindows {
+  int ksize = 0;
+  std::vector<int> start, count;
+  std::vector<double> coeffs;
+};
+ResampleWindows bilinear_windows(int in_size, int out_size);
+// PIL's fixed-point form of a coefficient (PRECISION_BITS = 22, rounded half away from 0).
+int32_t fixed_point_coeff(double c);
+
+// torchvision's crop offset for one dimension: round-half-to-even((size - crop) / 2) when
+// size >= crop, and -((crop - size) / 2) (the zero padding on the leading side) otherwise.
+int center_crop_offset(int size, int crop);
+
+// Loads what a model consumes: a PNG/JPEG image (preprocess_imagenet(resize, crop)) or an
+// already preprocessed .npy tensor ([3, H, W] or [1, 3, H, W]; returned as [3, H, W],
+// resize and crop are not applied). The file's kind is told by its content.
+Tensor load_input_tensor(const std::string& path, int resize = 256, int crop = 224);
+// Writes bytes to a temporary file next to path and renames it over path (so readers never
+// see a partial file). Throws "<path>: cannot write (...)".
+void write_file_atomically(const std::string& path, const void* data, size_t size);
+// True if the file starts with the .npy magic bytes (false if it cannot be read).
+bool is_npy_file(const std::string& path);
+
+// Colour map used by the overlays: v in [0, 1] (clamped; NaN -> 0) to RGB.
+void colormap_rgb(float v, uint8_t rgb[3]);
+// The overlay image save_overlay_png writes. Non-finite map values count as 0; the map is
+// divided by its maximum (all-zero or non-positive maps give a plain dimmed image).
+Image8 render_overlay(const Image8& base, const Tensor& map);
+// Float bilinear resize of a [H, W] plane with the same (antialiased) windows as images.
+Tensor resize_plane(const Tensor& plane, int new_h, int new_w);
+
 }  // namespace pg::io

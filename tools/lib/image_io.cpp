@@ -1,0 +1,528 @@
+// Image decoding (PNG/JPEG via stb_image, with our own structural checks for truncated and
+// corrupt files), PIL-exact antialiased bilinear resizing, torchvision-exact centre
+// cropping and ImageNet normalisation, and PNG writing.
+//
+// The resize reproduces Pillow 9.4's ImagingResample for 8-bit images: per-dimension
+// triangle-filter windows whose support grows with the downscale factor, coefficients
+// normalised in double precision and rounded to 22-bit fixed point, a horizontal pass
+// (over the band of rows the vertical pass will read) and then a vertical pass, each
+// rounding and clipping to uint8. A dimension whose size does not change is not filtered.
+
+// The coefficient arithmetic must round exactly as Pillow's (compiled without fused
+// multiply-add), so keep the compiler from contracting a*b+c into an FMA in this file.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "tools/lib/image_io.h"
+
+#include <stb_image.h>
+#include <stb_image_write.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "nn/error.h"
+
+namespace pg::io {
+
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+// Same order of magnitude as PIL's decompression-bomb limit (2 * 89478485 pixels).
+constexpr int64_t kMaxPixels = 178956970;
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Whole file into memory. Errors: cannot open / read, empty.
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw file_error(path, "cannot open (" + errno_text() + ")");
+  std::vector<uint8_t> bytes;
+  uint8_t buf[1 << 16];
+  for (;;) {
+    size_t n = std::fread(buf, 1, sizeof buf, f);
+    bytes.insert(bytes.end(), buf, buf + n);
+    if (n < sizeof buf) break;
+  }
+  bool failed = std::ferror(f) != 0;
+  int err = errno;
+  std::fclose(f);
+  if (failed) throw file_error(path, std::string("cannot read (") + std::strerror(err) + ")");
+  if (bytes.empty()) throw file_error(path, "empty file");
+  return bytes;
+}
+
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+
+uint32_t crc32_update(uint32_t crc, const uint8_t* p, size_t n) {
+  static const auto table = [] {
+    std::vector<uint32_t> t(256);
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+  return crc;
+}
+
+const uint8_t kPngSig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+
+struct PngInfo {
+  int bit_depth = 0, color_type = 0;
+};
+
+// Walks the PNG chunk list: IHDR first, every chunk complete with a matching CRC, IEND
+// present. Throws "truncated" / "corrupt" errors.
+PngInfo check_png_structure(const std::string& path, const std::vector<uint8_t>& d) {
+  PngInfo info;
+  size_t pos = 8;
+  bool first = true;
+  for (;;) {
+    if (d.size() - pos < 12) throw file_error(path, "truncated PNG file (no IEND chunk)");
+    uint32_t len = be32(&d[pos]);
+    const uint8_t* type = &d[pos + 4];
+    std::string tname(reinterpret_cast<const char*>(type), 4);
+    for (char& c : tname)
+      if (!std::isalpha(static_cast<unsigned char>(c))) c = '?';
+    if (len > 0x7FFFFFFFu) throw file_error(path, "corrupt PNG (bad length of chunk '" + tname + "')");
+    if (d.size() - pos - 12 < len)
+      throw file_error(path, "truncated PNG file (chunk '" + tname + "' cut short)");
+    uint32_t crc = crc32_update(0xFFFFFFFFu, type, 4 + static_cast<size_t>(len)) ^ 0xFFFFFFFFu;
+    if (crc != be32(&d[pos + 8 + len]))
+      throw file_error(path, "corrupt PNG (bad CRC in chunk '" + tname + "')");
+    if (first) {
+      if (tname != "IHDR" || len != 13) throw file_error(path, "corrupt PNG (IHDR chunk missing)");
+      info.bit_depth = d[pos + 8 + 8];
+      info.color_type = d[pos + 8 + 9];
+      first = false;
+    }
+    pos += 12 + static_cast<size_t>(len);
+    if (tname == "IEND") return info;
+  }
+}
+
+// Walks the JPEG marker structure (segments by length, entropy-coded data scanned for the
+// next marker) and requires the end-of-image marker.
+void check_jpeg_structure(const std::string& path, const std::vector<uint8_t>& d) {
+  const size_t n = d.size();
+  size_t pos = 2;  // after SOI
+  bool saw_scan = false;
+  while (pos < n) {
+    if (d[pos] != 0xFF) {  // extraneous bytes: skip to the next marker, as libjpeg does
+      ++pos;
+      continue;
+    }
+    while (pos < n && d[pos] == 0xFF) ++pos;  // fill bytes
+    if (pos >= n) break;
+    uint8_t m = d[pos++];
+    if (m == 0xD9) {
+      if (!saw_scan) throw file_error(path, "corrupt JPEG (no image data before end marker)");
+      return;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue;  // standalone markers
+    if (n - pos < 2) break;
+    size_t len = (size_t(d[pos]) << 8) | d[pos + 1];
+    if (len < 2) throw file_error(path, "corrupt JPEG (bad segment length)");
+    if (n - pos < len) break;
+    pos += len;
+    if (m == 0xDA) {  // start of scan: entropy-coded data follows up to the next marker
+      saw_scan = true;
+      while (pos + 1 < n) {
+        if (d[pos] == 0xFF) {
+          uint8_t next = d[pos + 1];
+          if (next == 0x00 || (next >= 0xD0 && next <= 0xD7) || next == 0xFF) {
+            pos += (next == 0xFF) ? 1 : 2;
+            continue;
+          }
+          break;
+        }
+        ++pos;
+      }
+      if (pos + 1 >= n) break;
+    }
+  }
+  throw file_error(path, "truncated JPEG file (no end-of-image marker)");
+}
+
+std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  return r ? r : "unknown error";
+}
+
+void check_size(int w, int h) {
+  if (w < 1 || h < 1) throw Error("image: empty size " + std::to_string(w) + "x" + std::to_string(h));
+}
+
+}  // namespace
+
+Image8 load_image_rgb(const std::string& path) {
+  std::vector<uint8_t> d = read_file_bytes(path);
+  bool png = d.size() >= 8 && std::memcmp(d.data(), kPngSig, 8) == 0;
+  bool jpeg = d.size() >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
+  if (!png && !jpeg) {
+    if (d.size() < 8 && d.size() >= 1 && d[0] == 0x89) throw file_error(path, "truncated PNG file");
+    throw file_error(path, "not a PNG or JPEG image");
+  }
+  PngInfo pinfo;
+  if (png) pinfo = check_png_structure(path, d);
+  else check_jpeg_structure(path, d);
+  if (d.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw file_error(path, "file too large");
+  const int len = static_cast<int>(d.size());
+  const char* kind = png ? "PNG" : "JPEG";
+
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(d.data(), len, &w, &h, &comp))
+    throw file_error(path, std::string("corrupt ") + kind + " (" + stb_reason() + ")");
+  if (w < 1 || h < 1) throw file_error(path, std::string("corrupt ") + kind + " (empty image)");
+  if (static_cast<int64_t>(w) * h > kMaxPixels)
+    throw file_error(path, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+
+  Image8 img;
+  if (png && pinfo.bit_depth == 16 && pinfo.color_type == 0) {
+    // 16-bit greyscale: PIL opens it as mode "I" and convert("RGB") clamps the 16-bit
+    // value to 0..255 (it does not rescale). Other 16-bit PNGs keep the high byte, which
+    // is what stb_image's 8-bit conversion does as well.
+    int c = 0;
+    stbi_us* px = stbi_load_16_from_memory(d.data(), len, &w, &h, &c, 0);
+    if (!px) throw file_error(path, "corrupt PNG (" + stb_reason() + ")");
+    img.w = w;
+    img.h = h;
+    img.rgb.resize(static_cast<size_t>(w) * h * 3);
+    for (size_t i = 0, n = static_cast<size_t>(w) * h; i < n; ++i) {
+      uint8_t g = static_cast<uint8_t>(std::min<int>(px[i * c], 255));
+      img.rgb[i * 3] = img.rgb[i * 3 + 1] = img.rgb[i * 3 + 2] = g;
+    }
+    stbi_image_free(px);
+    return img;
+  }
+  // req_comp = 3: grey replicated, alpha dropped (no compositing), palettes expanded.
+  int c = 0;
+  stbi_uc* px = stbi_load_from_memory(d.data(), len, &w, &h, &c, 3);
+  if (!px) throw file_error(path, std::string("corrupt ") + kind + " (" + stb_reason() + ")");
+  img.w = w;
+  img.h = h;
+  img.rgb.assign(px, px + static_cast<size_t>(w) * h * 3);
+  stbi_image_free(px);
+  return img;
+}
+
+// ---------------------------------------------------------------- resampling
+
+ResampleWindows bilinear_windows(int in_size, int out_size) {
+  if (in_size < 1 || out_size < 1)
+    throw Error("resize: bad sizes " + std::to_string(in_size) + " -> " + std::to_string(out_size));
+  // Pillow passes the box edges as float (in0 = 0, in1 = in_size).
+  const float in0 = 0.0f, in1 = static_cast<float>(in_size);
+  const double scale = static_cast<double>(in1 - in0) / out_size;
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = 1.0 * filterscale;  // triangle filter: support 1
+  ResampleWindows win;
+  win.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  win.start.resize(out_size);
+  win.count.resize(out_size);
+  win.coeffs.assign(static_cast<size_t>(out_size) * win.ksize, 0.0);
+  const double ss = 1.0 / filterscale;
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = in0 + (xx + 0.5) * scale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double* k = &win.coeffs[static_cast<size_t>(xx) * win.ksize];
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      double t = (x + xmin - center + 0.5) * ss;
+      if (t < 0.0) t = -t;
+      double w = t < 1.0 ? 1.0 - t : 0.0;
+      k[x] = w;
+      ww += w;
+    }
+    for (int x = 0; x < xmax; ++x)
+      if (ww != 0.0) k[x] /= ww;
+    win.start[xx] = xmin;
+    win.count[xx] = xmax;
+  }
+  return win;
+}
+
+int32_t fixed_point_coeff(double c) {
+  const double one = static_cast<double>(1 << kPrecisionBits);
+  return c < 0 ? static_cast<int32_t>(-0.5 + c * one) : static_cast<int32_t>(0.5 + c * one);
+}
+
+namespace {
+
+inline uint8_t clip8(int64_t v) {
+  if (v >= (int64_t(1) << kPrecisionBits << 8)) return 255;
+  if (v <= 0) return 0;
+  return static_cast<uint8_t>(v >> kPrecisionBits);
+}
+
+std::vector<int32_t> fixed_coeffs(const ResampleWindows& w) {
+  std::vector<int32_t> k(w.coeffs.size());
+  for (size_t i = 0; i < k.size(); ++i) k[i] = fixed_point_coeff(w.coeffs[i]);
+  return k;
+}
+
+}  // namespace
+
+Image8 resize_bilinear_aa(const Image8& img, int new_w, int new_h) {
+  check_size(img.w, img.h);
+  check_size(new_w, new_h);
+  if (img.rgb.size() != static_cast<size_t>(img.w) * img.h * 3) throw Error("image: bad pixel buffer size");
+  if (new_w == img.w && new_h == img.h) return img;
+  const bool need_h = new_w != img.w, need_v = new_h != img.h;
+  ResampleWindows wh = bilinear_windows(img.w, new_w);
+  ResampleWindows wv = bilinear_windows(img.h, new_h);
+
+  // Rows of the source that the vertical pass reads.
+  int yfirst = 0, ylast = img.h;
+  if (need_v) {
+    yfirst = wv.start[0];
+    ylast = wv.start[new_h - 1] + wv.count[new_h - 1];
+  }
+
+  Image8 tmp;
+  const Image8* src = &img;
+  int row0 = 0;  // source row of src's row 0
+  if (need_h) {
+    const std::vector<int32_t> k = fixed_coeffs(wh);
+    tmp.w = new_w;
+    tmp.h = ylast - yfirst;
+    tmp.rgb.resize(static_cast<size_t>(tmp.w) * tmp.h * 3);
+    for (int y = 0; y < tmp.h; ++y) {
+      const uint8_t* in = &img.rgb[static_cast<size_t>(y + yfirst) * img.w * 3];
+      uint8_t* out = &tmp.rgb[static_cast<size_t>(y) * new_w * 3];
+      for (int xx = 0; xx < new_w; ++xx) {
+        const int32_t* kk = &k[static_cast<size_t>(xx) * wh.ksize];
+        const uint8_t* p = in + static_cast<size_t>(wh.start[xx]) * 3;
+        int64_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+        for (int x = 0; x < wh.count[xx]; ++x) {
+          s0 += p[x * 3 + 0] * int64_t(kk[x]);
+          s1 += p[x * 3 + 1] * int64_t(kk[x]);
+          s2 += p[x * 3 + 2] * int64_t(kk[x]);
+        }
+        out[xx * 3 + 0] = clip8(s0);
+        out[xx * 3 + 1] = clip8(s1);
+        out[xx * 3 + 2] = clip8(s2);
+      }
+    }
+    src = &tmp;
+    row0 = yfirst;
+  }
+  if (!need_v) return need_h ? tmp : img;
+
+  const std::vector<int32_t> k = fixed_coeffs(wv);
+  Image8 out;
+  out.w = src->w;
+  out.h = new_h;
+  out.rgb.resize(static_cast<size_t>(out.w) * new_h * 3);
+  const size_t row_len = static_cast<size_t>(src->w) * 3;
+  std::vector<int64_t> acc(row_len);
+  for (int yy = 0; yy < new_h; ++yy) {
+    std::fill(acc.begin(), acc.end(), int64_t(1) << (kPrecisionBits - 1));
+    const int32_t* kk = &k[static_cast<size_t>(yy) * wv.ksize];
+    for (int y = 0; y < wv.count[yy]; ++y) {
+      const uint8_t* in = &src->rgb[static_cast<size_t>(wv.start[yy] + y - row0) * row_len];
+      const int64_t c = kk[y];
+      for (size_t i = 0; i < row_len; ++i) acc[i] += in[i] * c;
+    }
+    uint8_t* o = &out.rgb[static_cast<size_t>(yy) * row_len];
+    for (size_t i = 0; i < row_len; ++i) o[i] = clip8(acc[i]);
+  }
+  return out;
+}
+
+Tensor resize_plane(const Tensor& plane, int new_h, int new_w) {
+  if (plane.ndim() != 2) throw Error("resize: expected a [H, W] plane, got " + plane.shape_str());
+  const int h = static_cast<int>(plane.dim(0)), w = static_cast<int>(plane.dim(1));
+  check_size(w, h);
+  check_size(new_w, new_h);
+  if (h == new_h && w == new_w) return plane.clone();
+  ResampleWindows wh = bilinear_windows(w, new_w), wv = bilinear_windows(h, new_h);
+  std::vector<float> tmp(static_cast<size_t>(h) * new_w);
+  for (int y = 0; y < h; ++y)
+    for (int xx = 0; xx < new_w; ++xx) {
+      double s = 0;
+      for (int x = 0; x < wh.count[xx]; ++x)
+        s += plane[static_cast<int64_t>(y) * w + wh.start[xx] + x] * wh.coeffs[size_t(xx) * wh.ksize + x];
+      tmp[static_cast<size_t>(y) * new_w + xx] = static_cast<float>(s);
+    }
+  Tensor out({new_h, new_w});
+  for (int yy = 0; yy < new_h; ++yy)
+    for (int xx = 0; xx < new_w; ++xx) {
+      double s = 0;
+      for (int y = 0; y < wv.count[yy]; ++y)
+        s += tmp[static_cast<size_t>(wv.start[yy] + y) * new_w + xx] * wv.coeffs[size_t(yy) * wv.ksize + y];
+      out[static_cast<int64_t>(yy) * new_w + xx] = static_cast<float>(s);
+    }
+  return out;
+}
+
+// ---------------------------------------------------------------- torchvision transforms
+
+void resize_short_side_size(int w, int h, int short_side, int* new_w, int* new_h) {
+  check_size(w, h);
+  if (short_side < 1) throw Error("resize: size must be positive, got " + std::to_string(short_side));
+  const int shorter = std::min(w, h), longer = std::max(w, h);
+  // Python: int(size * long / short), a true division then truncation.
+  const double q = static_cast<double>(static_cast<int64_t>(short_side) * longer) / shorter;
+  if (q > 1e8) throw Error("resize: output size too large");
+  const int new_long = static_cast<int>(q);
+  if (w <= h) {
+    *new_w = short_side;
+    *new_h = new_long;
+  } else {
+    *new_w = new_long;
+    *new_h = short_side;
+  }
+}
+
+int center_crop_offset(int size, int crop) {
+  if (crop > size) return -((crop - size) / 2);
+  const int d = size - crop;
+  int half = d / 2;
+  if ((d & 1) && (half & 1)) ++half;  // x.5 rounds to the even neighbour, as Python's round
+  return half;
+}
+
+Image8 center_crop(const Image8& img, int crop_w, int crop_h) {
+  check_size(img.w, img.h);
+  check_size(crop_w, crop_h);
+  const int left = center_crop_offset(img.w, crop_w), top = center_crop_offset(img.h, crop_h);
+  Image8 out;
+  out.w = crop_w;
+  out.h = crop_h;
+  out.rgb.assign(static_cast<size_t>(crop_w) * crop_h * 3, 0);  // zero padding where outside
+  const int x0 = std::max(0, left), x1 = std::min(img.w, left + crop_w);
+  for (int y = 0; y < crop_h; ++y) {
+    const int sy = top + y;
+    if (sy < 0 || sy >= img.h || x1 <= x0) continue;
+    std::memcpy(&out.rgb[(static_cast<size_t>(y) * crop_w + (x0 - left)) * 3],
+                &img.rgb[(static_cast<size_t>(sy) * img.w + x0) * 3], static_cast<size_t>(x1 - x0) * 3);
+  }
+  return out;
+}
+
+namespace {
+const float kMean[3] = {0.485f, 0.456f, 0.406f};
+const float kStd[3] = {0.229f, 0.224f, 0.225f};
+}  // namespace
+
+Tensor preprocess_imagenet(const Image8& img, int resize, int crop) {
+  check_size(img.w, img.h);
+  Image8 cur = img;
+  if (resize > 0) {
+    int nw = 0, nh = 0;
+    resize_short_side_size(img.w, img.h, resize, &nw, &nh);
+    if (nw != img.w || nh != img.h) cur = resize_bilinear_aa(img, nw, nh);
+  }
+  if (crop > 0) cur = center_crop(cur, crop, crop);
+  const int64_t hw = static_cast<int64_t>(cur.w) * cur.h;
+  Tensor t({3, cur.h, cur.w});
+  float* o = t.data();
+  for (int c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < hw; ++i) {
+      // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides.
+      const float v = static_cast<float>(cur.rgb[i * 3 + c]) / 255.0f;
+      o[c * hw + i] = (v - kMean[c]) / kStd[c];
+    }
+  return t;
+}
+
+Image8 denormalize_imagenet(const Tensor& chw) {
+  bool ok = (chw.ndim() == 3 && chw.dim(0) == 3) || (chw.ndim() == 4 && chw.dim(0) == 1 && chw.dim(1) == 3);
+  if (!ok) throw Error("denormalize: expected a [3, H, W] tensor, got " + chw.shape_str());
+  Image8 img;
+  img.h = static_cast<int>(chw.dim(-2));
+  img.w = static_cast<int>(chw.dim(-1));
+  const int64_t hw = static_cast<int64_t>(img.w) * img.h;
+  img.rgb.resize(static_cast<size_t>(hw) * 3);
+  for (int c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < hw; ++i) {
+      float v = (chw[c * hw + i] * kStd[c] + kMean[c]) * 255.0f;
+      if (!(v > 0.0f)) v = 0.0f;  // also NaN
+      if (v > 255.0f) v = 255.0f;
+      img.rgb[i * 3 + c] = static_cast<uint8_t>(std::lround(v));
+    }
+  return img;
+}
+
+// ---------------------------------------------------------------- PNG writing
+
+namespace {
+void append_bytes(void* ctx, void* data, int size) {
+  auto* buf = static_cast<std::string*>(ctx);
+  buf->append(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+}  // namespace
+
+void write_file_atomically(const std::string& path, const void* data, size_t size) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw file_error(path, "cannot write (" + errno_text() + ")");
+  bool ok = std::fwrite(data, 1, size, f) == size;
+  int err = errno;
+  if (std::fclose(f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw file_error(path, std::string("cannot write (") + std::strerror(err) + ")");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    std::remove(tmp.c_str());
+    throw file_error(path, std::string("cannot write (") + std::strerror(err) + ")");
+  }
+}
+
+void save_png(const std::string& path, const Image8& img) {
+  check_size(img.w, img.h);
+  if (img.rgb.size() != static_cast<size_t>(img.w) * img.h * 3) throw Error("image: bad pixel buffer size");
+  std::string buf;
+  if (!stbi_write_png_to_func(append_bytes, &buf, img.w, img.h, 3, img.rgb.data(), img.w * 3))
+    throw file_error(path, "cannot encode PNG");
+  write_file_atomically(path, buf.data(), buf.size());
+}
+
+// ---------------------------------------------------------------- model inputs
+
+bool is_npy_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char magic[6] = {};
+  size_t n = std::fread(magic, 1, 6, f);
+  std::fclose(f);
+  return n == 6 && std::memcmp(magic, "\x93NUMPY", 6) == 0;
+}
+
+Tensor load_input_tensor(const std::string& path, int resize, int crop) {
+  if (is_npy_file(path)) {
+    Tensor t = load_npy(path);
+    if (t.ndim() == 4 && t.dim(0) == 1) t = t.reshape({t.dim(1), t.dim(2), t.dim(3)});
+    if (t.ndim() != 3 || t.dim(0) != 3 || t.dim(1) < 1 || t.dim(2) < 1)
+      throw file_error(path, "expected a [3, H, W] or [1, 3, H, W] input tensor, got " + t.shape_str());
+    return t;
+  }
+  return preprocess_imagenet(load_image_rgb(path), resize, crop);
+}
+
+}  // namespace pg::io

@@ -1,0 +1,81 @@
+// Saliency overlays: the map, scaled to [0, 1] by its maximum, drawn with a perceptual
+// dark-to-bright colour ramp over a dimmed greyscale copy of the image.
+#include <algorithm>
+#include <cmath>
+
+#include "nn/error.h"
+#include "tools/lib/image_io.h"
+
+namespace pg::io {
+
+namespace {
+
+// Control points of the ramp (position, r, g, b): near black through violet, crimson and
+// orange to pale yellow, with lightness increasing monotonically.
+struct Stop {
+  float t, r, g, b;
+};
+const Stop kRamp[] = {
+    {0.00f, 2, 2, 12},      {0.18f, 52, 12, 96},    {0.38f, 128, 28, 108},
+    {0.58f, 208, 62, 64},   {0.78f, 248, 148, 28},  {1.00f, 250, 248, 170},
+};
+
+}  // namespace
+
+void colormap_rgb(float v, uint8_t rgb[3]) {
+  if (!(v > 0.0f)) v = 0.0f;  // NaN and negatives
+  if (v > 1.0f) v = 1.0f;
+  const int n = static_cast<int>(sizeof kRamp / sizeof kRamp[0]);
+  int i = 0;
+  while (i + 2 < n && v > kRamp[i + 1].t) ++i;
+  const Stop& a = kRamp[i];
+  const Stop& b = kRamp[i + 1];
+  const float f = (v - a.t) / (b.t - a.t);
+  const float c[3] = {a.r + f * (b.r - a.r), a.g + f * (b.g - a.g), a.b + f * (b.b - a.b)};
+  for (int k = 0; k < 3; ++k) rgb[k] = static_cast<uint8_t>(std::lround(std::clamp(c[k], 0.0f, 255.0f)));
+}
+
+Image8 render_overlay(const Image8& base, const Tensor& map) {
+  if (base.w < 1 || base.h < 1 || base.rgb.size() != static_cast<size_t>(base.w) * base.h * 3)
+    throw Error("overlay: empty or malformed base image");
+  Tensor m = map;
+  while (m.ndim() > 2 && m.dim(0) == 1) m = m.reshape(std::vector<int64_t>(m.shape().begin() + 1, m.shape().end()));
+  if (m.ndim() != 2 || m.dim(0) < 1 || m.dim(1) < 1)
+    throw Error("overlay: expected a [H, W] map, got " + map.shape_str());
+
+  // Non-finite values count as 0; scale by the maximum; negatives clip to 0.
+  Tensor norm = m.clone();
+  float mx = 0.0f;
+  for (int64_t i = 0; i < norm.numel(); ++i) {
+    float v = norm[i];
+    if (!std::isfinite(v)) v = 0.0f;
+    norm[i] = v;
+    mx = std::max(mx, v);
+  }
+  for (int64_t i = 0; i < norm.numel(); ++i) norm[i] = mx > 0.0f ? std::clamp(norm[i] / mx, 0.0f, 1.0f) : 0.0f;
+  if (norm.dim(0) != base.h || norm.dim(1) != base.w) norm = resize_plane(norm, base.h, base.w);
+
+  Image8 out;
+  out.w = base.w;
+  out.h = base.h;
+  out.rgb.resize(base.rgb.size());
+  const int64_t n = static_cast<int64_t>(base.w) * base.h;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* p = &base.rgb[i * 3];
+    const float grey = 0.5f * (0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
+    const float a = std::clamp(norm[i], 0.0f, 1.0f);
+    uint8_t c[3];
+    colormap_rgb(a, c);
+    for (int k = 0; k < 3; ++k) {
+      const float v = (1.0f - a) * grey + a * c[k];
+      out.rgb[i * 3 + k] = static_cast<uint8_t>(std::lround(std::clamp(v, 0.0f, 255.0f)));
+    }
+  }
+  return out;
+}
+
+void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map) {
+  save_png(path, render_overlay(base, map));
+}
+
+}  // namespace pg::io

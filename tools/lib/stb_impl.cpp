@@ -1,0 +1,10 @@
+// The one translation unit that compiles the stb_image (PNG and JPEG decoding) and
+// stb_image_write (PNG encoding) implementations. Everything else includes the headers only.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO  // images are read into memory first (see image_io.cpp)
+#define STB_IMAGE_IMPLEMENTATION
+#include <stb_image.h>
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
