@@ -1,7 +1,8 @@
-// Saliency overlays: the map, scaled to [0, 1] by its maximum, drawn with a perceptual
+// Saliency overlays: the map, scaled to [0, 1] by its 99th percentile, drawn with a perceptual
 // dark-to-bright colour ramp over a dimmed greyscale copy of the image.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "nn/error.h"
 #include "tools/lib/image_io.h"
@@ -43,16 +44,24 @@ Image8 render_overlay(const Image8& base, const Tensor& map) {
   if (m.ndim() != 2 || m.dim(0) < 1 || m.dim(1) < 1)
     throw Error("overlay: expected a [H, W] map, got " + map.shape_str());
 
-  // Non-finite values count as 0; scale by the maximum; negatives clip to 0.
+  // Non-finite values count as 0; negatives clip to 0. Gradient maps are sparse and
+  // heavy-tailed, so the scale is the 99th percentile of the positive values (the largest
+  // 1% saturate); a map with fewer than 100 positive values is scaled by its maximum.
   Tensor norm = m.clone();
-  float mx = 0.0f;
+  std::vector<float> positive;
   for (int64_t i = 0; i < norm.numel(); ++i) {
     float v = norm[i];
-    if (!std::isfinite(v)) v = 0.0f;
+    if (!std::isfinite(v) || v < 0.0f) v = 0.0f;
     norm[i] = v;
-    mx = std::max(mx, v);
+    if (v > 0.0f) positive.push_back(v);
   }
-  for (int64_t i = 0; i < norm.numel(); ++i) norm[i] = mx > 0.0f ? std::clamp(norm[i] / mx, 0.0f, 1.0f) : 0.0f;
+  float scale = 0.0f;
+  if (!positive.empty()) {
+    const size_t k = positive.size() >= 100 ? positive.size() * 99 / 100 : positive.size() - 1;
+    std::nth_element(positive.begin(), positive.begin() + k, positive.end());
+    scale = positive[k];
+  }
+  for (int64_t i = 0; i < norm.numel(); ++i) norm[i] = scale > 0.0f ? std::clamp(norm[i] / scale, 0.0f, 1.0f) : 0.0f;
   if (norm.dim(0) != base.h || norm.dim(1) != base.w) norm = resize_plane(norm, base.h, base.w);
 
   Image8 out;
