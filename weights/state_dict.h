@@ -21,6 +21,10 @@ using StateDict = std::map<std::string, Tensor>;
 StateDict load_state_dict(const std::string& path);
 
 StateDict load_pth(const std::string& path);
+
+// The format load_state_dict reads a file as: "pt-zip", "pt-legacy" or "safetensors".
+// Throws pg::Error for a missing, unreadable or unrecognised file.
+std::string detect_format(const std::string& path);
 StateDict load_safetensors(const std::string& path);
 
 // Metadata ("__metadata__" string map) of a safetensors file.
