@@ -10,6 +10,7 @@
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
 #include "nn/error.h"
+#include "nn/profile.h"
 
 namespace pg::nn {
 
@@ -83,8 +84,12 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
     epi.raw_scale = site.bn_scale;
     epi.raw_shift = site.bn_shift;
   }
-  kc::conv2d_forward(p, x.value.data(), weight.data(), epi, y.data(),
-                     ctx.scratch(kc::conv2d_workspace_floats(p, threads)));
+  const double flops = 2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S;
+  {
+    profile::Scope prof(p.is_pointwise() ? "conv fwd 1x1" : p.R == 3 ? "conv fwd 3x3" : "conv fwd other", flops);
+    kc::conv2d_forward(p, x.value.data(), weight.data(), epi, y.data(),
+                       ctx.scratch(kc::conv2d_workspace_floats(p, threads)));
+  }
   if (hooked) ctx.hook->on_forward(site, gap);
   ag::Var out{y, -1};
   if (ctx.tape && x.id >= 0) {
@@ -99,6 +104,8 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
       if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
         throw Error(site.name + ": hook returned a scale of shape " + scale.shape_str());
       Tensor dx({p.N, p.C, p.H, p.W});
+      profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
+                          2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
       kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
                        c->scratch(kc::conv2d_workspace_floats(p, threads)));
       tape.accumulate(in_id, std::move(dx));
@@ -144,7 +151,10 @@ ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<int32_t>> argmax;
   if (record) argmax = std::make_shared<std::vector<int32_t>>(y.numel());
-  kc::maxpool2d_forward(p, x.value.data(), y.data(), record ? argmax->data() : nullptr);
+  {
+    profile::Scope prof("maxpool fwd");
+    kc::maxpool2d_forward(p, x.value.data(), y.data(), record ? argmax->data() : nullptr);
+  }
   ag::Var out{y, -1};
   if (record) {
     out.id = ctx.tape->new_value();
@@ -153,6 +163,7 @@ ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
       Tensor g = tape.take(out_id);
       if (g.empty()) return;
       Tensor dx({p.N, p.C, p.H, p.W});
+      profile::Scope prof("maxpool bwd");
       kc::maxpool2d_backward(p, g.data(), argmax->data(), dx.data());
       tape.accumulate(in_id, std::move(dx));
     });
@@ -165,13 +176,17 @@ ag::Var relu(Context& ctx, ag::Var x) {
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<uint64_t>> mask;
   if (record) mask = std::make_shared<std::vector<uint64_t>>(kc::relu_mask_words(n));
-  kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
+  {
+    profile::Scope prof("relu fwd");
+    kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
+  }
   if (record) {
     const int in_id = x.id, out_id = ctx.tape->new_value();
     x.id = out_id;
     ctx.tape->record([mask, n, in_id, out_id](ag::Tape& tape) {
       Tensor g = tape.take(out_id);
       if (g.empty()) return;
+      profile::Scope prof("relu bwd");
       kc::relu_backward(g.data(), n, mask->data());
       tape.accumulate(in_id, std::move(g));
     });
@@ -233,17 +248,21 @@ ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   if (a.value.shape() != b.value.shape())
     throw Error("add: shapes " + a.value.shape_str() + " and " + b.value.shape_str() + " differ");
-  float* pa = a.value.data();
-  const float* pb = b.value.data();
-  const int64_t n = a.value.numel();
+  {
+    profile::Scope prof("add fwd");
+    float* pa = a.value.data();
+    const float* pb = b.value.data();
+    const int64_t n = a.value.numel();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) pa[i] += pb[i];
+    for (int64_t i = 0; i < n; ++i) pa[i] += pb[i];
+  }
   if (ctx.tape && (a.id >= 0 || b.id >= 0)) {
     const int ia = a.id, ib = b.id, out_id = ctx.tape->new_value();
     a.id = out_id;
     ctx.tape->record([ia, ib, out_id](ag::Tape& tape) {
       Tensor g = tape.take(out_id);
       if (g.empty()) return;
+      profile::Scope prof("add bwd");
       // Each branch gets its own copy: hooks may edit a gradient in place.
       if (ia >= 0 && ib >= 0) tape.accumulate(ib, g.clone());
       else if (ib >= 0) tape.accumulate(ib, std::move(g));

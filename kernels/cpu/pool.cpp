@@ -20,16 +20,17 @@ void maxpool2d_forward(const Pool2dParams& p, const float* x, float* y, int32_t*
         const int wb = std::max(w0, 0), we = std::min(w0 + p.kw, p.W);
         float best = -std::numeric_limits<float>::infinity();
         int32_t bi = hb * p.W + wb;
-        for (int ih = hb; ih < he; ++ih)
+        // PyTorch's rule: the first maximum in scan order wins; a NaN wins and stays.
+        for (int ih = hb; ih < he; ++ih) {
+          const float* row = xp + ih * p.W;
           for (int iw = wb; iw < we; ++iw) {
-            const float v = xp[ih * p.W + iw];
-            if (v > best || std::isnan(v)) {
+            const float v = row[iw];
+            if (v > best || (v != v && best == best)) {
               best = v;
               bi = ih * p.W + iw;
-              if (std::isnan(v)) goto done;
             }
           }
-      done:
+        }
         const int64_t o = pl * p.P * p.Q + int64_t(oh) * p.Q + ow;
         y[o] = best;
         if (argmax) argmax[o] = bi;

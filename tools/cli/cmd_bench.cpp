@@ -9,6 +9,7 @@
 
 #include "nn/error.h"
 #include "nn/model.h"
+#include "nn/profile.h"
 #include "parchgrad/attribution.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
@@ -20,7 +21,7 @@ namespace {
 struct BenchOptions {
   std::string model = "resnet50";
   int batch = 8, size = 224, iters = 5, warmup = 1, threads = 0, classes = 1000;
-  bool json = false;
+  bool json = false, profile = false;
 };
 
 template <class F>
@@ -41,11 +42,13 @@ void run_bench(const BenchOptions& o) {
   std::normal_distribution<float> normal;
   for (int64_t i = 0; i < x.numel(); ++i) x[i] = normal(rng);
   nn::Context ctx;
+  nn::profile::enable(o.profile);
   const double fwd = images_per_second(o.batch, o.warmup, o.iters, [&] { forward_logits(*model, ctx, x); });
   const double sal = images_per_second(o.batch, o.warmup, o.iters, [&] {
     GradientResult r = input_gradient(*model, ctx, x, {-1});
     gradient_map(r.grad);
   });
+  if (o.profile) nn::profile::report(stderr);
   const int threads = omp_get_max_threads();
   if (o.json) {
     nlohmann::json j = {{"model", o.model}, {"batch", o.batch}, {"size", o.size}, {"threads", threads},
@@ -69,6 +72,7 @@ void register_bench(CLI::App& app) {
   b->add_option("--warmup", o->warmup, "untimed iterations first")->capture_default_str();
   b->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   b->add_flag("--json", o->json, "print one JSON line");
+  b->add_flag("--profile", o->profile, "print time per op kind (stderr)");
   b->callback([o]() { run_bench(*o); });
 }
 
