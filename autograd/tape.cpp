@@ -22,18 +22,27 @@ void Tape::accumulate(int id, Tensor g) {
 
 Tensor Tape::take(int id) {
   if (id < 0 || size_t(id) >= grads_.size()) return Tensor();
+  if (id == keep_id_ && !grads_[id].empty()) kept_ = grads_[id].clone();
   return std::move(grads_[id]);
 }
 
-Tensor Tape::backward(int output, Tensor seed, int input, const std::vector<int64_t>& input_shape) {
+Tensor Tape::backward(int output, Tensor seed, int input, const std::vector<int64_t>& input_shape,
+                      bool keep_steps) {
+  grads_.clear();
+  kept_ = Tensor();
   accumulate(output, std::move(seed));
-  while (!steps_.empty()) {
-    Step step = std::move(steps_.back());
-    steps_.pop_back();
-    step(*this);
+  if (keep_steps) {
+    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) (*it)(*this);
+  } else {
+    while (!steps_.empty()) {
+      Step step = std::move(steps_.back());
+      steps_.pop_back();
+      step(*this);
+    }
   }
   Tensor g = take(input);
-  clear();
+  grads_.clear();
+  if (!keep_steps) clear();
   if (g.empty()) return Tensor::zeros(input_shape);
   return g;
 }
@@ -42,6 +51,7 @@ void Tape::clear() {
   steps_.clear();
   grads_.clear();
   next_id_ = 0;
+  keep_id_ = -1;
 }
 
 }  // namespace pg::ag

@@ -31,8 +31,14 @@ class Tape {
   Tensor take(int id);
 
   // Seeds the gradient of `output` and runs every recorded step in reverse, releasing
-  // each one's memory as it goes. Returns the gradient of `input` (zeros if none).
-  Tensor backward(int output, Tensor seed, int input, const std::vector<int64_t>& input_shape);
+  // each one's memory as it goes (unless keep_steps, so that the same forward serves another
+  // backward with a different seed). Returns the gradient of `input` (zeros if none).
+  Tensor backward(int output, Tensor seed, int input, const std::vector<int64_t>& input_shape,
+                  bool keep_steps = false);
+
+  // Keeps a copy of the gradient of value `id` when backward reaches it (Grad-CAM).
+  void keep_gradient(int id) { keep_id_ = id; }
+  const Tensor& kept_gradient() const { return kept_; }
 
   size_t size() const { return steps_.size(); }
   void clear();
@@ -41,6 +47,8 @@ class Tape {
   int next_id_ = 0;
   std::vector<Step> steps_;
   std::vector<Tensor> grads_;
+  int keep_id_ = -1;
+  Tensor kept_;
 };
 
 }  // namespace pg::ag

@@ -18,6 +18,9 @@ struct Context {
   ag::ConvHook* hook = nullptr;
   std::vector<float> workspace;
   float* scratch(size_t floats);
+  // When set, the model stores the output of its last conv block here (Grad-CAM).
+  bool capture_feature = false;
+  ag::Var feature;
 };
 
 // Conv2d with an optional BatchNorm (inference form) folded in at load time.

@@ -54,6 +54,7 @@ class ResNet : public Model {
         ag::Var identity = b.has_down ? b.down.forward(ctx, h) : h;
         h = relu(ctx, add(ctx, o, identity));
       }
+    if (ctx.capture_feature) ctx.feature = h;
     h = adaptive_avgpool(ctx, h, 1, 1);
     return fc.forward(ctx, flatten(ctx, h));
   }

@@ -38,7 +38,13 @@ class VGG : public Model {
 
   ag::Var forward(Context& ctx, const ag::Var& x) const override {
     ag::Var h = x;
-    for (const auto& f : features) h = f.is_pool ? pool.forward(ctx, h) : relu(ctx, f.conv.forward(ctx, h));
+    for (size_t i = 0; i < features.size(); ++i) {
+      const Feature& f = features[i];
+      // Grad-CAM's feature: the last ReLU output, before the final max-pool.
+      if (ctx.capture_feature && f.is_pool && i + 1 == features.size()) ctx.feature = h;
+      h = f.is_pool ? pool.forward(ctx, h) : relu(ctx, f.conv.forward(ctx, h));
+    }
+    if (ctx.capture_feature && !features.back().is_pool) ctx.feature = h;
     h = flatten(ctx, adaptive_avgpool(ctx, h, avg, avg));
     for (size_t i = 0; i < classifier.size(); ++i) {
       h = classifier[i].forward(ctx, h);

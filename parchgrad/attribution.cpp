@@ -1,5 +1,6 @@
 #include "parchgrad/attribution.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "nn/error.h"
@@ -28,10 +29,15 @@ std::vector<int> resolve_targets(const Tensor& logits, const std::vector<int>& t
   for (int64_t n = 0; n < N; ++n) {
     int t = targets.empty() ? -1 : targets[targets.size() == 1 ? 0 : n];
     if (t < 0) {
+      // -r: the class ranked r-th by logit (ties: lower class id first).
+      const int rank = -t;
+      if (rank > K) throw Error("top-" + std::to_string(rank) + " asked of a model with " + std::to_string(K) + " classes");
       const float* l = logits.data() + n * K;
-      t = 0;
-      for (int64_t k = 1; k < K; ++k)
-        if (l[k] > l[t]) t = int(k);
+      std::vector<int> idx(K);
+      for (int k = 0; k < K; ++k) idx[k] = k;
+      std::partial_sort(idx.begin(), idx.begin() + rank, idx.end(),
+                        [&](int a, int b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+      t = idx[rank - 1];
     } else if (t >= K) {
       throw Error("target class " + std::to_string(t) + " is out of range for a model with " +
                   std::to_string(K) + " classes");
@@ -56,27 +62,52 @@ void check_input(const Tensor& x, const std::string& what) {
     if (!std::isfinite(d[i])) throw Error(what + ": input contains " + (std::isnan(d[i]) ? "NaN" : "infinite") + " values");
 }
 
-GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Tensor& x,
-                              const std::vector<int>& targets, ag::ConvHook* hook) {
+std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context& ctx, const Tensor& x,
+                                            const std::vector<std::vector<int>>& target_sets,
+                                            const BackwardOptions& opt) {
   ag::Tape tape;
   ctx.tape = &tape;
-  ctx.hook = hook;
-  ag::Var in{x, tape.new_value()};
-  GradientResult r;
-  try {
-    ag::Var out = model.forward(ctx, in);
-    r.logits = out.value;
-    r.probs = softmax(r.logits);
-    r.targets = resolve_targets(r.logits, targets);
-    r.grad = tape.backward(out.id, probability_seed(r.probs, r.targets), in.id, x.shape());
-  } catch (...) {
+  ctx.hook = opt.hook;
+  ctx.capture_feature = opt.capture_feature;
+  ctx.feature = ag::Var{};
+  std::vector<GradientResult> out;
+  auto reset = [&]() {
     ctx.tape = nullptr;
     ctx.hook = nullptr;
+    ctx.capture_feature = false;
+    ctx.feature = ag::Var{};
+  };
+  try {
+    ag::Var in{x, tape.new_value()};
+    ag::Var logits = model.forward(ctx, in);
+    const Tensor probs = softmax(logits.value);
+    if (opt.capture_feature) tape.keep_gradient(ctx.feature.id);
+    for (size_t j = 0; j < target_sets.size(); ++j) {
+      GradientResult r;
+      r.logits = logits.value;
+      r.probs = probs;
+      r.targets = resolve_targets(r.logits, target_sets[j]);
+      if (opt.on_targets) opt.on_targets(r.targets);
+      const bool last = j + 1 == target_sets.size();
+      r.grad = tape.backward(logits.id, probability_seed(probs, r.targets), in.id, x.shape(), !last);
+      if (opt.capture_feature) {
+        r.feature = ctx.feature.value;
+        r.feature_grad = tape.kept_gradient();
+        if (r.feature_grad.empty()) r.feature_grad = Tensor::zeros(r.feature.shape());
+      }
+      out.push_back(std::move(r));
+    }
+  } catch (...) {
+    reset();
     throw;
   }
-  ctx.tape = nullptr;
-  ctx.hook = nullptr;
-  return r;
+  reset();
+  return out;
+}
+
+GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Tensor& x,
+                              const std::vector<int>& targets, const BackwardOptions& opt) {
+  return std::move(input_gradients(model, ctx, x, {targets}, opt)[0]);
 }
 
 Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x) {

@@ -1,5 +1,6 @@
 // Attribution: the backward seed and saliency maps computed from the input gradient.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "autograd/hooks.h"
@@ -10,7 +11,7 @@ namespace pg {
 // Row-wise softmax of logits [N, K] (computed in double, stored as float).
 Tensor softmax(const Tensor& logits);
 
-// Resolves per-sample targets: a negative entry means "top-1 class". One entry may serve
+// Resolves per-sample targets: a negative entry -r means "the class ranked r-th" (-1: top-1). One entry may serve
 // every sample. Throws if a class id is out of range.
 std::vector<int> resolve_targets(const Tensor& logits, const std::vector<int>& targets);
 
@@ -22,11 +23,25 @@ struct GradientResult {
   Tensor probs;              // [N, K]
   std::vector<int> targets;  // resolved
   Tensor grad;               // dL/dx [N, 3, H, W]
+  Tensor feature;            // last conv block output (with capture_feature)
+  Tensor feature_grad;       // its gradient
 };
 
-// Forward with a tape, then backward from the probability seed; hook may be nullptr.
+struct BackwardOptions {
+  ag::ConvHook* hook = nullptr;
+  // Called with the resolved targets after the forward pass, before backward.
+  std::function<void(const std::vector<int>&)> on_targets;
+  bool capture_feature = false;
+};
+
+// Forward with a tape, then backward from the probability seed.
 GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Tensor& x,
-                              const std::vector<int>& targets, ag::ConvHook* hook = nullptr);
+                              const std::vector<int>& targets, const BackwardOptions& opt = {});
+
+// One forward, then one backward per target set: target_sets[j] holds one class per sample.
+std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context& ctx, const Tensor& x,
+                                            const std::vector<std::vector<int>>& target_sets,
+                                            const BackwardOptions& opt = {});
 
 // Forward only.
 Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x);

@@ -70,9 +70,9 @@ TEST_CASE("a conv hook's fused scale equals editing the gradient in place") {
     for (int64_t i = 0; i < f.numel(); ++i) f[i] = (i % 4 == 0) ? 0.f : float(rng() % 100) / 50.f;
     fused.factors = edited.factors = f;
     edited.in_place = true;
-    auto a = input_gradient(*model, ctx, x, {3, 7}, &fused);
-    auto b = input_gradient(*model, ctx, x, {3, 7}, &edited);
-    auto plain = input_gradient(*model, ctx, x, {3, 7}, nullptr);
+    auto a = input_gradient(*model, ctx, x, {3, 7}, {&fused});
+    auto b = input_gradient(*model, ctx, x, {3, 7}, {&edited});
+    auto plain = input_gradient(*model, ctx, x, {3, 7});
     CHECK(rel(a.grad, b.grad) < 1e-6);
     CHECK(rel(a.grad, plain.grad) > 1e-3);  // the edit really changed the result
     CHECK(rel(a.logits, plain.logits) == 0.0);
@@ -87,7 +87,7 @@ TEST_CASE("the hook sees the raw conv output's GAP although BatchNorm is folded"
   hook.target = "conv1";
   hook.factors = Tensor::filled({2, 64}, 1.f);
   nn::Context ctx;
-  input_gradient(*model, ctx, x, {-1}, &hook);
+  input_gradient(*model, ctx, x, {-1}, {&hook});
   REQUIRE(hook.gap.numel() == 2 * 64);
   // Raw stem conv from the unfolded weights.
   kernels::Conv2dParams p;
@@ -114,12 +114,12 @@ TEST_CASE("zeroing a block's conv leaves the skip path; zeroing the stem stops e
   TestHook hook;
   hook.target = "layer1.0.conv1";
   hook.factors = Tensor::zeros({1, 64});
-  auto r = input_gradient(*model, ctx, x, {1}, &hook);
+  auto r = input_gradient(*model, ctx, x, {1}, {&hook});
   double norm = 0;
   for (int64_t i = 0; i < r.grad.numel(); ++i) norm += std::fabs(r.grad[i]);
   CHECK(norm > 0);
   hook.target = "conv1";
-  r = input_gradient(*model, ctx, x, {1}, &hook);
+  r = input_gradient(*model, ctx, x, {1}, {&hook});
   norm = 0;
   for (int64_t i = 0; i < r.grad.numel(); ++i) norm += std::fabs(r.grad[i]);
   CHECK(norm == 0);

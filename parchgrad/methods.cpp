@@ -1,0 +1,239 @@
+#include "parchgrad/methods.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "nn/error.h"
+
+namespace pg {
+
+Method parse_method(const std::string& name) {
+  if (name == "grad") return Method::Grad;
+  if (name == "inputgrad") return Method::InputGrad;
+  if (name == "ig") return Method::IG;
+  if (name == "smoothgrad") return Method::SmoothGrad;
+  if (name == "gradcam") return Method::GradCAM;
+  throw Error("--method: unknown method '" + name + "' (grad, inputgrad, ig, smoothgrad, gradcam)");
+}
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::Grad: return "grad";
+    case Method::InputGrad: return "inputgrad";
+    case Method::IG: return "ig";
+    case Method::SmoothGrad: return "smoothgrad";
+    case Method::GradCAM: return "gradcam";
+  }
+  return "?";
+}
+
+Tensor upsample_bilinear(const Tensor& maps, int H, int W) {
+  const int64_t N = maps.dim(0), h = maps.dim(1), w = maps.dim(2);
+  Tensor out({N, H, W});
+  auto src = [](int dst, int64_t in, int outn, int64_t* i0, int64_t* i1, float* lam) {
+    const float scale = float(in) / float(outn);
+    float s = scale * (float(dst) + 0.5f) - 0.5f;
+    if (s < 0) s = 0;
+    *i0 = std::min<int64_t>(int64_t(s), in - 1);
+    *i1 = *i0 < in - 1 ? *i0 + 1 : *i0;
+    *lam = s - float(*i0);
+  };
+  for (int64_t n = 0; n < N; ++n)
+    for (int y = 0; y < H; ++y) {
+      int64_t y0, y1;
+      float ly;
+      src(y, h, H, &y0, &y1, &ly);
+      for (int x = 0; x < W; ++x) {
+        int64_t x0, x1;
+        float lx;
+        src(x, w, W, &x0, &x1, &lx);
+        const float* m = maps.data() + n * h * w;
+        out[(n * H + y) * W + x] = (1 - ly) * ((1 - lx) * m[y0 * w + x0] + lx * m[y0 * w + x1]) +
+                                   ly * ((1 - lx) * m[y1 * w + x0] + lx * m[y1 * w + x1]);
+      }
+    }
+  return out;
+}
+
+namespace {
+
+BackwardOptions with_hook(ParchGradHook* hook) {
+  BackwardOptions b;
+  b.hook = hook;
+  if (hook) b.on_targets = [hook](const std::vector<int>& t) { hook->set_targets(t); };
+  return b;
+}
+
+// Runs the copies copies[i] (each [3,H,W] of sample owner[i]) in chunks of max_batch and
+// calls add(i, grad_i) for each.
+template <class Add>
+void run_copies(const nn::Model& model, nn::Context& ctx, const Tensor& copies, const std::vector<int>& targets,
+                int max_batch, ParchGradHook* hook, Add add) {
+  const int64_t total = copies.dim(0);
+  for (int64_t b = 0; b < total; b += max_batch) {
+    const int64_t e = std::min<int64_t>(total, b + max_batch);
+    std::vector<int> t(targets.begin() + b, targets.begin() + e);
+    GradientResult r = input_gradient(model, ctx, copies.slice0(b, e), t, with_hook(hook));
+    const int64_t per = r.grad.numel() / (e - b);
+    for (int64_t i = b; i < e; ++i) add(i, r.grad.data() + (i - b) * per);
+  }
+}
+
+
+// Map of one sample from the clean-input gradient (grad, inputgrad) or Grad-CAM.
+void direct_maps(const Tensor& x, const GradientResult& r, Method method, Explanation& ex) {
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), HW = H * W, per = C * HW;
+  if (method == Method::GradCAM) {
+    const Tensor& A = r.feature;
+    const Tensor& G = r.feature_grad;
+    const int64_t K = A.dim(1), h = A.dim(2), w = A.dim(3);
+    Tensor cam = Tensor::zeros({N, h, w});
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        const float* g = G.data() + (n * K + k) * h * w;
+        const float* a = A.data() + (n * K + k) * h * w;
+        double wk = 0;
+        for (int64_t i = 0; i < h * w; ++i) wk += g[i];
+        wk /= double(h * w);
+        for (int64_t i = 0; i < h * w; ++i) cam[n * h * w + i] += float(wk) * a[i];
+      }
+    for (int64_t i = 0; i < cam.numel(); ++i) cam[i] = std::max(cam[i], 0.f);
+    ex.maps = upsample_bilinear(cam, int(H), int(W));
+    return;
+  }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < HW; ++i) {
+      float s = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t j = n * per + c * HW + i;
+        s += std::fabs(method == Method::InputGrad ? x[j] * r.grad[j] : r.grad[j]);
+      }
+      ex.maps[n * HW + i] = s / float(C);
+    }
+}
+
+Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tensor& x, const Tensor& logits,
+                           const std::vector<int>& targets, const MethodOptions& opt, ParchGradHook* hook);
+
+}  // namespace
+
+std::vector<Explanation> explain(const nn::Model& model, nn::Context& ctx, const Tensor& x,
+                                 const std::vector<std::vector<int>>& target_sets, const MethodOptions& opt,
+                                 ParchGradHook* hook) {
+  const int64_t N = x.dim(0), H = x.dim(2), W = x.dim(3);
+  std::vector<Explanation> out;
+  if (hook) hook->set_explain(true);
+  if (opt.method == Method::Grad || opt.method == Method::InputGrad || opt.method == Method::GradCAM) {
+    BackwardOptions b = with_hook(hook);
+    b.capture_feature = opt.method == Method::GradCAM;
+    std::vector<std::vector<LayerExplain>>* layers = nullptr;
+    std::vector<std::vector<std::vector<LayerExplain>>> per_set;
+    if (hook) {
+      // Keep each target set's decisions: set_targets resets them before each backward.
+      b.on_targets = [hook, &per_set](const std::vector<int>& t) {
+        if (!per_set.empty()) per_set.back() = hook->explain();
+        hook->set_targets(t);
+        per_set.emplace_back();
+      };
+    }
+    (void)layers;
+    std::vector<GradientResult> rs = input_gradients(model, ctx, x, target_sets, b);
+    if (hook && !per_set.empty()) per_set.back() = hook->explain();
+    for (size_t j = 0; j < rs.size(); ++j) {
+      Explanation ex;
+      ex.maps = Tensor::zeros({N, H, W});
+      ex.probs = rs[j].probs;
+      ex.targets = rs[j].targets;
+      if (hook) ex.layers = per_set[j];
+      direct_maps(x, rs[j], opt.method, ex);
+      out.push_back(std::move(ex));
+    }
+    return out;
+  }
+  Tensor logits = forward_logits(model, ctx, x);
+  for (const auto& targets : target_sets) out.push_back(explain_copies(model, ctx, x, logits, targets, opt, hook));
+  return out;
+}
+
+namespace {
+
+Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tensor& x, const Tensor& logits,
+                           const std::vector<int>& targets, const MethodOptions& opt, ParchGradHook* hook) {
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), HW = H * W, per = C * HW;
+  Explanation ex;
+  ex.maps = Tensor::zeros({N, H, W});
+  // IG and SmoothGrad: the target is chosen on the clean input.
+  ex.probs = softmax(logits);
+  ex.targets = resolve_targets(logits, targets);
+  if (hook) hook->set_targets(ex.targets);
+
+  if (opt.method == Method::IG) {
+    const int M = opt.ig_steps;
+    if (M < 1) throw Error("--ig-steps must be at least 1");
+    const int64_t copies = N * (M + 1);
+    Tensor pts({copies, C, H, W});
+    std::vector<int> t(copies);
+    for (int64_t n = 0; n < N; ++n)
+      for (int i = 0; i <= M; ++i) {
+        const int64_t j = n * (M + 1) + i;
+        const float a = float(i) / float(M);
+        for (int64_t k = 0; k < per; ++k) pts[j * per + k] = x[n * per + k] * a;
+        t[j] = ex.targets[n];
+      }
+    Tensor avg = Tensor::zeros({N, C, H, W});
+    run_copies(model, ctx, pts, t, opt.max_batch, hook, [&](int64_t j, const float* g) {
+      const int64_t n = j / (M + 1), i = j % (M + 1);
+      const float wgt = (i == 0 || i == M) ? 0.5f : 1.f;
+      for (int64_t k = 0; k < per; ++k) avg[n * per + k] += wgt * g[k];
+    });
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        float s = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t j = n * per + c * HW + i;
+          s += x[j] * (avg[j] / float(M));
+        }
+        ex.maps[n * HW + i] = std::fabs(s / float(C));
+      }
+    return ex;
+  }
+
+  // SmoothGrad.
+  const int M = opt.sg_noise.empty() ? opt.sg_samples : int(opt.sg_noise.dim(0));
+  if (M < 1) throw Error("--sg-samples must be at least 1");
+  if (!opt.sg_noise.empty() && (opt.sg_noise.ndim() != 5 || opt.sg_noise.dim(1) != N || opt.sg_noise.numel() != M * N * per))
+    throw Error("--sg-noise: expected shape [M, " + std::to_string(N) + ", 3, " + std::to_string(H) + ", " +
+                std::to_string(W) + "], got " + opt.sg_noise.shape_str());
+  const int64_t copies = N * M;
+  Tensor noisy({copies, C, H, W});
+  std::vector<int> t(copies);
+  std::mt19937_64 rng(opt.seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xn = x.data() + n * per;
+    const auto mm = std::minmax_element(xn, xn + per);
+    const float sigma = float(opt.sg_sigma) * (*mm.second - *mm.first);
+    for (int m = 0; m < M; ++m) {
+      const int64_t j = n * M + m;
+      for (int64_t k = 0; k < per; ++k) {
+        const float e = opt.sg_noise.empty() ? sigma * normal(rng) : opt.sg_noise[(int64_t(m) * N + n) * per + k];
+        noisy[j * per + k] = xn[k] + e;
+      }
+      t[j] = ex.targets[n];
+    }
+  }
+  run_copies(model, ctx, noisy, t, opt.max_batch, hook, [&](int64_t j, const float* g) {
+    const int64_t n = j / M;
+    for (int64_t i = 0; i < HW; ++i) {
+      float s = 0;
+      for (int64_t c = 0; c < C; ++c) s += std::fabs(g[c * HW + i]);
+      ex.maps[n * HW + i] += s / float(C) / float(M);
+    }
+  });
+  return ex;
+}
+
+}  // namespace
+
+}  // namespace pg
