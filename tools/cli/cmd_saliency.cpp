@@ -1,16 +1,22 @@
 // `parchgrad saliency` (maps, overlays and JSON lines for images and .npy inputs) and
 // `parchgrad gradient` (the exact-tensor path: logits and input gradient as .npy).
 #include <algorithm>
+#include <limits>
+#include <memory>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
+#include <cctype>
 
 #include "nn/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
+#include "parchgrad/methods.h"
+#include "parchgrad/parchgrad.h"
+#include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/lib/image_io.h"
@@ -28,7 +34,46 @@ struct SaliencyOptions {
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
   int batch = 8, threads = 0;
+  // Methods and ParchGrad.
+  std::string method = "grad", parchgrad = "off", stats, gamma = "inf", layers = "ratio:0.5", sg_noise, compare;
+  double alpha = -1, quantile = 0.1, shapiro_threshold = 0.05, sg_sigma = 0.15;
+  bool no_variance_conservation = false, exact_variance = false, explain_masks = false;
+  int ig_steps = 25, sg_samples = 25;
+  uint64_t seed = 0;
 };
+
+// One configuration to explain with: a method and a ParchGrad mode ("grad+cls").
+struct Config {
+  std::string label;
+  MethodOptions method;
+  std::unique_ptr<ParchGradHook> hook;
+};
+
+ParchGradOptions parchgrad_options(const SaliencyOptions& o, const std::string& mode) {
+  ParchGradOptions p;
+  if (mode == "cls") p.mode = ParchGradOptions::Mode::Cls;
+  else if (mode == "ins") p.mode = ParchGradOptions::Mode::Ins;
+  else if (mode == "off") p.mode = ParchGradOptions::Mode::Off;
+  else throw Error("--parchgrad: '" + mode + "' is not cls, ins or off");
+  p.alpha = o.alpha;
+  p.quantile = o.quantile;
+  p.shapiro_threshold = o.shapiro_threshold;
+  if (o.gamma == "inf") {
+    p.gamma = std::numeric_limits<double>::infinity();
+  } else {
+    try {
+      size_t used = 0;
+      p.gamma = std::stod(o.gamma, &used);
+      if (used != o.gamma.size()) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      throw Error("--gamma: '" + o.gamma + "' is not a number or inf");
+    }
+  }
+  p.variance_conservation = !o.no_variance_conservation;
+  p.exact_variance = o.exact_variance;
+  p.layers = o.layers;
+  return p;
+}
 
 // One sample to explain: where it came from and the tensor the model sees.
 struct Sample {
@@ -81,19 +126,122 @@ json top_k(const Tensor& probs, int64_t n, int k, const std::vector<std::string>
   return arr;
 }
 
+// Target sets for a batch: topK gives K sets; otherwise one set with one target per sample.
+std::vector<std::vector<int>> target_sets_for(const std::string& spec, const std::vector<int>& per_sample) {
+  if (spec.size() > 3 && spec.compare(0, 3, "top") == 0 && spec != "top1") {
+    int k = 0;
+    try {
+      k = std::stoi(spec.substr(3));
+    } catch (const std::exception&) {
+    }
+    std::vector<std::vector<int>> sets;
+    for (int r = 1; r <= k; ++r) sets.push_back({-r});
+    return sets;
+  }
+  return {per_sample};
+}
+
+json layers_json(const std::vector<LayerExplain>& layers) {
+  json arr = json::array();
+  // Recorded in backward order; written in the model's forward order.
+  for (auto it = layers.rbegin(); it != layers.rend(); ++it)
+    arr.push_back({{"name", it->name}, {"channels", it->channels}, {"kept", it->kept.size()}, {"H", it->kept},
+                   {"M", it->M}, {"N", it->N}, {"beta", it->beta}, {"edited", it->edited}});
+  return arr;
+}
+
+// Composes [image | overlay 1 | overlay 2 | ...] side by side.
+io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays) {
+  io::Image8 out;
+  const int gap = 4;
+  out.h = base.h;
+  out.w = base.w * int(1 + overlays.size()) + gap * int(overlays.size());
+  out.rgb.assign(size_t(out.w) * out.h * 3, 255);
+  auto blit = [&](const io::Image8& img, int x0) {
+    for (int y = 0; y < img.h; ++y)
+      std::copy(img.rgb.begin() + size_t(y) * img.w * 3, img.rgb.begin() + size_t(y + 1) * img.w * 3,
+                out.rgb.begin() + (size_t(y) * out.w + x0) * 3);
+  };
+  blit(base, 0);
+  for (size_t i = 0; i < overlays.size(); ++i) blit(overlays[i], int(i + 1) * (base.w + gap));
+  return out;
+}
+
 void run_saliency(const SaliencyOptions& o) {
   set_threads(o.threads);
   if (o.batch < 1) throw Error("--batch must be at least 1");
-  const std::vector<int> targets = parse_targets(o.target);
+  const bool topk = o.target.size() > 3 && o.target.compare(0, 3, "top") == 0 && o.target != "top1";
+  if (topk) {
+    const std::string k = o.target.substr(3);
+    if (k.empty() || k.size() > 4 || !std::all_of(k.begin(), k.end(), [](unsigned char c) { return std::isdigit(c); }) ||
+        std::stoi(k) < 1)
+      throw Error("--target: '" + o.target + "' is not topK with K >= 1");
+  }
+  const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target);
   const std::vector<std::string> inputs = expand_inputs(o.inputs);
   auto model = nn::load_model(o.weights, o.model);
   for (int t : targets)
     if (t >= model->num_classes())
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
                   std::to_string(model->num_classes()) + " classes)");
-  if (targets.size() > 1 && targets.size() != inputs.size())
-    throw Error("--target lists " + std::to_string(targets.size()) + " classes for " + std::to_string(inputs.size()) +
-                " inputs (give one, or one per input)");
+  if (topk && std::stoi(o.target.substr(3)) > model->num_classes())
+    throw Error("--target " + o.target + " asks for more classes than " + o.weights + " has");
+
+  // Configurations: one, or one per --compare entry ("grad", "grad+cls", "ig+ins", ...).
+  std::vector<std::string> specs;
+  if (o.compare.empty()) {
+    specs.push_back(o.method + (o.parchgrad == "off" ? "" : "+" + o.parchgrad));
+  } else {
+    size_t start = 0;
+    while (start <= o.compare.size()) {
+      size_t end = o.compare.find(',', start);
+      if (end == std::string::npos) end = o.compare.size();
+      specs.push_back(o.compare.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  std::unique_ptr<StatsFile> stats;
+  Tensor sg_noise;
+  if (!o.sg_noise.empty()) sg_noise = io::load_npy(o.sg_noise);
+  std::vector<Config> configs;
+  for (const auto& spec : specs) {
+    Config c;
+    c.label = spec;
+    const size_t plus = spec.find('+');
+    const std::string mode = plus == std::string::npos ? "off" : spec.substr(plus + 1);
+    c.method.method = parse_method(spec.substr(0, plus));
+    c.method.ig_steps = o.ig_steps;
+    c.method.sg_samples = o.sg_samples;
+    c.method.sg_sigma = o.sg_sigma;
+    c.method.seed = o.seed;
+    c.method.sg_noise = sg_noise;
+    c.method.max_batch = std::max(o.batch, 1);
+    ParchGradOptions po = parchgrad_options(o, mode);
+    if (po.mode != ParchGradOptions::Mode::Off) {
+      if (o.stats.empty()) throw Error("--parchgrad " + mode + " needs --stats (a file from `parchgrad stats`)");
+      if (!stats) stats = std::make_unique<StatsFile>(load_stats(o.stats));
+      c.hook = std::make_unique<ParchGradHook>(*model, *stats, po);
+    }
+    configs.push_back(std::move(c));
+  }
+
+  // Per-sample targets need the sample count when a list is given.
+  int64_t total_samples = 0;
+  if (targets.size() > 1)
+    for (const auto& in : inputs) {
+      if (!is_npy(in)) {
+        ++total_samples;
+        continue;
+      }
+      Tensor t = io::load_npy(in);
+      total_samples += t.ndim() == 4 ? t.dim(0) : 1;
+    }
+  // Several targets of one image: a list given for a single sample.
+  const bool multi_one = targets.size() > 1 && total_samples == 1;
+  if (targets.size() > 1 && !multi_one && int64_t(targets.size()) != total_samples)
+    throw Error("--target lists " + std::to_string(targets.size()) + " classes for " + std::to_string(total_samples) +
+                " input samples (give one, one per sample, or several for a single image)");
+
   const auto names = weights::class_names_for(o.weights, o.classes, model->num_classes());
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -105,6 +253,7 @@ void run_saliency(const SaliencyOptions& o) {
   int failed = 0;
   std::vector<Sample> pending;
   const std::string results_path = (fs::path(o.out) / "results.jsonl").string();
+  int64_t sample_counter = 0;
 
   auto flush = [&]() {
     if (pending.empty()) return;
@@ -116,33 +265,70 @@ void run_saliency(const SaliencyOptions& o) {
       std::copy(pending[b].x.data(), pending[b].x.data() + pending[b].x.numel(), x.data() + b * pending[b].x.numel());
       tg.push_back(pending[b].target);
     }
-    GradientResult r = input_gradient(*model, ctx, x, tg);
-    Tensor maps = gradient_map(r.grad);
-    const int64_t H = maps.dim(1), W = maps.dim(2);
+    std::vector<std::vector<int>> sets;
+    if (multi_one) {
+      for (int t : targets) sets.push_back({t});
+    } else {
+      sets = target_sets_for(o.target, tg);
+    }
+    // explanations[config][set]
+    std::vector<std::vector<Explanation>> exps;
+    for (auto& c : configs) exps.push_back(explain(*model, ctx, x, sets, c.method, c.hook.get()));
+    const int64_t H = x.dim(2), W = x.dim(3);
     std::ofstream results(results_path, std::ios::app);
     if (!results) throw file_error(results_path, "cannot append");
     for (int64_t b = 0; b < B; ++b) {
       Sample& s = pending[b];
-      std::string name = s.name;
-      for (int k = 2; used_names.count(name); ++k) name = s.name + "_" + std::to_string(k);
-      used_names.insert(name);
-      Tensor map = maps.slice0(b, b + 1).reshape({H, W});
-      const std::string npy = (fs::path(o.out) / (name + ".npy")).string();
-      const std::string png = (fs::path(o.out) / (name + ".png")).string();
-      io::save_npy(npy, map);
-      io::save_overlay_png(png, io::denormalize_imagenet(s.x), map);
-      const int t = r.targets[b];
-      json line = {{"input", s.input},
-                   {"target", t},
-                   {"target_prob", r.probs[b * r.probs.dim(1) + t]},
-                   {"top5", top_k(r.probs, b, 5, names)},
-                   {"map", npy},
-                   {"overlay", png},
-                   {"settings", {{"method", "grad"}, {"model", model->arch()}, {"weights", o.weights},
-                                 {"input_size", {H, W}}, {"batch", o.batch}}}};
-      if (s.index >= 0) line["index"] = s.index;
-      if (!names.empty()) line["target_name"] = names[t];
-      results << line.dump() << "\n";
+      const io::Image8 base = io::denormalize_imagenet(s.x);
+      for (size_t j = 0; j < sets.size(); ++j) {
+        const int t = exps[0][j].targets[b];
+        std::string stem = sets.size() > 1 ? s.name + "_c" + std::to_string(t) : s.name;
+        std::string name = stem;
+        for (int k = 2; used_names.count(name); ++k) name = stem + "_" + std::to_string(k);
+        used_names.insert(name);
+        json line = {{"input", s.input}, {"target", t}, {"target_prob", exps[0][j].probs[b * exps[0][j].probs.dim(1) + t]},
+                     {"top5", top_k(exps[0][j].probs, b, 5, names)}};
+        if (s.index >= 0) line["index"] = s.index;
+        if (!names.empty()) line["target_name"] = names[t];
+        std::vector<io::Image8> overlays;
+        json outputs = json::array();
+        for (size_t ci = 0; ci < configs.size(); ++ci) {
+          const Explanation& e = exps[ci][j];
+          Tensor map = e.maps.slice0(b, b + 1).reshape({H, W});
+          const std::string suffix = configs.size() > 1 ? "." + configs[ci].label : "";
+          const std::string npy = (fs::path(o.out) / (name + suffix + ".npy")).string();
+          io::save_npy(npy, map);
+          json out = {{"config", configs[ci].label}, {"map", npy}};
+          if (configs.size() == 1) {
+            const std::string png = (fs::path(o.out) / (name + ".png")).string();
+            io::save_overlay_png(png, base, map);
+            out["overlay"] = png;
+          } else {
+            overlays.push_back(io::render_overlay(base, map));
+          }
+          if (o.explain_masks && configs[ci].hook) {
+            const std::string mj = (fs::path(o.out) / (name + suffix + ".masks.json")).string();
+            write_text_atomic(mj, json({{"input", s.input}, {"target", t}, {"config", configs[ci].label},
+                                        {"layers", layers_json(e.layers.empty() ? std::vector<LayerExplain>{} : e.layers[b])}})
+                                      .dump() + "\n");
+            out["masks"] = mj;
+          }
+          outputs.push_back(out);
+        }
+        if (!overlays.empty()) {
+          const std::string png = (fs::path(o.out) / (name + ".compare.png")).string();
+          io::save_png(png, strip(base, overlays));
+          line["compare"] = png;
+        }
+        line["outputs"] = outputs;
+        line["settings"] = {{"method", o.method}, {"parchgrad", o.parchgrad}, {"stats", o.stats}, {"model", model->arch()},
+                            {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch},
+                            {"alpha", o.alpha}, {"quantile", o.quantile}, {"shapiro_threshold", o.shapiro_threshold},
+                            {"gamma", o.gamma}, {"variance_conservation", !o.no_variance_conservation},
+                            {"exact_variance", o.exact_variance}, {"layers", o.layers}, {"ig_steps", o.ig_steps},
+                            {"sg_samples", o.sg_samples}, {"sg_sigma", o.sg_sigma}, {"seed", o.seed}};
+        results << line.dump() << "\n";
+      }
     }
     results.flush();
     if (!results) throw file_error(results_path, "write failed");
@@ -160,7 +346,8 @@ void run_saliency(const SaliencyOptions& o) {
       continue;
     }
     for (auto& s : samples) {
-      s.target = targets.size() == 1 ? targets[0] : targets[i];
+      s.target = (targets.size() == 1 || multi_one) ? targets[0] : targets[sample_counter];
+      ++sample_counter;
       if (!pending.empty() && (pending[0].x.shape() != s.x.shape() || int(pending.size()) >= o.batch)) flush();
       pending.push_back(std::move(s));
     }
@@ -206,11 +393,29 @@ void register_saliency(CLI::App& app) {
   CLI::App* s = app.add_subcommand("saliency", "Gradient saliency maps for images or .npy tensors");
   s->add_option("--weights", so->weights, "torchvision state dict (.pth or .safetensors)")->required();
   s->add_option("--model", so->model, "architecture (inferred from the weights when omitted)");
-  s->add_option("--target", so->target, "class id, top1, or one per input (comma-separated)");
+  s->add_option("--target", so->target, "class id, top1, topK, or a list: one per sample, or several for one image");
   s->add_option("--out", so->out, "output directory")->capture_default_str();
   s->add_option("--batch", so->batch, "images per batch")->capture_default_str();
   s->add_option("--classes", so->classes, "class names file, one per line");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
+  s->add_option("--method", so->method, "grad, inputgrad, ig, smoothgrad or gradcam")->capture_default_str();
+  s->add_option("--parchgrad", so->parchgrad, "ParchGrad channel selection: cls, ins or off")->capture_default_str();
+  s->add_option("--stats", so->stats, "statistics file from `parchgrad stats` (for cls/ins)");
+  s->add_option("--alpha", so->alpha, "significance level (replaces --quantile)");
+  s->add_option("--quantile", so->quantile, "select the q fraction of channels with the smallest p")->capture_default_str();
+  s->add_option("--shapiro-threshold", so->shapiro_threshold, "keep channels with Shapiro-Wilk p below this")
+      ->capture_default_str();
+  s->add_option("--gamma", so->gamma, "gain of the selected channels, or inf")->capture_default_str();
+  s->add_flag("--no-variance-conservation", so->no_variance_conservation, "do not rescale to conserve variance");
+  s->add_flag("--exact-variance", so->exact_variance, "finite gamma: rescale to the exact pre-edit variance");
+  s->add_option("--layers", so->layers, "hooked convs: ratio:R, layer34 or conv names")->capture_default_str();
+  s->add_option("--ig-steps", so->ig_steps, "integrated gradients steps")->capture_default_str();
+  s->add_option("--sg-samples", so->sg_samples, "SmoothGrad noisy copies")->capture_default_str();
+  s->add_option("--sg-sigma", so->sg_sigma, "SmoothGrad noise, fraction of the input range")->capture_default_str();
+  s->add_option("--sg-noise", so->sg_noise, "fixed SmoothGrad noise .npy [M, N, 3, H, W]");
+  s->add_option("--seed", so->seed, "SmoothGrad noise seed")->capture_default_str();
+  s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
+  s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
   s->add_option("inputs", so->inputs, "images (.png, .jpg), .npy tensors or directories")->required();
   s->callback([so]() { run_saliency(*so); });
 
