@@ -11,6 +11,7 @@
 #include "nn/model.h"
 #include "nn/profile.h"
 #include "parchgrad/attribution.h"
+#include "parchgrad/parchgrad.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 
@@ -22,6 +23,7 @@ struct BenchOptions {
   std::string model = "resnet50";
   int batch = 8, size = 224, iters = 5, warmup = 1, threads = 0, classes = 1000;
   bool json = false, profile = false;
+  std::string parchgrad;  // "cls", "ins" or "cls,ins": also time ParchGrad saliency
 };
 
 template <class F>
@@ -49,14 +51,55 @@ void run_bench(const BenchOptions& o) {
     gradient_map(r.grad);
   });
   if (o.profile) nn::profile::report(stderr);
+  // ParchGrad with random statistics (quantile 0.1, the last half of the convs hooked).
+  std::vector<std::pair<std::string, double>> pg_ips;
+  if (!o.parchgrad.empty()) {
+    StatsFile stats;
+    stats.path = "random statistics";
+    stats.model = model->arch();
+    stats.num_classes = model->num_classes();
+    std::uniform_real_distribution<float> uni(0.f, 1.f);
+    for (const auto* c : model->convs()) {
+      LayerStats l;
+      const int C = c->out_channels;
+      l.mean = Tensor({C});
+      l.std = Tensor({C});
+      l.shapiro_p = Tensor({C});
+      l.cls_p = Tensor({C, stats.num_classes});
+      for (int i = 0; i < C; ++i) {
+        l.mean[i] = uni(rng);
+        l.std[i] = 0.1f + uni(rng);
+        l.shapiro_p[i] = 0.1f * uni(rng);
+      }
+      for (int64_t i = 0; i < l.cls_p.numel(); ++i) l.cls_p[i] = uni(rng);
+      stats.layers[c->site.name] = l;
+    }
+    for (const std::string mode : {"cls", "ins"}) {
+      if (o.parchgrad.find(mode) == std::string::npos) continue;
+      ParchGradOptions po;
+      po.mode = mode == "cls" ? ParchGradOptions::Mode::Cls : ParchGradOptions::Mode::Ins;
+      ParchGradHook hook(*model, stats, po);
+      BackwardOptions b;
+      b.hook = &hook;
+      b.on_targets = [&hook](const std::vector<int>& t) { hook.set_targets(t); };
+      const double ips = images_per_second(o.batch, o.warmup, o.iters, [&] {
+        GradientResult r = input_gradient(*model, ctx, x, {-1}, b);
+        gradient_map(r.grad);
+      });
+      pg_ips.push_back({mode, ips});
+    }
+    if (o.profile) nn::profile::report(stderr);
+  }
   const int threads = omp_get_max_threads();
   if (o.json) {
     nlohmann::json j = {{"model", o.model}, {"batch", o.batch}, {"size", o.size}, {"threads", threads},
                         {"iters", o.iters}, {"forward_ips", fwd}, {"saliency_ips", sal}};
+    for (const auto& [mode, ips] : pg_ips) j["parchgrad_" + mode + "_ips"] = ips;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("%s  batch %d  %dx%d  %d threads\n  forward   %8.2f images/s\n  saliency  %8.2f images/s\n",
                 o.model.c_str(), o.batch, o.size, o.size, threads, fwd, sal);
+    for (const auto& [mode, ips] : pg_ips) std::printf("  parchgrad %s %6.2f images/s\n", mode.c_str(), ips);
   }
 }
 
@@ -73,6 +116,7 @@ void register_bench(CLI::App& app) {
   b->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   b->add_flag("--json", o->json, "print one JSON line");
   b->add_flag("--profile", o->profile, "print time per op kind (stderr)");
+  b->add_option("--parchgrad", o->parchgrad, "also time ParchGrad saliency: cls, ins or cls,ins (random statistics)");
   b->callback([o]() { run_bench(*o); });
 }
 
