@@ -16,5 +16,6 @@ void register_saliency(CLI::App& app);     // saliency, gradient   (cmd_saliency
 void register_bench(CLI::App& app);        // bench                (cmd_bench.cpp)
 void register_convert(CLI::App& app);      // convert, inspect     (cmd_convert.cpp)
 void register_preprocess(CLI::App& app);   // preprocess           (cmd_preprocess.cpp)
+void register_stats(CLI::App& app);         // stats, stats merge    (cmd_stats.cpp)
 
 }  // namespace pg::cli

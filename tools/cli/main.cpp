@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   pg::cli::register_bench(app);
   pg::cli::register_convert(app);
   pg::cli::register_preprocess(app);
+  pg::cli::register_stats(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

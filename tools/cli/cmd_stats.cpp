@@ -1,0 +1,251 @@
+// `parchgrad stats` (dataset statistics for ParchGrad over an ImageFolder tree, optionally
+// one shard of it) and `parchgrad stats merge` (shards -> one stats file).
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <unistd.h>
+
+#include "autograd/hooks.h"
+#include "nn/error.h"
+#include "nn/model.h"
+#include "parchgrad/attribution.h"
+#include "parchgrad/dataset_stats.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+#include "tools/lib/image_io.h"
+#include "tools/lib/progress.h"
+
+namespace pg::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct StatsOptions {
+  std::string weights, model, data, out, test = "student", shard, labels;
+  int batch = 16, threads = 0;
+  double memory_mb = 256;
+};
+
+struct MergeOptions {
+  std::vector<std::string> shards;
+  std::string out;
+  double memory_mb = 256;
+};
+
+size_t memory_bytes(double mb) {
+  if (!(mb >= 0)) throw Error("--memory-mb must be a non-negative number");
+  return size_t(mb * 1024.0 * 1024.0);
+}
+
+bool is_data_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".npy";
+}
+
+struct Item {
+  std::string path;
+  int label = 0;
+};
+
+// folder name -> class id, from lines "folder_name class_id".
+std::map<std::string, int> read_labels(const std::string& path, int num_classes) {
+  std::ifstream f(path);
+  if (!f) throw file_error(path, "cannot open labels file");
+  std::map<std::string, int> out;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(f, line)) {
+    ++lineno;
+    std::istringstream ss(line);
+    std::string name, rest;
+    long id = -1;
+    if (!(ss >> name)) continue;  // blank line
+    if (!(ss >> id) || (ss >> rest))
+      throw file_error(path, "line " + std::to_string(lineno) + ": expected \"folder_name class_id\"");
+    if (id < 0 || id >= num_classes)
+      throw file_error(path, "line " + std::to_string(lineno) + ": class id " + std::to_string(id) +
+                                 " is out of range for a model with " + std::to_string(num_classes) + " classes");
+    if (!out.emplace(name, int(id)).second)
+      throw file_error(path, "line " + std::to_string(lineno) + ": folder " + name + " listed twice");
+  }
+  return out;
+}
+
+// The ImageFolder listing: class folders sorted by name, files below each (recursively)
+// sorted by path, as torchvision's ImageFolder orders them.
+std::vector<Item> list_dataset(const std::string& dir, const std::string& labels_path, int num_classes) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw file_error(dir, "not a directory");
+  std::vector<std::string> folders;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory()) folders.push_back(e.path().filename().string());
+  if (ec) throw file_error(dir, "cannot list directory (" + ec.message() + ")");
+  std::sort(folders.begin(), folders.end());
+  if (folders.empty()) throw file_error(dir, "no class folders (expected DIR/<class>/<image files>)");
+  std::map<std::string, int> labels;
+  if (!labels_path.empty()) labels = read_labels(labels_path, num_classes);
+  std::vector<Item> items;
+  for (size_t i = 0; i < folders.size(); ++i) {
+    int label = int(i);
+    if (!labels_path.empty()) {
+      auto it = labels.find(folders[i]);
+      if (it == labels.end()) throw file_error(dir, "class folder " + folders[i] + " is not in " + labels_path);
+      label = it->second;
+    } else if (label >= num_classes) {
+      throw file_error(dir, "class folder " + folders[i] + " is class " + std::to_string(label) +
+                                " but the model has " + std::to_string(num_classes) + " classes (" +
+                                std::to_string(folders.size()) + " folders)");
+    }
+    std::vector<std::string> files;
+    const fs::path sub = fs::path(dir) / folders[i];
+    for (auto it = fs::recursive_directory_iterator(sub, fs::directory_options::follow_directory_symlink, ec);
+         it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (ec) break;
+      if (it->is_regular_file() && is_data_file(it->path())) files.push_back(it->path().string());
+    }
+    if (ec) throw file_error(sub.string(), "cannot list directory (" + ec.message() + ")");
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) items.push_back({f, label});
+  }
+  if (items.empty()) throw file_error(dir, "no .png, .jpg, .jpeg or .npy files in its class folders");
+  return items;
+}
+
+void parse_shard(const std::string& spec, int* i, int* n) {
+  const size_t slash = spec.find('/');
+  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < spec.size();
+  if (ok) {
+    const std::string a = spec.substr(0, slash), b = spec.substr(slash + 1);
+    ok = a.size() < 9 && b.size() < 9 && std::all_of(a.begin(), a.end(), ::isdigit) &&
+         std::all_of(b.begin(), b.end(), ::isdigit);
+    if (ok) {
+      *i = std::stoi(a);
+      *n = std::stoi(b);
+      ok = *n >= 1 && *i < *n;
+    }
+  }
+  if (!ok) throw Error("--shard: '" + spec + "' is not i/N with 0 <= i < N");
+}
+
+// Hooks every conv and hands its gap values to the accumulator.
+class GapCollector : public ag::ConvHook {
+ public:
+  explicit GapCollector(DatasetStats& s) : stats_(s) {}
+  bool hooks(const ag::ConvSite&) const override { return true; }
+  void on_forward(const ag::ConvSite& site, const Tensor& gap) override { stats_.add(site.name, gap); }
+  Tensor on_backward(const ag::ConvSite&, Tensor&) override { return Tensor(); }
+
+ private:
+  DatasetStats& stats_;
+};
+
+void run_stats(const StatsOptions& o) {
+  set_threads(o.threads);
+  if (o.batch < 1) throw Error("--batch must be at least 1");
+  if (o.test != "student" && o.test != "welch") throw Error("--test: '" + o.test + "' is not student or welch");
+  int shard = 0, shards = 1;
+  if (!o.shard.empty()) parse_shard(o.shard, &shard, &shards);
+  const size_t limit = memory_bytes(o.memory_mb);
+  auto model = nn::load_model(o.weights, o.model);
+  const std::vector<Item> all = list_dataset(o.data, o.labels, model->num_classes());
+  std::vector<int64_t> mine;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (int64_t(i) % shards == shard) mine.push_back(int64_t(i));
+
+  DatasetStatsMeta meta;
+  meta.model = model->arch();
+  meta.test = o.test;
+  meta.weights = fs::path(o.weights).filename().string();
+  meta.num_classes = model->num_classes();
+  std::vector<std::pair<std::string, int>> convs;
+  for (const auto* c : model->convs()) convs.emplace_back(c->site.name, c->out_channels);
+  const std::string spill = o.out + ".samples." + std::to_string(getpid()) + ".tmp";
+  DatasetStats acc(meta, convs, limit, spill);
+  GapCollector hook(acc);
+  nn::Context ctx;
+  ctx.hook = &hook;
+
+  io::Progress progress(o.shard.empty() ? "stats" : "stats " + o.shard, int64_t(mine.size()));
+  std::vector<Tensor> xs;
+  std::vector<int64_t> idx;
+  std::vector<int> labels;
+  auto flush = [&]() {
+    if (xs.empty()) return;
+    const int64_t B = int64_t(xs.size());
+    const auto& s0 = xs[0].shape();
+    Tensor x({B, s0[0], s0[1], s0[2]});
+    for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
+    check_input(x, all[size_t(idx[0])].path);
+    acc.begin_batch(idx, labels);
+    model->forward(ctx, ag::Var{x, -1});
+    acc.end_batch();
+    progress.advance(B);
+    xs.clear();
+    idx.clear();
+    labels.clear();
+  };
+  for (int64_t i : mine) {
+    const Item& it = all[size_t(i)];
+    Tensor t = io::load_input_tensor(it.path);
+    if (t.ndim() != 3) throw file_error(it.path, "expected one [3, H, W] sample, got " + t.shape_str());
+    if (!xs.empty() && xs[0].shape() != t.shape()) flush();
+    xs.push_back(t);
+    idx.push_back(i);
+    labels.push_back(it.label);
+    if (int(xs.size()) >= o.batch) flush();
+  }
+  flush();
+  progress.finish();
+  if (o.shard.empty()) {
+    acc.finalize(o.out);
+  } else {
+    acc.write_shard(o.out, shard, shards);
+  }
+}
+
+void run_merge(const MergeOptions& o) {
+  auto acc = DatasetStats::merge_shards(o.shards, memory_bytes(o.memory_mb));
+  acc->finalize(o.out);
+}
+
+}  // namespace
+
+void register_stats(CLI::App& app) {
+  auto so = std::make_shared<StatsOptions>();
+  auto mo = std::make_shared<MergeOptions>();
+  CLI::App* s = app.add_subcommand(
+      "stats", "Dataset statistics for ParchGrad over an ImageFolder tree (or one shard of it; see `stats merge`)");
+  s->add_option("--weights", so->weights, "torchvision state dict (.pth or .safetensors)");
+  s->add_option("--model", so->model, "architecture (inferred from the weights when omitted)");
+  s->add_option("--data", so->data, "ImageFolder directory: one sub-folder per class (sorted names give class ids)");
+  s->add_option("--out", so->out, "stats file (.safetensors), or the shard file with --shard");
+  s->add_option("--test", so->test, "class-vs-rest t-test: student (pooled) or welch")->capture_default_str();
+  s->add_option("--shard", so->shard, "i/N: process the images whose index % N == i and write a shard file");
+  s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
+  s->add_option("--labels", so->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
+  s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
+  s->add_option("--memory-mb", so->memory_mb, "gap samples kept in memory before spilling to a temporary file")
+      ->capture_default_str();
+
+  CLI::App* m = s->add_subcommand("merge", "Combine shard files of `parchgrad stats --shard` into a stats file");
+  m->add_option("shards", mo->shards, "shard files")->required();
+  m->add_option("--out", mo->out, "stats file (.safetensors)")->required();
+  m->add_option("--memory-mb", mo->memory_mb, "memory for the Shapiro-Wilk samples")->capture_default_str();
+  m->callback([mo]() { run_merge(*mo); });
+
+  s->callback([so, m]() {
+    if (m->parsed()) return;
+    for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--weights", &so->weights},
+                                      {"--data", &so->data}, {"--out", &so->out}})
+      if (value->empty()) throw Error(std::string("stats: ") + name + " is required");
+    run_stats(*so);
+  });
+}
+
+}  // namespace pg::cli
