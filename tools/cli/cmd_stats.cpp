@@ -18,6 +18,7 @@
 #include "tools/cli/common.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/progress.h"
+#include "weights/state_dict.h"
 
 namespace pg::cli {
 
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct StatsOptions {
-  std::string weights, model, data, out, test = "student", shard, labels;
+  std::string weights, model, data, out, test = "student", shard, labels, dump_gap;
   int batch = 16, threads = 0;
   double memory_mb = 256;
 };
@@ -134,15 +135,41 @@ void parse_shard(const std::string& spec, int* i, int* n) {
 }
 
 // Hooks every conv and hands its gap values to the accumulator.
+// With --dump-gap it also keeps every gap row, to be written as [images, channels] per conv.
 class GapCollector : public ag::ConvHook {
  public:
-  explicit GapCollector(DatasetStats& s) : stats_(s) {}
+  GapCollector(DatasetStats& s, bool keep) : stats_(s), keep_(keep) {}
   bool hooks(const ag::ConvSite&) const override { return true; }
-  void on_forward(const ag::ConvSite& site, const Tensor& gap) override { stats_.add(site.name, gap); }
+  void on_forward(const ag::ConvSite& site, const Tensor& gap) override {
+    stats_.add(site.name, gap);
+    if (keep_) {
+      auto& rows = kept_[site.name];
+      rows.first = gap.dim(1);
+      rows.second.insert(rows.second.end(), gap.data(), gap.data() + gap.numel());
+    }
+  }
   Tensor on_backward(const ag::ConvSite&, Tensor&) override { return Tensor(); }
+  // Writes the kept rows (in processing order, i.e. by image index) as a safetensors file.
+  void dump(const std::string& path, const std::vector<int64_t>& index, const std::vector<int>& labels) const {
+    weights::StateDict t;
+    for (const auto& [name, rows] : kept_) {
+      const int64_t C = rows.first, n = int64_t(rows.second.size()) / C;
+      Tensor m({n, C});
+      std::copy(rows.second.begin(), rows.second.end(), m.data());
+      t[name] = m;
+    }
+    Tensor lab({int64_t(labels.size())}), idx({int64_t(index.size())});
+    for (size_t i = 0; i < labels.size(); ++i) lab[int64_t(i)] = float(labels[i]);
+    for (size_t i = 0; i < index.size(); ++i) idx[int64_t(i)] = float(index[i]);
+    t["__labels__"] = lab;
+    t["__image_index__"] = idx;
+    weights::save_safetensors(path, t);
+  }
 
  private:
   DatasetStats& stats_;
+  bool keep_;
+  std::map<std::string, std::pair<int64_t, std::vector<float>>> kept_;
 };
 
 void run_stats(const StatsOptions& o) {
@@ -167,7 +194,9 @@ void run_stats(const StatsOptions& o) {
   for (const auto* c : model->convs()) convs.emplace_back(c->site.name, c->out_channels);
   const std::string spill = o.out + ".samples." + std::to_string(getpid()) + ".tmp";
   DatasetStats acc(meta, convs, limit, spill);
-  GapCollector hook(acc);
+  GapCollector hook(acc, !o.dump_gap.empty());
+  std::vector<int64_t> all_idx;
+  std::vector<int> all_labels;
   nn::Context ctx;
   ctx.hook = &hook;
 
@@ -183,6 +212,8 @@ void run_stats(const StatsOptions& o) {
     for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
     check_input(x, all[size_t(idx[0])].path);
     acc.begin_batch(idx, labels);
+    all_idx.insert(all_idx.end(), idx.begin(), idx.end());
+    all_labels.insert(all_labels.end(), labels.begin(), labels.end());
     model->forward(ctx, ag::Var{x, -1});
     acc.end_batch();
     progress.advance(B);
@@ -202,6 +233,7 @@ void run_stats(const StatsOptions& o) {
   }
   flush();
   progress.finish();
+  if (!o.dump_gap.empty()) hook.dump(o.dump_gap, all_idx, all_labels);
   if (o.shard.empty()) {
     acc.finalize(o.out);
   } else {
@@ -230,6 +262,7 @@ void register_stats(CLI::App& app) {
   s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
   s->add_option("--labels", so->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
+  s->add_option("--dump-gap", so->dump_gap, "also write every gap value: one [images, channels] tensor per conv (.safetensors)");
   s->add_option("--memory-mb", so->memory_mb, "gap samples kept in memory before spilling to a temporary file")
       ->capture_default_str();
 
