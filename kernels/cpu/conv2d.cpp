@@ -13,10 +13,10 @@ namespace {
 
 int64_t col_rows(const Conv2dParams& p) { return int64_t(p.Cg()) * p.R * p.S; }
 
-// col[(c*R + r)*S + s][oh*Q + ow] = x[c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside),
-// for the Cg channels starting at x.
-void im2col(const Conv2dParams& p, const float* x, float* col) {
-  const int P = p.P, Q = p.Q;
+// col[(c*R + r)*S + s][(oh - oh0)*Q + ow] = x[c][oh*sh - ph + r*dh][ow*sw - pw + s*dw]
+// (0 outside), for the Cg channels starting at x and the output rows [oh0, oh1).
+void im2col(const Conv2dParams& p, const float* x, float* col, int oh0, int oh1) {
+  const int P = oh1 - oh0, Q = p.Q;
   for (int c = 0; c < p.Cg(); ++c) {
     const float* xc = x + c * p.in_plane();
     for (int r = 0; r < p.R; ++r) {
@@ -27,8 +27,8 @@ void im2col(const Conv2dParams& p, const float* x, float* col) {
         int q_lo = 0, q_hi = Q;
         while (q_lo < Q && q_lo * p.stride_w + w_off < 0) ++q_lo;
         while (q_hi > q_lo && (q_hi - 1) * p.stride_w + w_off >= p.W) --q_hi;
-        for (int oh = 0; oh < P; ++oh) {
-          float* o = out + int64_t(oh) * Q;
+        for (int oh = oh0; oh < oh1; ++oh) {
+          float* o = out + int64_t(oh - oh0) * Q;
           const int ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
           if (ih < 0 || ih >= p.H) {
             std::memset(o, 0, sizeof(float) * Q);
@@ -48,9 +48,10 @@ void im2col(const Conv2dParams& p, const float* x, float* col) {
   }
 }
 
-// Adjoint of im2col: dx[c][ih][iw] += col[...]; dx must be zeroed first.
-void col2im(const Conv2dParams& p, const float* col, float* dx) {
-  const int P = p.P, Q = p.Q;
+// Adjoint of im2col over output rows [oh0, oh1): dx[c][ih][iw] += col[...]; dx must be
+// zeroed first.
+void col2im(const Conv2dParams& p, const float* col, float* dx, int oh0, int oh1) {
+  const int P = oh1 - oh0, Q = p.Q;
   for (int c = 0; c < p.Cg(); ++c) {
     float* dc = dx + c * p.in_plane();
     for (int r = 0; r < p.R; ++r) {
@@ -60,10 +61,10 @@ void col2im(const Conv2dParams& p, const float* col, float* dx) {
         int q_lo = 0, q_hi = Q;
         while (q_lo < Q && q_lo * p.stride_w + w_off < 0) ++q_lo;
         while (q_hi > q_lo && (q_hi - 1) * p.stride_w + w_off >= p.W) --q_hi;
-        for (int oh = 0; oh < P; ++oh) {
+        for (int oh = oh0; oh < oh1; ++oh) {
           const int ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
           if (ih < 0 || ih >= p.H) continue;
-          const float* i = in + int64_t(oh) * Q;
+          const float* i = in + int64_t(oh - oh0) * Q;
           float* dr = dc + int64_t(ih) * p.W + w_off;
           if (p.stride_w == 1) {
             for (int q = q_lo; q < q_hi; ++q) dr[q] += i[q];
@@ -97,12 +98,24 @@ void epilogue(const Conv2dParams& p, int n, const ConvEpilogue& e, float* y) {
   }
 }
 
-int64_t forward_ws(const Conv2dParams& p) { return p.is_pointwise() ? 0 : col_rows(p) * p.out_plane(); }
+// Output rows per im2col block: the column matrix of a block stays within about 2 MB, so
+// large planes (VGG's first layers) are lowered and multiplied in cache-sized pieces.
+int64_t g_block_bytes = int64_t(2) << 20;
+
+int block_rows(const Conv2dParams& p) {
+  const int64_t row_bytes = col_rows(p) * p.Q * int64_t(sizeof(float));
+  return int(std::max<int64_t>(1, std::min<int64_t>(p.P, g_block_bytes / std::max<int64_t>(row_bytes, 1))));
+}
+
+int64_t col_floats(const Conv2dParams& p) {
+  return p.is_pointwise() ? 0 : col_rows(p) * int64_t(block_rows(p)) * p.Q;
+}
+
+int64_t forward_ws(const Conv2dParams& p) { return col_floats(p); }
 
 int64_t dgrad_ws(const Conv2dParams& p) {
   // columns + gathered/scaled output-gradient rows + gathered weight rows of one group
-  return (p.is_pointwise() ? 0 : col_rows(p) * p.out_plane()) + int64_t(p.Kg()) * p.out_plane() +
-         int64_t(p.Kg()) * col_rows(p);
+  return col_floats(p) + int64_t(p.Kg()) * p.out_plane() + int64_t(p.Kg()) * col_rows(p);
 }
 
 // Runs body(n, workspace_of_this_thread) for every sample; parallel over samples when there
@@ -121,6 +134,8 @@ void for_each_sample(int N, int64_t ws_per_thread, float* ws, F body) {
 
 }  // namespace
 
+void conv2d_set_block_bytes(int64_t bytes) { g_block_bytes = bytes > 0 ? bytes : (int64_t(2) << 20); }
+
 size_t conv2d_workspace_floats(const Conv2dParams& p, int threads) {
   return size_t(std::max<int64_t>(forward_ws(p), dgrad_ws(p))) * std::max(threads, 1);
 }
@@ -135,13 +150,18 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
       const float* xg = x + (int64_t(n) * p.C + int64_t(g) * p.Cg()) * p.in_plane();
       float* yg = y + (int64_t(n) * p.K + int64_t(g) * Kg) * PQ;
       const float* wg = w + int64_t(g) * Kg * rows;
-      const float* b = xg;
-      if (!p.is_pointwise()) {
-        im2col(p, xg, ws);
-        b = ws;
+      if (p.is_pointwise()) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Kg, int(PQ), int(rows), 1.f, wg,
+                    int(rows), xg, int(PQ), 0.f, yg, int(PQ));
+        continue;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Kg, int(PQ), int(rows), 1.f, wg,
-                  int(rows), b, int(PQ), 0.f, yg, int(PQ));
+      const int step = block_rows(p);
+      for (int oh0 = 0; oh0 < p.P; oh0 += step) {
+        const int oh1 = std::min(p.P, oh0 + step), cols = (oh1 - oh0) * p.Q;
+        im2col(p, xg, ws, oh0, oh1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Kg, cols, int(rows), 1.f, wg,
+                    int(rows), ws, cols, 0.f, yg + int64_t(oh0) * p.Q, int(PQ));
+      }
     }
     epilogue(p, n, epi, y + int64_t(n) * p.K * PQ);
   });
@@ -154,7 +174,7 @@ void conv2d_dgrad(const Conv2dParams& p, const float* dy, const float* w, const 
   for_each_sample(p.N, std::max<int64_t>(forward_ws(p), dgrad_ws(p)), workspace,
                   [&](int n, float* ws) {
     float* col = ws;
-    float* dy_sel = ws + (p.is_pointwise() ? 0 : rows * PQ);
+    float* dy_sel = ws + col_floats(p);
     float* w_sel = dy_sel + int64_t(Kg) * PQ;
     for (int g = 0; g < p.groups; ++g) {
       const float* dyg = dy + (int64_t(n) * p.K + int64_t(g) * Kg) * PQ;
@@ -190,10 +210,14 @@ void conv2d_dgrad(const Conv2dParams& p, const float* dy, const float* w, const 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(PQ), kept, 1.f, wg,
                     int(rows), dyg, int(PQ), 0.f, dxg, int(PQ));
       } else {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(PQ), kept, 1.f, wg,
-                    int(rows), dyg, int(PQ), 0.f, col, int(PQ));
         std::memset(dxg, 0, sizeof(float) * p.Cg() * p.in_plane());
-        col2im(p, col, dxg);
+        const int step = block_rows(p);
+        for (int oh0 = 0; oh0 < p.P; oh0 += step) {
+          const int oh1 = std::min(p.P, oh0 + step), cols = (oh1 - oh0) * p.Q;
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), cols, kept, 1.f, wg,
+                      int(rows), dyg + int64_t(oh0) * p.Q, int(PQ), 0.f, col, cols);
+          col2im(p, col, dxg, oh0, oh1);
+        }
       }
     }
   });

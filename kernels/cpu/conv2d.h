@@ -4,6 +4,7 @@
 // defines: conv2d_workspace_floats, conv2d_forward, conv2d_dgrad
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/params.h"
 
@@ -19,6 +20,11 @@ struct ConvEpilogue {
   const float* raw_scale = nullptr;  // [K]
   const float* raw_shift = nullptr;  // [K]
 };
+
+// Size of the im2col blocks (bytes of columns per block, 2 MB by default; 0 restores it).
+// Changing it only changes the order of work, never the result; tests use it to force
+// one output row per block. Not thread-safe: set it before running convolutions.
+void conv2d_set_block_bytes(int64_t bytes);
 
 // Floats of scratch memory that conv2d_forward/conv2d_dgrad need with `threads` OpenMP
 // threads.

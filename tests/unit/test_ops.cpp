@@ -210,6 +210,27 @@ TEST_CASE("conv2d dgrad applies a per-(sample, channel) scale and skips zero cha
   }
 }
 
+TEST_CASE("conv2d tiled over output rows gives the untiled result") {
+  kc::conv2d_set_block_bytes(1);  // one output row per im2col block
+  for (const auto& c : conv_cases()) {
+    CAPTURE(c.name);
+    const Conv2dParams& p = c.p;
+    auto x = randn(size_t(p.N) * p.C * p.H * p.W, 71);
+    auto w = randn(size_t(p.K) * p.Cg() * p.R * p.S, 72, 0.3f);
+    auto dy = randn(size_t(p.N) * p.K * p.P * p.Q, 73);
+    std::vector<float> scale = randn(size_t(p.N) * p.K, 74);
+    for (size_t i = 0; i < scale.size(); i += 4) scale[i] = 0.f;
+    std::vector<float> y(dy.size()), dx(x.size()), ws(kc::conv2d_workspace_floats(p, 4));
+    kc::conv2d_forward(p, x.data(), w.data(), kc::ConvEpilogue{}, y.data(), ws.data());
+    CHECK(rel_err(y, conv_ref(p, x, w, nullptr)) < 1e-6);
+    std::vector<float> scaled(dy.size());
+    for (size_t i = 0; i < dy.size(); ++i) scaled[i] = dy[i] * scale[i / (size_t(p.P) * p.Q)];
+    kc::conv2d_dgrad(p, dy.data(), w.data(), scale.data(), dx.data(), ws.data());
+    CHECK(rel_err(dx, dgrad_ref(p, scaled, w)) < 1e-6);
+  }
+  kc::conv2d_set_block_bytes(0);
+}
+
 TEST_CASE("relu keeps a 1-bit mask and its backward zeroes the right elements") {
   const int64_t n = 200;  // not a multiple of 64
   auto x = randn(n, 31);
