@@ -32,6 +32,9 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
+    ap.add_argument("--parchgrad", action="store_true",
+                    help="also time ParchGrad cls and ins: the engine against the PyTorch reference "
+                         "implementation (hooks on nn.Conv2d, per-sample loop; tests/python/parchgrad_ref.py)")
     return ap.parse_args()
 
 
@@ -39,6 +42,8 @@ def run_engine(args, model):
     cmd = [args.bin, "bench", "--model", model, "--batch", str(args.batch),
            "--size", str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--json"]
+    if args.parchgrad:
+        cmd += ["--parchgrad", "cls,ins"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -83,8 +88,28 @@ def run_torch(args, model_name):
             fn()
         return args.batch * args.iters / (time.perf_counter() - t0)
 
-    return {"forward_ips": timed(forward), "saliency_ips": timed(saliency),
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    out = {"forward_ips": timed(forward), "saliency_ips": timed(saliency),
+           "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if args.parchgrad:
+        # The reference ParchGrad: forward hooks on every hooked nn.Conv2d, a tensor hook on its
+        # output that edits the gradient one sample at a time. Random statistics of the same
+        # shape as the engine's bench uses; reference defaults (quantile 0.1, ratio:0.5, gamma inf).
+        import numpy as np
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+        import parchgrad_ref as ref
+        rng = np.random.default_rng(args.seed)
+        classes = model.fc.out_features if hasattr(model, "fc") else model.classifier[-1].out_features
+        stats = {}
+        for name, conv in ref.conv_layers(model):
+            C = conv.out_channels
+            stats[name] = {"mean": rng.uniform(0, 1, C), "std": 0.1 + rng.uniform(0, 1, C),
+                           "shapiro_p": 0.1 * rng.uniform(0, 1, C), "cls_p": rng.uniform(0, 1, (C, classes))}
+        with torch.no_grad():
+            targets = model(x).argmax(dim=1).tolist()
+        for mode in ("cls", "ins"):
+            cfg = ref.Config(mode)
+            out[f"parchgrad_{mode}_ips"] = timed(lambda: ref.attribute(model, stats, cfg, x, targets, "grad"))
+    return out
 
 
 def main():
@@ -103,7 +128,7 @@ def main():
             "forward_ratio": eng["forward_ips"] / ref["forward_ips"],
             "engine_saliency_ips": eng["saliency_ips"], "torch_saliency_ips": ref["saliency_ips"],
             "saliency_ratio": eng["saliency_ips"] / ref["saliency_ips"],
-            "engine_reported": eng, "torch_version": ref["torch_version"],
+            "engine_reported": eng, "torch_reported": ref, "torch_version": ref["torch_version"],
         })
 
     print(f"\nimage size {args.size}, {args.warmup} warm-up + {args.iters} timed iterations, "
@@ -117,6 +142,19 @@ def main():
               f"| {r['forward_ratio']:.2f} "
               f"| {r['engine_saliency_ips']:.2f} | {r['torch_saliency_ips']:.2f} "
               f"| {r['saliency_ratio']:.2f} |")
+    if args.parchgrad:
+        print("\n| model | batch | engine grad+cls | reference grad+cls | ratio | engine grad+ins "
+              "| reference grad+ins | ratio | engine cls / engine grad | engine ins / engine grad |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            e, t = r["engine_reported"], r["torch_reported"]
+            print(f"| {r['model']} | {r['batch']} "
+                  f"| {e['parchgrad_cls_ips']:.2f} | {t['parchgrad_cls_ips']:.2f} "
+                  f"| {e['parchgrad_cls_ips'] / t['parchgrad_cls_ips']:.2f} "
+                  f"| {e['parchgrad_ins_ips']:.2f} | {t['parchgrad_ins_ips']:.2f} "
+                  f"| {e['parchgrad_ins_ips'] / t['parchgrad_ins_ips']:.2f} "
+                  f"| {e['parchgrad_cls_ips'] / e['saliency_ips']:.2f} "
+                  f"| {e['parchgrad_ins_ips'] / e['saliency_ips']:.2f} |")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"results": rows}, f, indent=1)
