@@ -179,7 +179,7 @@ class ParchGrad:
         self.handles = []
 
     def __enter__(self):
-        mods = dict(model_named_convs(self.model))
+        mods = dict(conv_layers(self.model))
         for name in self.layers:
             if name not in self.stats:
                 raise KeyError(f"no statistics for layer {name}")
@@ -217,10 +217,6 @@ class ParchGrad:
                     return torch.stack(outs)
                 out.register_hook(edit)
         return hook
-
-
-def model_named_convs(model):
-    return conv_layers(model)
 
 
 def prepare(model):
@@ -275,33 +271,32 @@ def attribute(model, stats, cfg, x, targets, method="grad", ig_steps=25, sg_nois
     dtype = next(model.parameters()).dtype  # float32 as the reference; float64 for diagnosis
     x = torch.as_tensor(x).to(dtype)
     with torch.enable_grad(), ParchGrad(model, stats or {}, cfg) as pg:
-        pgh = pg
         if method == "grad":
-            m = _gradient(model, pgh, x, targets).abs().mean(1)
+            m = _gradient(model, pg, x, targets).abs().mean(1)
         elif method == "inputgrad":
-            m = (x * _gradient(model, pgh, x, targets)).abs().mean(1)
+            m = (x * _gradient(model, pg, x, targets)).abs().mean(1)
         elif method == "ig":
             M = int(ig_steps)
-            grads = [_gradient(model, pgh, x * (i / M), targets) for i in range(M + 1)]
+            grads = [_gradient(model, pg, x * (i / M), targets) for i in range(M + 1)]
             if ig_zero_grad is not None:
                 grads[0] = torch.as_tensor(np.asarray(ig_zero_grad)).to(dtype)
             total = torch.stack(grads).double().sum(0)
             avg = (total - (grads[0].double() + grads[M].double()) / 2) / M
-            m = (x.double() * avg).mean(1).abs().float()
+            m = (x.double() * avg).mean(1).abs().to(dtype)
         elif method == "smoothgrad":
             noise = torch.as_tensor(np.asarray(sg_noise)).to(dtype)
             acc = torch.zeros_like(x, dtype=torch.float64)
             for k in range(noise.shape[0]):
-                acc += _gradient(model, pgh, x + noise[k], targets).abs().double()
-            m = (acc / noise.shape[0]).mean(1).float()
+                acc += _gradient(model, pg, x + noise[k], targets).abs().double()
+            m = (acc / noise.shape[0]).mean(1).to(dtype)
         elif method == "gradcam":
             layer = _gradcam_layer(model)
             acts = []
             h = layer.register_forward_hook(lambda mod, i, o: acts.append(o))
             try:
                 xx = x.detach().clone().requires_grad_(True)
-                pgh.targets = list(targets)
-                pgh.new_pass()
+                pg.targets = list(targets)
+                pg.new_pass()
                 logits = model(xx)
                 A = acts[-1]
                 (dA,) = torch.autograd.grad(logits, A, grad_outputs=_seed(logits, targets))
