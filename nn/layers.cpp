@@ -135,8 +135,11 @@ ag::Var Linear::forward(Context& ctx, const ag::Var& x) const {
   return out;
 }
 
-ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
-  const auto& s = x.value.shape();
+namespace {
+// Square pooling window over an NCHW input; throws when the input is too small.
+kernels::Pool2dParams pool_params(const char* what, const Tensor& x, int kernel, int stride, int pad,
+                                  bool ceil_mode, bool count_include_pad) {
+  const auto& s = x.shape();
   kernels::Pool2dParams p;
   p.N = int(s[0]);
   p.C = int(s[1]);
@@ -146,7 +149,14 @@ ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
   p.stride_h = p.stride_w = stride;
   p.pad_h = p.pad_w = pad;
   p.ceil_mode = ceil_mode;
-  if (!kernels::pool2d_output_size(p)) throw Error("maxpool: input " + x.value.shape_str() + " is too small");
+  p.count_include_pad = count_include_pad;
+  if (!kernels::pool2d_output_size(p)) throw Error(std::string(what) + ": input " + x.shape_str() + " is too small");
+  return p;
+}
+}  // namespace
+
+ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
+  const kernels::Pool2dParams p = pool_params("maxpool", x.value, kernel, stride, pad, ceil_mode, false);
   Tensor y({p.N, p.C, p.P, p.Q});
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<int32_t>> argmax;
@@ -216,18 +226,7 @@ ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
 
 ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad, bool ceil_mode,
                 bool count_include_pad) {
-  const auto& s = x.value.shape();
-  kernels::Pool2dParams p;
-  p.N = int(s[0]);
-  p.C = int(s[1]);
-  p.H = int(s[2]);
-  p.W = int(s[3]);
-  p.kh = p.kw = kernel;
-  p.stride_h = p.stride_w = stride;
-  p.pad_h = p.pad_w = pad;
-  p.ceil_mode = ceil_mode;
-  p.count_include_pad = count_include_pad;
-  if (!kernels::pool2d_output_size(p)) throw Error("avgpool: input " + x.value.shape_str() + " is too small");
+  const kernels::Pool2dParams p = pool_params("avgpool", x.value, kernel, stride, pad, ceil_mode, count_include_pad);
   Tensor y({p.N, p.C, p.P, p.Q});
   kc::avgpool2d_forward(p, x.value.data(), y.data());
   ag::Var out{y, -1};

@@ -127,7 +127,6 @@ std::vector<Explanation> explain(const nn::Model& model, nn::Context& ctx, const
   if (opt.method == Method::Grad || opt.method == Method::InputGrad || opt.method == Method::GradCAM) {
     BackwardOptions b = with_hook(hook);
     b.capture_feature = opt.method == Method::GradCAM;
-    std::vector<std::vector<LayerExplain>>* layers = nullptr;
     std::vector<std::vector<std::vector<LayerExplain>>> per_set;
     if (hook) {
       // Keep each target set's decisions: set_targets resets them before each backward.
@@ -137,7 +136,6 @@ std::vector<Explanation> explain(const nn::Model& model, nn::Context& ctx, const
         per_set.emplace_back();
       };
     }
-    (void)layers;
     std::vector<GradientResult> rs = input_gradients(model, ctx, x, target_sets, b);
     if (hook && !per_set.empty()) per_set.back() = hook->explain();
     for (size_t j = 0; j < rs.size(); ++j) {
