@@ -1,11 +1,12 @@
 #include "kernels/cpu/conv2d.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include "kernels/cpu/blas.h"
 
 namespace pg::kernels::cpu {
 
@@ -144,6 +145,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
                     const ConvEpilogue& epi, float* y, float* workspace) {
   const int64_t PQ = p.out_plane(), rows = col_rows(p);
   const int Kg = p.Kg();
+  blas::init();
   for_each_sample(p.N, std::max<int64_t>(forward_ws(p), dgrad_ws(p)), workspace,
                   [&](int n, float* ws) {
     for (int g = 0; g < p.groups; ++g) {
@@ -151,7 +153,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
       float* yg = y + (int64_t(n) * p.K + int64_t(g) * Kg) * PQ;
       const float* wg = w + int64_t(g) * Kg * rows;
       if (p.is_pointwise()) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Kg, int(PQ), int(rows), 1.f, wg,
+        blas::sgemm(false, false, Kg, int(PQ), int(rows), 1.f, wg,
                     int(rows), xg, int(PQ), 0.f, yg, int(PQ));
         continue;
       }
@@ -159,7 +161,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
       for (int oh0 = 0; oh0 < p.P; oh0 += step) {
         const int oh1 = std::min(p.P, oh0 + step), cols = (oh1 - oh0) * p.Q;
         im2col(p, xg, ws, oh0, oh1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Kg, cols, int(rows), 1.f, wg,
+        blas::sgemm(false, false, Kg, cols, int(rows), 1.f, wg,
                     int(rows), ws, cols, 0.f, yg + int64_t(oh0) * p.Q, int(PQ));
       }
     }
@@ -171,6 +173,7 @@ void conv2d_dgrad(const Conv2dParams& p, const float* dy, const float* w, const 
                   float* dx, float* workspace) {
   const int64_t PQ = p.out_plane(), rows = col_rows(p);
   const int Kg = p.Kg();
+  blas::init();
   for_each_sample(p.N, std::max<int64_t>(forward_ws(p), dgrad_ws(p)), workspace,
                   [&](int n, float* ws) {
     float* col = ws;
@@ -207,14 +210,14 @@ void conv2d_dgrad(const Conv2dParams& p, const float* dy, const float* w, const 
         continue;
       }
       if (p.is_pointwise()) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(PQ), kept, 1.f, wg,
+        blas::sgemm(true, false, int(rows), int(PQ), kept, 1.f, wg,
                     int(rows), dyg, int(PQ), 0.f, dxg, int(PQ));
       } else {
         std::memset(dxg, 0, sizeof(float) * p.Cg() * p.in_plane());
         const int step = block_rows(p);
         for (int oh0 = 0; oh0 < p.P; oh0 += step) {
           const int oh1 = std::min(p.P, oh0 + step), cols = (oh1 - oh0) * p.Q;
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), cols, kept, 1.f, wg,
+          blas::sgemm(true, false, int(rows), cols, kept, 1.f, wg,
                       int(rows), dyg + int64_t(oh0) * p.Q, int(PQ), 0.f, col, cols);
           col2im(p, col, dxg, oh0, oh1);
         }

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+
+#include "kernels/cpu/blas.h"
 #include <random>
 
 #include "nn/error.h"
@@ -93,12 +95,15 @@ void run_bench(const BenchOptions& o) {
   const int threads = omp_get_max_threads();
   if (o.json) {
     nlohmann::json j = {{"model", o.model}, {"batch", o.batch}, {"size", o.size}, {"threads", threads},
-                        {"iters", o.iters}, {"forward_ips", fwd}, {"saliency_ips", sal}};
+                        {"iters", o.iters}, {"forward_ips", fwd}, {"saliency_ips", sal},
+                        {"blas_core", blas::core_name()}, {"blas_core_choice", blas::core_choice()}};
     for (const auto& [mode, ips] : pg_ips) j["parchgrad_" + mode + "_ips"] = ips;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s  batch %d  %dx%d  %d threads\n  forward   %8.2f images/s\n  saliency  %8.2f images/s\n",
-                o.model.c_str(), o.batch, o.size, o.size, threads, fwd, sal);
+    std::printf("%s  batch %d  %dx%d  %d threads  OpenBLAS %s (%s)\n  forward   %8.2f images/s\n"
+                "  saliency  %8.2f images/s\n",
+                o.model.c_str(), o.batch, o.size, o.size, threads, blas::core_name().c_str(),
+                blas::core_choice().c_str(), fwd, sal);
     for (const auto& [mode, ips] : pg_ips) std::printf("  parchgrad %s %6.2f images/s\n", mode.c_str(), ips);
   }
 }

@@ -8,9 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "kernels/cpu/blas.h"
 #include "nn/error.h"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace pg::cli {
 
@@ -19,7 +18,7 @@ namespace fs = std::filesystem;
 void set_threads(int threads) {
   if (threads <= 0) return;
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  blas::set_num_threads(threads);
 }
 
 std::vector<int> parse_targets(const std::string& spec) {
