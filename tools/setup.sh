@@ -12,6 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev       # safetensors headers, JSON lines output
   libcli11-dev             # command line
   libboost-math-dev        # normal and Student t distributions for the statistics
+  libpugixml-dev           # Pascal VOC XML box annotations (eval)
   doctest-dev              # unit tests
   python3-torch python3-torchvision python3-scipy python3-pil python3-numpy python3-pytest
                            # reference implementations for the parity tests, model training

@@ -19,6 +19,7 @@
 #include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/method_flags.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/progress.h"
 #include "weights/class_names.h"
@@ -34,46 +35,10 @@ struct SaliencyOptions {
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
   int batch = 8, threads = 0;
-  // Methods and ParchGrad.
-  std::string method = "grad", parchgrad = "off", stats, gamma = "inf", layers = "ratio:0.5", sg_noise, compare;
-  double alpha = -1, quantile = 0.1, shapiro_threshold = 0.05, sg_sigma = 0.15;
-  bool no_variance_conservation = false, exact_variance = false, explain_masks = false;
-  int ig_steps = 25, sg_samples = 25;
-  uint64_t seed = 0;
+  std::string method = "grad", parchgrad = "off", compare;
+  bool explain_masks = false;
+  MethodFlags m;  // method constants and ParchGrad settings
 };
-
-// One configuration to explain with: a method and a ParchGrad mode ("grad+cls").
-struct Config {
-  std::string label;
-  MethodOptions method;
-  std::unique_ptr<ParchGradHook> hook;
-};
-
-ParchGradOptions parchgrad_options(const SaliencyOptions& o, const std::string& mode) {
-  ParchGradOptions p;
-  if (mode == "cls") p.mode = ParchGradOptions::Mode::Cls;
-  else if (mode == "ins") p.mode = ParchGradOptions::Mode::Ins;
-  else if (mode == "off") p.mode = ParchGradOptions::Mode::Off;
-  else throw Error("--parchgrad: '" + mode + "' is not cls, ins or off");
-  p.alpha = o.alpha;
-  p.quantile = o.quantile;
-  p.shapiro_threshold = o.shapiro_threshold;
-  if (o.gamma == "inf") {
-    p.gamma = std::numeric_limits<double>::infinity();
-  } else {
-    try {
-      size_t used = 0;
-      p.gamma = std::stod(o.gamma, &used);
-      if (used != o.gamma.size()) throw std::invalid_argument("");
-    } catch (const std::exception&) {
-      throw Error("--gamma: '" + o.gamma + "' is not a number or inf");
-    }
-  }
-  p.variance_conservation = !o.no_variance_conservation;
-  p.exact_variance = o.exact_variance;
-  p.layers = o.layers;
-  return p;
-}
 
 // One sample to explain: where it came from and the tensor the model sees.
 struct Sample {
@@ -190,40 +155,13 @@ void run_saliency(const SaliencyOptions& o) {
   // Configurations: one, or one per --compare entry ("grad", "grad+cls", "ig+ins", ...).
   std::vector<std::string> specs;
   if (o.compare.empty()) {
+    parchgrad_options(o.m, o.parchgrad);  // rejects a bad --parchgrad mode by name
     specs.push_back(o.method + (o.parchgrad == "off" ? "" : "+" + o.parchgrad));
   } else {
-    size_t start = 0;
-    while (start <= o.compare.size()) {
-      size_t end = o.compare.find(',', start);
-      if (end == std::string::npos) end = o.compare.size();
-      specs.push_back(o.compare.substr(start, end - start));
-      start = end + 1;
-    }
+    specs = split_list(o.compare, "--compare");
   }
   std::unique_ptr<StatsFile> stats;
-  Tensor sg_noise;
-  if (!o.sg_noise.empty()) sg_noise = io::load_npy(o.sg_noise);
-  std::vector<Config> configs;
-  for (const auto& spec : specs) {
-    Config c;
-    c.label = spec;
-    const size_t plus = spec.find('+');
-    const std::string mode = plus == std::string::npos ? "off" : spec.substr(plus + 1);
-    c.method.method = parse_method(spec.substr(0, plus));
-    c.method.ig_steps = o.ig_steps;
-    c.method.sg_samples = o.sg_samples;
-    c.method.sg_sigma = o.sg_sigma;
-    c.method.seed = o.seed;
-    c.method.sg_noise = sg_noise;
-    c.method.max_batch = std::max(o.batch, 1);
-    ParchGradOptions po = parchgrad_options(o, mode);
-    if (po.mode != ParchGradOptions::Mode::Off) {
-      if (o.stats.empty()) throw Error("--parchgrad " + mode + " needs --stats (a file from `parchgrad stats`)");
-      if (!stats) stats = std::make_unique<StatsFile>(load_stats(o.stats));
-      c.hook = std::make_unique<ParchGradHook>(*model, *stats, po);
-    }
-    configs.push_back(std::move(c));
-  }
+  std::vector<Config> configs = build_configs(specs, o.m, *model, o.batch, stats);
 
   // Per-sample targets need the sample count when a list is given.
   int64_t total_samples = 0;
@@ -321,12 +259,10 @@ void run_saliency(const SaliencyOptions& o) {
           line["compare"] = png;
         }
         line["outputs"] = outputs;
-        line["settings"] = {{"method", o.method}, {"parchgrad", o.parchgrad}, {"stats", o.stats}, {"model", model->arch()},
-                            {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch},
-                            {"alpha", o.alpha}, {"quantile", o.quantile}, {"shapiro_threshold", o.shapiro_threshold},
-                            {"gamma", o.gamma}, {"variance_conservation", !o.no_variance_conservation},
-                            {"exact_variance", o.exact_variance}, {"layers", o.layers}, {"ig_steps", o.ig_steps},
-                            {"sg_samples", o.sg_samples}, {"sg_sigma", o.sg_sigma}, {"seed", o.seed}};
+        json settings = settings_json(o.m);
+        settings.update({{"method", o.method}, {"parchgrad", o.parchgrad}, {"model", model->arch()},
+                         {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch}});
+        line["settings"] = settings;
         results << line.dump() << "\n";
       }
     }
@@ -400,20 +336,7 @@ void register_saliency(CLI::App& app) {
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
   s->add_option("--method", so->method, "grad, inputgrad, ig, smoothgrad or gradcam")->capture_default_str();
   s->add_option("--parchgrad", so->parchgrad, "ParchGrad channel selection: cls, ins or off")->capture_default_str();
-  s->add_option("--stats", so->stats, "statistics file from `parchgrad stats` (for cls/ins)");
-  s->add_option("--alpha", so->alpha, "significance level (replaces --quantile)");
-  s->add_option("--quantile", so->quantile, "select the q fraction of channels with the smallest p")->capture_default_str();
-  s->add_option("--shapiro-threshold", so->shapiro_threshold, "keep channels with Shapiro-Wilk p below this")
-      ->capture_default_str();
-  s->add_option("--gamma", so->gamma, "gain of the selected channels, or inf")->capture_default_str();
-  s->add_flag("--no-variance-conservation", so->no_variance_conservation, "do not rescale to conserve variance");
-  s->add_flag("--exact-variance", so->exact_variance, "finite gamma: rescale to the exact pre-edit variance");
-  s->add_option("--layers", so->layers, "hooked convs: ratio:R, layer34 or conv names")->capture_default_str();
-  s->add_option("--ig-steps", so->ig_steps, "integrated gradients steps")->capture_default_str();
-  s->add_option("--sg-samples", so->sg_samples, "SmoothGrad noisy copies")->capture_default_str();
-  s->add_option("--sg-sigma", so->sg_sigma, "SmoothGrad noise, fraction of the input range")->capture_default_str();
-  s->add_option("--sg-noise", so->sg_noise, "fixed SmoothGrad noise .npy [M, N, 3, H, W]");
-  s->add_option("--seed", so->seed, "SmoothGrad noise seed")->capture_default_str();
+  add_method_flags(s, so->m);
   s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
   s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
   s->add_option("inputs", so->inputs, "images (.png, .jpg), .npy tensors or directories")->required();

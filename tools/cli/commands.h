@@ -16,6 +16,7 @@ void register_saliency(CLI::App& app);     // saliency, gradient   (cmd_saliency
 void register_bench(CLI::App& app);        // bench                (cmd_bench.cpp)
 void register_convert(CLI::App& app);      // convert, inspect     (cmd_convert.cpp)
 void register_preprocess(CLI::App& app);   // preprocess           (cmd_preprocess.cpp)
-void register_stats(CLI::App& app);         // stats, stats merge    (cmd_stats.cpp)
+void register_stats(CLI::App& app);        // stats, stats merge   (cmd_stats.cpp)
+void register_eval(CLI::App& app);         // eval                 (cmd_eval.cpp)
 
 }  // namespace pg::cli

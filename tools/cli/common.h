@@ -1,5 +1,7 @@
 // Helpers shared by the subcommands.
 #pragma once
+#include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,23 @@ std::vector<int> parse_targets(const std::string& spec);
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
 
 bool is_npy(const std::string& path);
+
+// An image (or .npy) of a labelled data set.
+struct DatasetItem {
+  std::string path;
+  int label = 0;
+};
+
+// .png, .jpg, .jpeg or .npy (case-insensitive).
+bool is_data_file(const std::filesystem::path& p);
+
+// folder name -> class id, from lines "folder_name class_id"; ids checked against num_classes.
+std::map<std::string, int> read_labels(const std::string& path, int num_classes);
+
+// The ImageFolder listing: class folders sorted by name (their index is the class id, or
+// labels_path maps names to ids), files below each (recursively) sorted by path, as
+// torchvision's ImageFolder orders them. Throws for an empty tree or too many classes.
+std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string& labels_path, int num_classes);
 
 // Writes a text file through a temporary file and rename.
 void write_text_atomic(const std::string& path, const std::string& text);

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   pg::cli::register_convert(app);
   pg::cli::register_preprocess(app);
   pg::cli::register_stats(app);
+  pg::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,777 @@
+// `parchgrad eval`: the paper's faithfulness and localisation metrics (method document,
+// section 7) for several methods over a labelled image set, with deletion / insertion areas
+// and the pointing game; REPORT.jsonl (per image and method, resumable), REPORT.json (means
+// and 95% confidence intervals), REPORT.md (the table, also printed) and REPORT.png (curves).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "nn/error.h"
+#include "nn/model.h"
+#include "parchgrad/attribution.h"
+#include "parchgrad/methods.h"
+#include "parchgrad/metrics.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+#include "tools/cli/method_flags.h"
+#include "tools/lib/boxes.h"
+#include "tools/lib/image_io.h"
+#include "tools/lib/plot.h"
+#include "tools/lib/progress.h"
+
+namespace pg::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct EvalOptions {
+  std::string weights, model, data, labels, boxes, methods, ratios = "0,0.1,0.2,0.3,0.4,0.5", out = "eval_report",
+                                                                target = "label";
+  int limit = 0, batch = 16, threads = 0, auc_steps = 20;
+  bool no_resume = false;
+  MethodFlags m;
+};
+
+// ---------------------------------------------------------------------------------------
+// The data set: images with labels, and where their boxes come from.
+
+struct EvalItem {
+  std::string path, rel;  // rel: relative to --data (the key into boxes.jsonl)
+  int label = -1;
+};
+
+std::string rel_key(const std::string& path, const std::string& root) {
+  return fs::path(path).lexically_relative(root).lexically_normal().generic_string();
+}
+
+bool has_subdirectories(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory()) return true;
+  return false;
+}
+
+class BoxSource {
+ public:
+  // spec: a directory of VOC XML files, a .jsonl file, or empty (none).
+  BoxSource(const std::string& spec, const std::string& data_root) : spec_(spec), root_(data_root) {
+    if (spec.empty()) return;
+    std::error_code ec;
+    if (fs::is_directory(spec, ec)) {
+      xml_dir_ = true;
+    } else if (fs::is_regular_file(spec, ec)) {
+      jsonl_ = io::read_boxes_jsonl(spec);
+    } else {
+      throw file_error(spec, "--boxes is neither a directory of Pascal VOC XML files nor a boxes .jsonl file");
+    }
+  }
+  bool enabled() const { return !spec_.empty(); }
+  const std::string& spec() const { return spec_; }
+  const std::map<std::string, io::JsonlAnnotation>& jsonl() const { return jsonl_; }
+
+  // The annotation of an image, or false when it has none. Throws for a broken annotation.
+  bool find(const EvalItem& it, io::Annotation* out) const {
+    if (!xml_dir_) {
+      auto f = jsonl_.find(it.rel);
+      if (f == jsonl_.end()) return false;
+      out->boxes = f->second.boxes;
+      return true;
+    }
+    // <dir>/<stem>.xml (ImageNet's validation layout), or <dir>/<class folder>/<stem>.xml.
+    const fs::path rel(it.rel);
+    const std::string stem = rel.stem().string();
+    std::vector<fs::path> candidates = {fs::path(spec_) / (stem + ".xml")};
+    if (rel.has_parent_path()) candidates.push_back(fs::path(spec_) / rel.parent_path() / (stem + ".xml"));
+    std::error_code ec;
+    for (const auto& c : candidates)
+      if (fs::is_regular_file(c, ec)) {
+        *out = io::read_voc_xml(c.string());
+        return true;
+      }
+    return false;
+  }
+
+ private:
+  std::string spec_, root_;
+  bool xml_dir_ = false;
+  std::map<std::string, io::JsonlAnnotation> jsonl_;
+};
+
+// An ImageFolder tree, or a flat folder whose boxes.jsonl gives each file's "label".
+std::vector<EvalItem> list_items(const EvalOptions& o, const BoxSource& boxes, int num_classes) {
+  std::vector<EvalItem> items;
+  std::error_code ec;
+  if (!fs::is_directory(o.data, ec)) throw file_error(o.data, "not a directory");
+  if (has_subdirectories(o.data)) {
+    for (const auto& d : list_dataset(o.data, o.labels, num_classes))
+      items.push_back({d.path, rel_key(d.path, o.data), d.label});
+    return items;
+  }
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(o.data, ec))
+    if (e.is_regular_file() && is_data_file(e.path())) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw file_error(o.data, "no .png, .jpg, .jpeg or .npy files and no class folders");
+  if (boxes.jsonl().empty())
+    throw file_error(o.data, "has no class folders; a flat folder needs --boxes FILE.jsonl with a \"label\" per file");
+  for (const auto& f : files) {
+    EvalItem it{f, rel_key(f, o.data), -1};
+    auto a = boxes.jsonl().find(it.rel);
+    if (a != boxes.jsonl().end()) it.label = a->second.label;
+    items.push_back(it);
+  }
+  return items;
+}
+
+// ---------------------------------------------------------------------------------------
+// The report file: one JSON line per image and method; resumable.
+
+std::string key_of(const std::string& image, const std::string& method) { return image + "\t" + method; }
+
+// Reads an existing REPORT.jsonl: every line, the keys done; drops a partial last line (a
+// killed run) by truncating the file there.
+std::vector<json> read_report(const std::string& path, const std::string& settings_id, std::set<std::string>* done) {
+  std::vector<json> lines;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return lines;
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  f.close();
+  size_t pos = 0, good_end = 0;
+  int lineno = 0;
+  while (pos < text.size()) {
+    const size_t nl = text.find('\n', pos);
+    ++lineno;
+    if (nl == std::string::npos) break;  // no newline: a partial last line
+    const std::string line = text.substr(pos, nl - pos);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const std::exception&) {
+      if (text.find('\n', nl + 1) == std::string::npos && nl + 1 >= text.size()) break;  // garbled last line
+      throw file_error(path, "line " + std::to_string(lineno) + " is not valid JSON (not a report of parchgrad eval?)");
+    }
+    if (!j.is_object() || !j.contains("image") || !j.contains("settings_id"))
+      throw file_error(path, "line " + std::to_string(lineno) + " is not a parchgrad eval record");
+    if (j["settings_id"] != settings_id)
+      throw file_error(path, "was made with other settings (model, weights, ratios, steps or method settings); "
+                             "use another --out or --no-resume to start over");
+    done->insert(key_of(j["image"].get<std::string>(), j.value("method", std::string("*"))));
+    lines.push_back(std::move(j));
+    pos = good_end = nl + 1;
+  }
+  if (good_end < text.size()) {
+    std::error_code ec;
+    fs::resize_file(path, good_end, ec);
+    if (ec) throw file_error(path, "cannot drop its partial last line (" + ec.message() + ")");
+    std::fprintf(stderr, "parchgrad: note: %s: dropped a partial last line left by an interrupted run\n", path.c_str());
+  }
+  return lines;
+}
+
+class ReportWriter {
+ public:
+  explicit ReportWriter(const std::string& path) : path_(path) {}
+  void append(const std::vector<json>& lines) {
+    if (lines.empty()) return;
+    std::string text;
+    for (const auto& l : lines) text += l.dump() + "\n";
+    std::ofstream f(path_, std::ios::binary | std::ios::app);
+    if (!f) throw file_error(path_, "cannot append");
+    f.write(text.data(), std::streamsize(text.size()));
+    f.flush();
+    if (!f) throw file_error(path_, "write failed");
+  }
+
+ private:
+  std::string path_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Perturbations of one image: every masked copy it needs goes through the model in batches.
+
+enum class Kind { RemoveMoRF, RemoveLeRF, KeepMoRF };
+
+struct Perturber {
+  const nn::Model& model;
+  nn::Context& ctx;
+  int batch;
+
+  // Probabilities [K] for each request (kind, count); the clean image and the all-zero image
+  // are shared by every kind that produces them.
+  std::vector<std::vector<float>> run(const Tensor& x, const std::vector<int32_t>& morf, const std::vector<int32_t>& lerf,
+                                      const std::vector<std::pair<Kind, int64_t>>& req, const std::vector<float>& p0) {
+    const int C = int(x.dim(0));
+    const int64_t HW = x.dim(1) * x.dim(2);
+    // Canonical keys: (0, 0) = clean, (1, 0) = all zero, else (kind + 2, count).
+    auto canon = [&](Kind k, int64_t n) -> std::pair<int, int64_t> {
+      if (k == Kind::KeepMoRF) {
+        if (n >= HW) return {0, 0};
+        if (n <= 0) return {1, 0};
+        return {4, n};
+      }
+      if (n <= 0) return {0, 0};
+      if (n >= HW) return {1, 0};
+      return {k == Kind::RemoveMoRF ? 2 : 3, n};
+    };
+    std::map<std::pair<int, int64_t>, std::vector<float>> probs;
+    probs[{0, 0}] = p0;
+    std::vector<std::pair<int, int64_t>> todo;
+    for (const auto& [k, n] : req) {
+      const auto c = canon(k, n);
+      if (!probs.count(c) && std::find(todo.begin(), todo.end(), c) == todo.end()) todo.push_back(c);
+    }
+    for (size_t b0 = 0; b0 < todo.size(); b0 += size_t(batch)) {
+      const size_t b1 = std::min(todo.size(), b0 + size_t(batch));
+      Tensor xb({int64_t(b1 - b0), C, x.dim(1), x.dim(2)});
+      for (size_t i = b0; i < b1; ++i) {
+        float* dst = xb.data() + int64_t(i - b0) * C * HW;
+        const auto [kind, n] = todo[i];
+        if (kind == 1) std::fill(dst, dst + C * HW, 0.f);
+        else if (kind == 2) eval::remove_pixels(x.data(), C, HW, morf.data(), n, dst);
+        else if (kind == 3) eval::remove_pixels(x.data(), C, HW, lerf.data(), n, dst);
+        else eval::keep_pixels(x.data(), C, HW, morf.data(), n, dst);
+      }
+      const Tensor p = softmax(forward_logits(model, ctx, xb));
+      const int64_t K = p.dim(1);
+      for (size_t i = b0; i < b1; ++i)
+        probs[todo[i]] = std::vector<float>(p.data() + int64_t(i - b0) * K, p.data() + int64_t(i - b0 + 1) * K);
+    }
+    std::vector<std::vector<float>> out;
+    for (const auto& [k, n] : req) out.push_back(probs.at(canon(k, n)));
+    return out;
+  }
+};
+
+// NaN (e.g. a mean of nothing) is written as null.
+json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+// The record of one image and method.
+json evaluate_one(Perturber& pert, const Tensor& x, const float* map, const std::vector<float>& p0, int y,
+                  const std::vector<double>& ratios, int auc_steps, const std::vector<uint8_t>* mask) {
+  const int64_t H = x.dim(1), W = x.dim(2), HW = H * W;
+  const int K = int(p0.size());
+  const std::vector<int32_t> morf = eval::pixel_order(map, HW, eval::Order::MoRF);
+  const std::vector<int32_t> lerf = eval::pixel_order(map, HW, eval::Order::LeRF);
+  std::vector<std::pair<Kind, int64_t>> req;
+  for (double r : ratios) req.push_back({Kind::RemoveMoRF, eval::pixels_for_ratio(HW, r)});
+  for (double r : ratios) req.push_back({Kind::RemoveLeRF, eval::pixels_for_ratio(HW, r)});
+  std::vector<double> fractions;
+  for (int i = 0; i <= auc_steps; ++i) fractions.push_back(double(i) / auc_steps);
+  for (double f : fractions) req.push_back({Kind::RemoveMoRF, eval::pixels_for_ratio(HW, f)});
+  for (double f : fractions) req.push_back({Kind::KeepMoRF, eval::pixels_for_ratio(HW, f)});
+  const auto probs = pert.run(x, morf, lerf, req, p0);
+
+  json rec;
+  rec["label"] = y;
+  rec["pred"] = eval::argmax(p0.data(), K);
+  rec["p0"] = p0[size_t(y)];
+  rec["ratios"] = ratios;
+  size_t at = 0;
+  for (const char* order : {"morf", "lerf"}) {
+    json o = {{"aopc", json::array()}, {"lodds", json::array()}, {"acc", json::array()},
+              {"fracdiff", json::array()}, {"prob", json::array()}};
+    double aopc_sum = 0;
+    for (size_t i = 0; i < ratios.size(); ++i, ++at) {
+      const eval::RatioMetrics m = eval::ratio_metrics(p0.data(), probs[at].data(), K, y);
+      o["aopc"].push_back(m.aopc);
+      o["lodds"].push_back(num(m.lodds));
+      o["acc"].push_back(m.acc);
+      o["fracdiff"].push_back(m.fracdiff);
+      o["prob"].push_back(m.prob);
+      aopc_sum += m.aopc;
+    }
+    o["aopc_mean"] = aopc_sum / double(ratios.size());
+    rec[order] = o;
+  }
+  for (const char* curve : {"deletion", "insertion"}) {
+    std::vector<double> p;
+    for (size_t i = 0; i < fractions.size(); ++i, ++at) p.push_back(probs[at][size_t(y)]);
+    rec[curve] = {{"fractions", fractions}, {"prob", p}, {"auc", eval::trapezoid(fractions, p)}};
+  }
+  if (mask) {
+    const eval::BoxMetrics b = eval::box_metrics(map, HW, mask->data());
+    if (b.valid)
+      rec["box"] = {{"status", "ok"},       {"area", b.area},         {"mu_in", b.mu_in},
+                    {"mu_in_w", b.mu_in_w}, {"mu_out", b.mu_out},     {"mu_out_w", b.mu_out_w},
+                    {"pointing", b.pointing_hit}};
+    else
+      rec["box"] = {{"status", "invalid"}, {"reason", b.why}, {"area", b.area}};
+  }
+  return rec;
+}
+
+// ---------------------------------------------------------------------------------------
+// The summary: means and confidence intervals per method, the table and the plots.
+
+struct Summary {
+  json report;
+  std::string table;
+};
+
+json ci_json(const std::vector<double>& v) {
+  const eval::MeanCI m = eval::mean_ci95(v);
+  return {{"n", m.n}, {"mean", num(m.mean)}, {"ci95", {num(m.lo), num(m.hi)}}};
+}
+
+std::string fmt_ci(const json& c, int digits = 3) {
+  if (c["mean"].is_null()) return "-";
+  char b[96];
+  if (c["ci95"][0].is_null())
+    std::snprintf(b, sizeof(b), "%.*f", digits, c["mean"].get<double>());
+  else
+    std::snprintf(b, sizeof(b), "%.*f ± %.*f", digits, c["mean"].get<double>(), digits,
+                  (c["ci95"][1].get<double>() - c["ci95"][0].get<double>()) / 2);
+  return b;
+}
+
+Summary summarise(const std::vector<json>& lines, const std::vector<std::string>& methods, const json& settings,
+                  const json& counts, std::vector<io::Chart>* charts) {
+  Summary s;
+  s.report["settings"] = settings;
+  s.report["counts"] = counts;
+  s.report["pixel_order"] =
+      "pixels sorted by |map| (NaN as 0), descending for MoRF and ascending for LeRF; ties keep ascending "
+      "row-major pixel index (stable sort); int(H*W*ratio) pixels are set to 0 in every channel of the "
+      "normalised input";
+  s.report["boxes"] = "the union of an image's boxes (a pixel is inside when its centre is in any box)";
+  json per_method = json::object();
+  const char* names[4] = {"MoRF", "LeRF", "Deletion", "Insertion"};
+  if (charts) {
+    charts->assign(4, io::Chart{});
+    for (int i = 0; i < 4; ++i) {
+      (*charts)[size_t(i)].title = names[i];
+      (*charts)[size_t(i)].x_label = i == 3 ? "fraction of pixels inserted (most relevant first)"
+                                            : (i == 1 ? "fraction of pixels removed (least relevant first)"
+                                                      : "fraction of pixels removed (most relevant first)");
+      (*charts)[size_t(i)].y_label = "probability of the label";
+    }
+  }
+  std::ostringstream t;
+  t << "| method | images | MoRF AOPC (higher is better) | LeRF AOPC (lower) | MoRF LODDS (lower) | "
+       "deletion AUC (lower) | insertion AUC (higher) | mu_in | mu_in_w (higher) | pointing game (higher) |\n"
+    << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& m : methods) {
+    std::vector<const json*> rs;
+    int64_t skipped = 0;
+    for (const auto& l : lines) {
+      if (l.value("method", std::string()) != m) continue;
+      if (l.contains("skipped")) ++skipped;
+      else rs.push_back(&l);
+    }
+    json out;
+    out["images"] = rs.size();
+    out["skipped"] = skipped;
+    std::vector<double> ratios;
+    if (!rs.empty()) ratios = (*rs[0])["ratios"].get<std::vector<double>>();
+    out["ratios"] = ratios;
+    json metrics;
+    for (const char* order : {"morf", "lerf"}) {
+      for (const char* name : {"aopc", "lodds", "acc", "fracdiff", "prob"}) {
+        json per_ratio = json::array();
+        for (size_t i = 0; i < ratios.size(); ++i) {
+          std::vector<double> v;
+          for (const json* r : rs) {
+            const json& e = (*r)[order][name][i];
+            if (!e.is_null()) v.push_back(e.get<double>());
+          }
+          per_ratio.push_back(ci_json(v));
+        }
+        metrics[order][name] = per_ratio;
+      }
+      std::vector<double> v;
+      for (const json* r : rs) v.push_back((*r)[order]["aopc_mean"].get<double>());
+      metrics[order]["aopc_mean"] = ci_json(v);
+      std::vector<double> lod;
+      for (const json* r : rs) {
+        double sum = 0;
+        size_t n = 0;
+        for (const auto& e : (*r)[order]["lodds"])
+          if (!e.is_null()) {
+            sum += e.get<double>();
+            ++n;
+          }
+        if (n) lod.push_back(sum / double(n));
+      }
+      metrics[order]["lodds_mean"] = ci_json(lod);
+    }
+    for (const char* curve : {"deletion", "insertion"}) {
+      std::vector<double> auc;
+      for (const json* r : rs) auc.push_back((*r)[curve]["auc"].get<double>());
+      metrics[curve]["auc"] = ci_json(auc);
+      if (!rs.empty()) {
+        const auto fr = (*rs[0])[curve]["fractions"].get<std::vector<double>>();
+        std::vector<double> mean(fr.size(), 0.0);
+        for (const json* r : rs)
+          for (size_t i = 0; i < fr.size(); ++i) mean[i] += (*r)[curve]["prob"][i].get<double>() / double(rs.size());
+        metrics[curve]["fractions"] = fr;
+        metrics[curve]["mean_prob"] = mean;
+      }
+    }
+    int64_t box_ok = 0, box_invalid = 0;
+    std::map<std::string, std::vector<double>> bv;
+    for (const json* r : rs) {
+      if (!r->contains("box")) continue;
+      const json& b = (*r)["box"];
+      if (b["status"] != "ok") {
+        ++box_invalid;
+        continue;
+      }
+      ++box_ok;
+      for (const char* k : {"mu_in", "mu_in_w", "mu_out", "mu_out_w"}) bv[k].push_back(b[k].get<double>());
+      bv["pointing"].push_back(b["pointing"].get<bool>() ? 1.0 : 0.0);
+    }
+    for (const char* k : {"mu_in", "mu_in_w", "mu_out", "mu_out_w", "pointing"}) metrics["box"][k] = ci_json(bv[k]);
+    metrics["box"]["valid"] = box_ok;
+    metrics["box"]["invalid"] = box_invalid;
+    out["metrics"] = metrics;
+    per_method[m] = out;
+
+    t << "| " << m << " | " << rs.size() << " | " << fmt_ci(metrics["morf"]["aopc_mean"]) << " | "
+      << fmt_ci(metrics["lerf"]["aopc_mean"]) << " | " << fmt_ci(metrics["morf"]["lodds_mean"], 2) << " | "
+      << fmt_ci(metrics["deletion"]["auc"]) << " | " << fmt_ci(metrics["insertion"]["auc"]) << " | "
+      << fmt_ci(metrics["box"]["mu_in"]) << " | " << fmt_ci(metrics["box"]["mu_in_w"]) << " | "
+      << fmt_ci(metrics["box"]["pointing"]) << " |\n";
+
+    if (charts && !rs.empty()) {
+      const char* orders[2] = {"morf", "lerf"};
+      for (int i = 0; i < 2; ++i) {
+        io::Series se{m, ratios, {}};
+        for (const auto& c : metrics[orders[i]]["prob"]) se.y.push_back(c["mean"].is_null() ? 0.0 : c["mean"].get<double>());
+        (*charts)[size_t(i)].series.push_back(se);
+      }
+      const char* curves[2] = {"deletion", "insertion"};
+      for (int i = 0; i < 2; ++i)
+        (*charts)[size_t(2 + i)].series.push_back(
+            {m, metrics[curves[i]]["fractions"].get<std::vector<double>>(),
+             metrics[curves[i]]["mean_prob"].get<std::vector<double>>()});
+    }
+  }
+  s.report["methods"] = per_method;
+  s.table = t.str();
+  if (charts) {
+    for (auto& c : *charts) {
+      double xmax = 0;
+      for (const auto& se : c.series)
+        for (double x : se.x) xmax = std::max(xmax, x);
+      c.x_max = xmax > 0 ? xmax : 1;
+    }
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+
+std::vector<double> parse_ratios(const std::string& spec) {
+  std::vector<double> r;
+  for (const auto& item : split_list(spec, "--ratios")) {
+    size_t used = 0;
+    double v = -1;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || !(v >= 0 && v <= 1)) throw Error("--ratios: '" + item + "' is not a number in [0, 1]");
+    r.push_back(v);
+  }
+  if (!std::is_sorted(r.begin(), r.end())) throw Error("--ratios must be increasing");
+  return r;
+}
+
+// An externally made map: DIR/<stem>.npy, [H, W] or [1, H, W].
+Tensor load_external_map(const std::string& dir, const EvalItem& it, int64_t H, int64_t W) {
+  const std::string path = (fs::path(dir) / (fs::path(it.rel).stem().string() + ".npy")).string();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw file_error(path, "no map for " + it.rel);
+  Tensor m = io::load_npy(path);
+  if (m.numel() != H * W || !(m.ndim() == 2 || (m.ndim() == 3 && m.dim(0) == 1)))
+    throw file_error(path, "map has shape " + m.shape_str() + ", expected [" + std::to_string(H) + ", " +
+                               std::to_string(W) + "]");
+  return m;
+}
+
+struct Loaded {
+  EvalItem item;
+  Tensor x;  // [3, H, W]
+  std::vector<uint8_t> mask;
+  json box;  // status when there is no usable mask: none / invalid / error
+  bool has_mask = false;
+};
+
+void run_eval(const EvalOptions& o) {
+  set_threads(o.threads);
+  if (o.batch < 1) throw Error("--batch must be at least 1");
+  if (o.auc_steps < 1 || o.auc_steps > 1000) throw Error("--auc-steps must be in [1, 1000]");
+  if (o.limit < 0) throw Error("--limit must be non-negative");
+  if (o.target != "label" && o.target != "top1") throw Error("--target must be label or top1");
+  const std::vector<double> ratios = parse_ratios(o.ratios);
+  auto model = nn::load_model(o.weights, o.model);
+  const int K = model->num_classes();
+
+  std::string box_spec = o.boxes;
+  std::error_code ec;
+  if (box_spec.empty() && fs::is_regular_file(fs::path(o.data) / "boxes.jsonl", ec)) {
+    box_spec = (fs::path(o.data) / "boxes.jsonl").string();
+    std::fprintf(stderr, "parchgrad: using the boxes in %s\n", box_spec.c_str());
+  }
+  const BoxSource boxes(box_spec, o.data);
+  std::vector<EvalItem> items = list_items(o, boxes, K);
+  if (o.limit > 0 && int(items.size()) > o.limit) items.resize(size_t(o.limit));
+
+  // Methods: "grad", "grad+cls", ..., or "maps:DIR" (maps made elsewhere, DIR/<stem>.npy).
+  const std::string method_list = !o.methods.empty() ? o.methods : (o.m.stats.empty() ? "grad" : "grad,grad+cls,grad+ins");
+  const std::vector<std::string> methods = split_list(method_list, "--methods");
+  if (std::set<std::string>(methods.begin(), methods.end()).size() != methods.size())
+    throw Error("--methods lists a method twice");
+  std::vector<std::string> engine_specs;
+  for (const auto& m : methods)
+    if (m.rfind("maps:", 0) != 0) engine_specs.push_back(m);
+  std::unique_ptr<StatsFile> stats;
+  std::vector<Config> configs = build_configs(engine_specs, o.m, *model, o.batch, stats);
+
+  json settings = settings_json(o.m);
+  std::error_code sz_ec;
+  const auto weights_size = fs::file_size(o.weights, sz_ec);
+  settings.update({{"model", model->arch()}, {"weights", o.weights}, {"weights_bytes", sz_ec ? 0 : weights_size},
+                   {"ratios", ratios}, {"auc_steps", o.auc_steps}, {"target", o.target}, {"data", o.data},
+                   {"boxes", box_spec}, {"resize", 256}, {"crop", 224}});
+  char idbuf[32];
+  std::snprintf(idbuf, sizeof(idbuf), "%016zx", std::hash<std::string>{}(settings.dump()));
+  const std::string settings_id = idbuf;
+  settings["methods"] = methods;
+
+  const fs::path out(o.out);
+  if (out.has_parent_path()) {
+    fs::create_directories(out.parent_path(), ec);
+    if (ec) throw file_error(out.parent_path().string(), "cannot create directory (" + ec.message() + ")");
+  }
+  const std::string jsonl_path = o.out + ".jsonl";
+  std::set<std::string> done;
+  if (o.no_resume) {
+    fs::remove(jsonl_path, ec);
+  } else {
+    read_report(jsonl_path, settings_id, &done);
+  }
+  ReportWriter writer(jsonl_path);
+
+  nn::Context ctx;
+  Perturber pert{*model, ctx, std::max(o.batch, 1)};
+  io::Progress progress("eval", int64_t(items.size()));
+  auto all_done = [&](const EvalItem& it) {
+    if (done.count(key_of(it.path, "*"))) return true;
+    for (const auto& m : methods)
+      if (!done.count(key_of(it.path, m))) return false;
+    return true;
+  };
+
+  std::vector<Loaded> chunk;
+  auto flush = [&]() {
+    if (chunk.empty()) return;
+    const int64_t B = int64_t(chunk.size()), H = chunk[0].x.dim(1), W = chunk[0].x.dim(2);
+    Tensor X({B, 3, H, W});
+    std::vector<int> targets;
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy(chunk[size_t(b)].x.data(), chunk[size_t(b)].x.data() + 3 * H * W, X.data() + b * 3 * H * W);
+      targets.push_back(o.target == "label" ? chunk[size_t(b)].item.label : -1);
+    }
+    const Tensor P0 = softmax(forward_logits(*model, ctx, X));
+    std::vector<std::vector<json>> records(static_cast<size_t>(B));
+    size_t ci = 0;
+    for (const auto& m : methods) {
+      std::vector<int64_t> todo;
+      for (int64_t b = 0; b < B; ++b)
+        if (!done.count(key_of(chunk[size_t(b)].item.path, m))) todo.push_back(b);
+      if (todo.empty()) {
+        if (m.rfind("maps:", 0) != 0) ++ci;
+        continue;
+      }
+      Tensor maps({B, H, W});
+      std::vector<std::string> map_error(static_cast<size_t>(B));
+      if (m.rfind("maps:", 0) == 0) {
+        for (int64_t b : todo) {
+          try {
+            Tensor e = load_external_map(m.substr(5), chunk[size_t(b)].item, H, W);
+            std::copy(e.data(), e.data() + H * W, maps.data() + b * H * W);
+          } catch (const Error& e) {
+            map_error[size_t(b)] = e.what();
+          }
+        }
+      } else {
+        Config& c = configs[ci++];
+        maps = explain(*model, ctx, X, {targets}, c.method, c.hook.get())[0].maps;
+      }
+      for (int64_t b : todo) {
+        const Loaded& L = chunk[size_t(b)];
+        json rec;
+        if (!map_error[size_t(b)].empty()) {
+          rec = {{"skipped", map_error[size_t(b)]}};
+          std::fprintf(stderr, "parchgrad: skipped: %s\n", map_error[size_t(b)].c_str());
+        } else {
+          const std::vector<float> p0(P0.data() + b * K, P0.data() + (b + 1) * K);
+          rec = evaluate_one(pert, L.x, maps.data() + b * H * W, p0, L.item.label, ratios, o.auc_steps,
+                             L.has_mask ? &L.mask : nullptr);
+          if (!L.has_mask && !L.box.is_null()) rec["box"] = L.box;
+        }
+        if (boxes.enabled()) rec["box_status"] = L.has_mask ? std::string("ok") : L.box.value("status", std::string("none"));
+        rec["image"] = L.item.path;
+        rec["method"] = m;
+        rec["settings_id"] = settings_id;
+        records[size_t(b)].push_back(rec);
+      }
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      writer.append(records[size_t(b)]);
+      progress.advance();
+    }
+    chunk.clear();
+  };
+
+  for (const auto& it : items) {
+    if (all_done(it)) {
+      progress.advance();
+      continue;
+    }
+    Loaded L;
+    L.item = it;
+    std::string failure;
+    int orig_w = 0, orig_h = 0;
+    try {
+      if (it.label < 0) throw file_error(it.path, "has no label in " + box_spec);
+      if (it.label >= K)
+        throw file_error(it.path, "label " + std::to_string(it.label) + " is out of range for a model with " +
+                                      std::to_string(K) + " classes");
+      if (io::is_npy_file(it.path)) {
+        L.x = io::load_input_tensor(it.path);
+        check_input(L.x.reshape({1, L.x.dim(0), L.x.dim(1), L.x.dim(2)}), it.path);
+        orig_w = int(L.x.dim(2));
+        orig_h = int(L.x.dim(1));
+      } else {
+        const io::Image8 img = io::load_image_rgb(it.path);
+        orig_w = img.w;
+        orig_h = img.h;
+        L.x = io::preprocess_imagenet(img);
+      }
+    } catch (const Error& e) {
+      failure = e.what();
+    }
+    if (!failure.empty()) {
+      std::fprintf(stderr, "parchgrad: skipped: %s\n", failure.c_str());
+      writer.append(std::vector<json>{
+          json{{"image", it.path}, {"method", "*"}, {"skipped", failure}, {"settings_id", settings_id}}});
+      progress.advance();
+      continue;
+    }
+    if (boxes.enabled()) {
+      io::Annotation a;
+      try {
+        if (!boxes.find(it, &a)) {
+          L.box = {{"status", "none"}, {"reason", "no annotation for this image"}};
+        } else {
+          if (a.width > 0 && (a.width != orig_w || a.height != orig_h))
+            throw Error("annotation of " + it.rel + " is for a " + std::to_string(a.width) + "x" +
+                        std::to_string(a.height) + " image, the image is " + std::to_string(orig_w) + "x" +
+                        std::to_string(orig_h));
+          const bool npy = io::is_npy_file(it.path);
+          const io::CropGeometry g = npy ? io::identity_geometry(orig_w, orig_h) : io::eval_geometry(orig_w, orig_h, 256, 224);
+          int64_t area = 0;
+          for (const auto& b : a.boxes) area += io::rasterize_box(io::map_box(b, g), g.crop_w, g.crop_h, L.mask);
+          if (a.boxes.empty()) L.box = {{"status", "none"}, {"reason", "annotation has no boxes"}};
+          else if (area == 0) L.box = {{"status", "invalid"}, {"reason", "every box lies outside the crop"}, {"area", 0}};
+          else L.has_mask = true;
+        }
+      } catch (const Error& e) {
+        std::fprintf(stderr, "parchgrad: box skipped: %s\n", e.what());
+        L.box = {{"status", "error"}, {"reason", e.what()}};
+        L.mask.clear();
+        L.has_mask = false;
+      }
+    }
+    if (!chunk.empty() && chunk[0].x.shape() != L.x.shape()) flush();
+    chunk.push_back(std::move(L));
+    if (int(chunk.size()) >= o.batch) flush();
+  }
+  flush();
+  progress.finish();
+
+  // The summary is made from the whole report file, so a resumed run summarises everything.
+  std::set<std::string> all_keys;
+  const std::vector<json> lines = read_report(jsonl_path, settings_id, &all_keys);
+  std::set<std::string> listed;
+  for (const auto& it : items) listed.insert(it.path);
+  std::vector<json> mine;
+  json counts = {{"images_listed", items.size()}, {"images_unreadable", 0}, {"box_ok", 0}, {"box_none", 0},
+                 {"box_invalid", 0}, {"box_error", 0}};
+  std::set<std::string> seen_box;
+  for (const auto& l : lines) {
+    const std::string img = l["image"].get<std::string>();
+    if (!listed.count(img)) continue;
+    mine.push_back(l);
+    if (l.value("method", std::string()) == "*") {
+      counts["images_unreadable"] = counts["images_unreadable"].get<int>() + 1;
+      continue;
+    }
+    if (boxes.enabled() && l.contains("box_status") && seen_box.insert(img).second) {
+      const std::string st = l["box_status"].get<std::string>();
+      const std::string k = "box_" + st;
+      if (counts.contains(k)) counts[k] = counts[k].get<int>() + 1;
+    }
+  }
+  std::vector<io::Chart> charts;
+  Summary s = summarise(mine, methods, settings, counts, &charts);
+  std::ostringstream md;
+  md << "parchgrad eval: " << model->arch() << " (" << o.weights << ") on " << o.data << ", " << items.size()
+     << " images listed";
+  md << "; unreadable " << counts["images_unreadable"].get<int>();
+  if (boxes.enabled())
+    md << "; boxes ok " << counts["box_ok"].get<int>() << ", none " << counts["box_none"].get<int>() << ", invalid "
+       << counts["box_invalid"].get<int>() << ", broken " << counts["box_error"].get<int>();
+  md << "\n\nMeans over images with 95% confidence intervals; AOPC and LODDS averaged over the ratios "
+     << o.ratios << ".\n\n" << s.table;
+  write_text_atomic(o.out + ".json", s.report.dump(1) + "\n");
+  write_text_atomic(o.out + ".md", md.str());
+  std::vector<io::Image8> imgs;
+  for (const auto& c : charts) imgs.push_back(io::render_chart(c, 600, 400));
+  io::save_png(o.out + ".png", io::tile_images(imgs, 2));
+  std::printf("%s", md.str().c_str());
+  std::fprintf(stderr, "wrote %s.jsonl, %s.json, %s.md, %s.png\n", o.out.c_str(), o.out.c_str(), o.out.c_str(),
+               o.out.c_str());
+}
+
+}  // namespace
+
+void register_eval(CLI::App& app) {
+  auto eo = std::make_shared<EvalOptions>();
+  CLI::App* e = app.add_subcommand("eval", "Faithfulness and localisation metrics of saliency methods over a data set");
+  e->add_option("--weights", eo->weights, "torchvision state dict (.pth or .safetensors)")->required();
+  e->add_option("--model", eo->model, "architecture (inferred from the weights when omitted)");
+  e->add_option("--data", eo->data,
+                "ImageFolder directory (sorted class folders give ids), or a flat folder with a labelled boxes.jsonl")
+      ->required();
+  e->add_option("--labels", eo->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
+  e->add_option("--boxes", eo->boxes,
+                "directory of Pascal VOC XML files (<stem>.xml), or a boxes .jsonl (default: DIR/boxes.jsonl if present)");
+  e->add_option("--methods", eo->methods,
+                "comma-separated: grad, inputgrad, ig, smoothgrad, gradcam, each optionally +cls or +ins, or maps:DIR "
+                "(DIR/<stem>.npy); default grad,grad+cls,grad+ins with --stats, else grad");
+  e->add_option("--ratios", eo->ratios, "fractions of pixels removed for MoRF/LeRF")->capture_default_str();
+  e->add_option("--auc-steps", eo->auc_steps, "steps of the deletion and insertion curves")->capture_default_str();
+  e->add_option("--limit", eo->limit, "evaluate only the first N images (0: all)");
+  e->add_option("--target", eo->target, "class the maps explain: label or top1")->capture_default_str();
+  e->add_option("--out", eo->out, "report path prefix: writes PREFIX.jsonl, .json, .md, .png")->capture_default_str();
+  e->add_option("--batch", eo->batch, "images per batch (maps and masked copies)")->capture_default_str();
+  e->add_option("--threads", eo->threads, "CPU threads (default: all cores)");
+  e->add_flag("--no-resume", eo->no_resume, "start over instead of continuing PREFIX.jsonl");
+  add_method_flags(e, eo->m);
+  e->callback([eo]() { run_eval(*eo); });
+}
+
+}  // namespace pg::cli

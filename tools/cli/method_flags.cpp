@@ -1,0 +1,111 @@
+#include "tools/cli/method_flags.h"
+
+#include <limits>
+
+#include "nn/error.h"
+#include "tools/lib/image_io.h"
+
+namespace pg::cli {
+
+void add_method_flags(CLI::App* s, MethodFlags& f) {
+  s->add_option("--stats", f.stats, "statistics file from `parchgrad stats` (for cls/ins)");
+  s->add_option("--alpha", f.alpha, "significance level (replaces --quantile)");
+  s->add_option("--quantile", f.quantile, "select the q fraction of channels with the smallest p")->capture_default_str();
+  s->add_option("--shapiro-threshold", f.shapiro_threshold, "keep channels with Shapiro-Wilk p below this")
+      ->capture_default_str();
+  s->add_option("--gamma", f.gamma, "gain of the selected channels, or inf")->capture_default_str();
+  s->add_flag("--no-variance-conservation", f.no_variance_conservation, "do not rescale to conserve variance");
+  s->add_flag("--exact-variance", f.exact_variance, "finite gamma: rescale to the exact pre-edit variance");
+  s->add_option("--layers", f.layers, "hooked convs: ratio:R, layer34 or conv names")->capture_default_str();
+  s->add_option("--ig-steps", f.ig_steps, "integrated gradients steps")->capture_default_str();
+  s->add_option("--sg-samples", f.sg_samples, "SmoothGrad noisy copies")->capture_default_str();
+  s->add_option("--sg-sigma", f.sg_sigma, "SmoothGrad noise, fraction of the input range")->capture_default_str();
+  s->add_option("--sg-noise", f.sg_noise, "fixed SmoothGrad noise .npy [M, N, 3, H, W]");
+  s->add_option("--seed", f.seed, "SmoothGrad noise seed")->capture_default_str();
+}
+
+ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode) {
+  ParchGradOptions p;
+  if (mode == "cls") p.mode = ParchGradOptions::Mode::Cls;
+  else if (mode == "ins") p.mode = ParchGradOptions::Mode::Ins;
+  else if (mode == "off") p.mode = ParchGradOptions::Mode::Off;
+  else throw Error("--parchgrad: '" + mode + "' is not cls, ins or off");
+  p.alpha = f.alpha;
+  p.quantile = f.quantile;
+  p.shapiro_threshold = f.shapiro_threshold;
+  if (f.gamma == "inf") {
+    p.gamma = std::numeric_limits<double>::infinity();
+  } else {
+    try {
+      size_t used = 0;
+      p.gamma = std::stod(f.gamma, &used);
+      if (used != f.gamma.size()) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      throw Error("--gamma: '" + f.gamma + "' is not a number or inf");
+    }
+  }
+  p.variance_conservation = !f.no_variance_conservation;
+  p.exact_variance = f.exact_variance;
+  p.layers = f.layers;
+  return p;
+}
+
+std::vector<std::string> split_list(const std::string& list, const std::string& flag) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    if (item.empty()) throw Error(flag + ": empty entry in '" + list + "'");
+    out.push_back(item);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f, const nn::Model& model,
+                                  int max_batch, std::unique_ptr<StatsFile>& stats) {
+  Tensor sg_noise;
+  if (!f.sg_noise.empty()) sg_noise = io::load_npy(f.sg_noise);
+  std::vector<Config> configs;
+  for (const auto& spec : specs) {
+    Config c;
+    c.label = spec;
+    const size_t plus = spec.find('+');
+    const std::string mode = plus == std::string::npos ? "off" : spec.substr(plus + 1);
+    c.method.method = parse_method(spec.substr(0, plus));
+    c.method.ig_steps = f.ig_steps;
+    c.method.sg_samples = f.sg_samples;
+    c.method.sg_sigma = f.sg_sigma;
+    c.method.seed = f.seed;
+    c.method.sg_noise = sg_noise;
+    c.method.max_batch = std::max(max_batch, 1);
+    ParchGradOptions po = parchgrad_options(f, mode);
+    if (po.mode != ParchGradOptions::Mode::Off) {
+      if (f.stats.empty()) throw Error("'" + spec + "' needs --stats (a file from `parchgrad stats`)");
+      if (!stats) stats = std::make_unique<StatsFile>(load_stats(f.stats));
+      c.hook = std::make_unique<ParchGradHook>(model, *stats, po);
+    }
+    configs.push_back(std::move(c));
+  }
+  return configs;
+}
+
+nlohmann::json settings_json(const MethodFlags& f) {
+  return {{"stats", f.stats},
+          {"alpha", f.alpha},
+          {"quantile", f.quantile},
+          {"shapiro_threshold", f.shapiro_threshold},
+          {"gamma", f.gamma},
+          {"variance_conservation", !f.no_variance_conservation},
+          {"exact_variance", f.exact_variance},
+          {"layers", f.layers},
+          {"ig_steps", f.ig_steps},
+          {"sg_samples", f.sg_samples},
+          {"sg_sigma", f.sg_sigma},
+          {"sg_noise", f.sg_noise},
+          {"seed", f.seed}};
+}
+
+}  // namespace pg::cli
