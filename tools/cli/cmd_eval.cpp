@@ -211,8 +211,11 @@ struct Perturber {
                                       const std::vector<std::pair<Kind, int64_t>>& req, const std::vector<float>& p0) {
     const int C = int(x.dim(0));
     const int64_t HW = x.dim(1) * x.dim(2);
-    // Canonical keys: (0, 0) = clean, (1, 0) = all zero, else (kind + 2, count).
+    // Canonical keys: (0, 0) = clean, (1, 0) = all zero, else (kind + 2, count). When every
+    // pixel ties, the two orders are the same and so are their copies.
+    const bool same_order = morf == lerf;
     auto canon = [&](Kind k, int64_t n) -> std::pair<int, int64_t> {
+      if (same_order && k == Kind::RemoveLeRF) k = Kind::RemoveMoRF;
       if (k == Kind::KeepMoRF) {
         if (n >= HW) return {0, 0};
         if (n <= 0) return {1, 0};
@@ -686,6 +689,8 @@ void run_eval(const EvalOptions& o) {
           for (const auto& b : a.boxes) area += io::rasterize_box(io::map_box(b, g), g.crop_w, g.crop_h, L.mask);
           if (a.boxes.empty()) L.box = {{"status", "none"}, {"reason", "annotation has no boxes"}};
           else if (area == 0) L.box = {{"status", "invalid"}, {"reason", "every box lies outside the crop"}, {"area", 0}};
+          else if (area == int64_t(g.crop_w) * g.crop_h)
+            L.box = {{"status", "invalid"}, {"reason", "the boxes cover the whole input"}, {"area", area}};
           else L.has_mask = true;
         }
       } catch (const Error& e) {
@@ -744,6 +749,15 @@ void run_eval(const EvalOptions& o) {
   std::printf("%s", md.str().c_str());
   std::fprintf(stderr, "wrote %s.jsonl, %s.json, %s.md, %s.png\n", o.out.c_str(), o.out.c_str(), o.out.c_str(),
                o.out.c_str());
+  // Bad input anywhere (an unreadable image, a broken annotation, a missing map) makes the exit
+  // status 1, after the whole report was written.
+  int64_t bad = counts["images_unreadable"].get<int64_t>() + counts["box_error"].get<int64_t>();
+  for (const auto& [m, v] : s.report["methods"].items()) bad += v["skipped"].get<int64_t>();
+  if (bad > 0) {
+    std::fprintf(stderr, "parchgrad: error: %lld inputs or annotations were skipped (listed above and in %s.jsonl)\n",
+                 static_cast<long long>(bad), o.out.c_str());
+    throw ExitCode(1);
+  }
 }
 
 }  // namespace
