@@ -42,6 +42,26 @@ void saxpy(int n, float a, const float* x, float* y, int blocks, int threads) {
   PG_LAUNCH(saxpy_kernel, blocks, threads, 0, 0, n, a, x, y);
 }
 
+// A template kernel whose arguments contain a comma: PG_LAUNCH takes it in parentheses.
+template <class T, int N>
+__global__ void fill_kernel(T* out, T base) {
+  out[blockIdx.x * blockDim.x + threadIdx.x] = base + static_cast<T>(N);
+}
+void fill_plus4(int* out, int base, int blocks, int threads) {
+  PG_LAUNCH((fill_kernel<int, 4>), blocks, threads, 0, 0, out, base);
+}
+
+__global__ void index3d_kernel(unsigned* out) {
+  const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned nthreads = blockDim.x * blockDim.y * blockDim.z;
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  out[block * nthreads + t] = blockIdx.x << 20 | blockIdx.y << 16 | blockIdx.z << 12 | threadIdx.x << 8 |
+                              threadIdx.y << 4 | threadIdx.z;
+}
+void index3d(unsigned* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz) {
+  PG_LAUNCH(index3d_kernel, dim3(gx, gy, gz), dim3(bx, by, bz), 0, 0, out);
+}
+
 // ---- warp shuffles and votes -------------------------------------------------------------
 
 __global__ void warp_ops_kernel(const int* in, int* out) {

@@ -12,6 +12,10 @@ namespace simt_test {
 void block_sum(const float* in, float* out, int n, int blocks, int threads, bool sync);
 // y = a*x + y over a grid-stride loop.
 void saxpy(int n, float a, const float* x, float* y, int blocks, int threads);
+// out[i] = base + 4 through a template kernel launched as PG_LAUNCH((fill_kernel<int, 4>), ...).
+void fill_plus4(int* out, int base, int blocks, int threads);
+// out[linear block * threads + linear thread] = bx<<20 | by<<16 | bz<<12 | tx<<8 | ty<<4 | tz.
+void index3d(unsigned* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz);
 // Shuffles and votes on one block of 64 threads: 16 ints per thread in out.
 void warp_ops(const int* in, int* out);
 // One block of `threads` (not a multiple of 32): out[2t] = ballot(full, 1), out[2t+1] = activemask.

@@ -133,6 +133,26 @@ TEST_CASE("simt: grid-stride loop") {
   CHECK(y == ref);
 }
 
+TEST_CASE("simt: template kernel launched as PG_LAUNCH((k<T, N>), ...)") {
+  std::vector<int> out(6 * 50, 0);
+  simt_test::fill_plus4(out.data(), 10, 6, 50);
+  for (int x : out) CHECK(x == 14);
+}
+
+TEST_CASE("simt: 3-D grids and blocks") {
+  const unsigned gx = 3, gy = 2, gz = 2, bx = 4, by = 3, bz = 2;
+  std::vector<unsigned> out(gx * gy * gz * bx * by * bz, 0);
+  simt_test::index3d(out.data(), gx, gy, gz, bx, by, bz);
+  size_t i = 0;
+  for (unsigned z = 0; z < gz; ++z)
+    for (unsigned y = 0; y < gy; ++y)
+      for (unsigned x = 0; x < gx; ++x)
+        for (unsigned tz = 0; tz < bz; ++tz)
+          for (unsigned ty = 0; ty < by; ++ty)
+            for (unsigned tx = 0; tx < bx; ++tx, ++i)
+              CHECK(out[i] == (x << 20 | y << 16 | z << 12 | tx << 8 | ty << 4 | tz));
+}
+
 TEST_CASE("simt: warp shuffles and votes, full and partial masks") {
   std::vector<int> in(64), out(64 * 16, -1);
   for (int i = 0; i < 64; ++i) in[i] = (i * 37 + 11) % 83;  // 0..82, none negative
