@@ -4,36 +4,58 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace pg::kernels::cpu {
 
 void maxpool2d_forward(const Pool2dParams& p, const float* x, float* y, int32_t* argmax) {
   const int64_t planes = int64_t(p.N) * p.C;
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* xp = x + pl * p.H * p.W;
-    for (int oh = 0; oh < p.P; ++oh) {
-      const int h0 = oh * p.stride_h - p.pad_h;
-      const int hb = std::max(h0, 0), he = std::min(h0 + p.kh, p.H);
-      for (int ow = 0; ow < p.Q; ++ow) {
-        const int w0 = ow * p.stride_w - p.pad_w;
-        const int wb = std::max(w0, 0), we = std::min(w0 + p.kw, p.W);
-        float best = -std::numeric_limits<float>::infinity();
-        int32_t bi = hb * p.W + wb;
-        // PyTorch's rule: the first maximum in scan order wins; a NaN wins and stays.
+  // For each kernel column k, the output columns whose window column ow*stride - pad + k
+  // lies inside the input: [lo[k], hi[k]).
+  std::vector<int> lo(size_t(p.kw)), hi(size_t(p.kw));
+  for (int k = 0; k < p.kw; ++k) {
+    int a = 0;
+    while (a < p.Q && a * p.stride_w - p.pad_w + k < 0) ++a;
+    int e = a;
+    while (e < p.Q && e * p.stride_w - p.pad_w + k < p.W) ++e;
+    lo[size_t(k)] = a;
+    hi[size_t(k)] = e;
+  }
+#pragma omp parallel
+  {
+    std::vector<float> best(size_t(p.Q));
+    std::vector<int32_t> bi(size_t(p.Q));
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const float* xp = x + pl * p.H * p.W;
+      for (int oh = 0; oh < p.P; ++oh) {
+        const int h0 = oh * p.stride_h - p.pad_h;
+        const int hb = std::max(h0, 0), he = std::min(h0 + p.kh, p.H);
+        for (int ow = 0; ow < p.Q; ++ow) {
+          best[size_t(ow)] = -std::numeric_limits<float>::infinity();
+          bi[size_t(ow)] = hb * p.W + std::max(ow * p.stride_w - p.pad_w, 0);
+        }
+        // Window elements in PyTorch's scan order (row, then column) for all output columns
+        // at once: the first maximum wins; a NaN wins and stays.
+        float* bp = best.data();
+        int32_t* ip = bi.data();
         for (int ih = hb; ih < he; ++ih) {
           const float* row = xp + ih * p.W;
-          for (int iw = wb; iw < we; ++iw) {
-            const float v = row[iw];
-            if (v > best || (v != v && best == best)) {
-              best = v;
-              bi = ih * p.W + iw;
+          for (int k = 0; k < p.kw; ++k) {
+            // Locals, so that the stores below cannot alias the loop bounds.
+            const int off = k - p.pad_w, s = p.stride_w, a = lo[size_t(k)], e = hi[size_t(k)];
+            const int32_t base = ih * p.W + off;
+            for (int ow = a; ow < e; ++ow) {
+              const float v = row[ow * s + off];
+              const bool take = v > bp[ow] || (v != v && bp[ow] == bp[ow]);
+              bp[ow] = take ? v : bp[ow];
+              ip[ow] = take ? base + ow * s : ip[ow];
             }
           }
         }
-        const int64_t o = pl * p.P * p.Q + int64_t(oh) * p.Q + ow;
-        y[o] = best;
-        if (argmax) argmax[o] = bi;
+        const int64_t o = pl * p.P * p.Q + int64_t(oh) * p.Q;
+        std::copy(best.begin(), best.end(), y + o);
+        if (argmax) std::copy(bi.begin(), bi.end(), argmax + o);
       }
     }
   }
