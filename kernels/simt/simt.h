@@ -11,6 +11,14 @@
 //   a warp-collective operation (shuffles, votes, __syncwarp, ldmatrix, mma) or its end.
 //   Between two such points the runnable threads of a block are picked in a random order
 //   drawn from a seeded generator, so a missing barrier shows as a wrong result.
+// * Barriers are strict, as the CUDA programming guide states them: every thread of the
+//   block must reach the same __syncthreads (same source line), and a thread that has
+//   exited never arrives, so exiting before a barrier others wait at is reported (hardware
+//   tolerates exited whole warps in practice; kernels here must not rely on it).
+// * Warp collectives follow the *_sync rules: the non-exited lanes named in the mask must
+//   all reach the same operation with the same mask; a lane waiting in another collective
+//   (its half-warp's shuffle, say) is simply not there yet. What can never complete is
+//   reported by the deadlock check, which lists every waiting group and its source line.
 // * Errors (deadlocks, mismatched barriers, misuse of warp operations) are raised as
 //   pg::Error on the thread that launched the kernel, with a one-line message naming the
 //   kernel, the block and the source lines involved.
