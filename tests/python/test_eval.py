@@ -157,7 +157,7 @@ def test_metrics_match_oracle(name, tmp_path):
     methods = ",".join(f"maps:{os.path.join(tmp, 'maps_' + k)}" for k in kinds)
     out = os.path.join(tmp, "report")
     run(["eval", "--weights", weights, "--data", data, "--methods", methods, "--auc-steps", str(STEPS),
-         "--ratios", ",".join(str(r) for r in RATIOS), "--out", out, "--batch", "7"])
+         "--ratios", ",".join(str(r) for r in RATIOS), "--out", out, "--batch", "7", "--perturb-batch", "9"])
     recs = read_jsonl(out + ".jsonl")
     assert len(recs) == len(items) * len(kinds)
     by = {(r["image"], r["method"]): r for r in recs}

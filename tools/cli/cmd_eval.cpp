@@ -36,7 +36,7 @@ namespace {
 struct EvalOptions {
   std::string weights, model, data, labels, boxes, methods, ratios = "0,0.1,0.2,0.3,0.4,0.5", out = "eval_report",
                                                                 target = "label";
-  int limit = 0, batch = 16, threads = 0, auc_steps = 20;
+  int limit = 0, batch = 16, perturb_batch = 64, threads = 0, auc_steps = 20;
   bool no_resume = false;
   MethodFlags m;
 };
@@ -513,6 +513,7 @@ struct Loaded {
 void run_eval(const EvalOptions& o) {
   set_threads(o.threads);
   if (o.batch < 1) throw Error("--batch must be at least 1");
+  if (o.perturb_batch < 1) throw Error("--perturb-batch must be at least 1");
   if (o.auc_steps < 1 || o.auc_steps > 1000) throw Error("--auc-steps must be in [1, 1000]");
   if (o.limit < 0) throw Error("--limit must be non-negative");
   if (o.target != "label" && o.target != "top1") throw Error("--target must be label or top1");
@@ -567,7 +568,7 @@ void run_eval(const EvalOptions& o) {
   ReportWriter writer(jsonl_path);
 
   nn::Context ctx;
-  Perturber pert{*model, ctx, std::max(o.batch, 1)};
+  Perturber pert{*model, ctx, o.perturb_batch};
   io::Progress progress("eval", int64_t(items.size()));
   auto all_done = [&](const EvalItem& it) {
     if (done.count(key_of(it.path, "*"))) return true;
@@ -781,7 +782,10 @@ void register_eval(CLI::App& app) {
   e->add_option("--limit", eo->limit, "evaluate only the first N images (0: all)");
   e->add_option("--target", eo->target, "class the maps explain: label or top1")->capture_default_str();
   e->add_option("--out", eo->out, "report path prefix: writes PREFIX.jsonl, .json, .md, .png")->capture_default_str();
-  e->add_option("--batch", eo->batch, "images per batch (maps and masked copies)")->capture_default_str();
+  e->add_option("--batch", eo->batch, "images per batch for the maps")->capture_default_str();
+  e->add_option("--perturb-batch", eo->perturb_batch,
+                "masked copies of one image per forward pass (the default holds all copies of the default settings)")
+      ->capture_default_str();
   e->add_option("--threads", eo->threads, "CPU threads (default: all cores)");
   e->add_flag("--no-resume", eo->no_resume, "start over instead of continuing PREFIX.jsonl");
   add_method_flags(e, eo->m);
