@@ -1,0 +1,381 @@
+// The CUDA kernels of kernels/cuda, compiled as C++ and run on the host SIMT runtime
+// (kernels/simt), against their CPU twins, on small odd shapes and several scheduler seeds.
+//
+// Error measure for float32 results: for each element, |gpu - twin| / bound, where bound is
+// the same computation on absolute values (sum |a_i * b_i| of the terms; for a mean of
+// non-negative terms it is the value itself), floored at 1e-30; the test reports and
+// checks the maximum over all elements. This is the relative error that floating point
+// promises for a sum (it stays meaningful where cancellation makes the result near 0).
+// Exact kernels (ReLU, max-pool, gathers in the twin's order) are compared bit for bit.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/channel_stats.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cpu/relu.h"
+#include "kernels/cuda/channel_stats.h"
+#include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/relu.h"
+#include "kernels/simt/simt.h"
+#include "nn/error.h"
+
+namespace kc = pg::kernels::cuda;
+namespace kcpu = pg::kernels::cpu;
+using pg::kernels::Conv2dParams;
+using pg::kernels::Pool2dParams;
+
+namespace {
+
+const uint64_t kSeeds[] = {1, 7, 12345};
+
+std::vector<float> randn(size_t n, uint32_t seed, float mean = 0.f, float sd = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(mean, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// max_i |a_i - b_i| / max(bound_i, 1e-30)
+double max_rel(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& bound) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::fabs(double(a[i]) - double(b[i])) / std::max(double(bound[i]), 1e-30);
+    worst = std::max(worst, std::isnan(e) ? INFINITY : e);
+  }
+  return worst;
+}
+
+// Worst errors seen, printed at the end of each test case for the report.
+struct Worst {
+  const char* what;
+  double v = 0;
+  explicit Worst(const char* w) : what(w) {}
+  void add(double e) { v = std::max(v, e); }
+  ~Worst() { std::printf("worst relative error, %s: %.3g\n", what, v); }
+};
+
+}  // namespace
+
+// ---- ReLU -------------------------------------------------------------------------------------
+
+TEST_CASE("relu forward/backward: mask bits identical to the CPU backend's uint64 words") {
+  for (int64_t n : {int64_t(1), int64_t(31), int64_t(32), int64_t(63), int64_t(64), int64_t(65), int64_t(1000),
+                    int64_t(2 * 3 * 7 * 9), int64_t(5 * 13 * 11 + 3)}) {
+    for (uint64_t seed : kSeeds) {
+      pg::simt::ScopedSeed ss(seed);
+      CAPTURE(n);
+      std::vector<float> x = randn(size_t(n), uint32_t(n + seed));
+      if (n > 5) {  // the edge values: zero, -0, NaN, inf
+        x[1] = 0.f;
+        x[2] = -0.f;
+        x[3] = std::numeric_limits<float>::quiet_NaN();
+        x[4] = INFINITY;
+        x[5] = -INFINITY;
+      }
+      const int64_t w32 = kc::relu_mask_words32(n);
+      REQUIRE(w32 == 2 * kcpu::relu_mask_words(n));
+      std::vector<float> y(size_t(n), 42.f), ref = x;
+      std::vector<uint32_t> mask(size_t(w32), 0xDEADBEEFu);
+      std::vector<uint64_t> ref_mask(size_t(kcpu::relu_mask_words(n)));
+      kc::launch_relu_forward({n}, x.data(), y.data(), mask.data(), nullptr);
+      kcpu::relu_forward(ref.data(), n, ref_mask.data());
+      CHECK(same_bits(y, ref));
+      CHECK(std::memcmp(mask.data(), ref_mask.data(), size_t(w32) * 4) == 0);
+
+      // In place, and without a mask.
+      std::vector<float> z = x;
+      kc::launch_relu_forward({n}, z.data(), z.data(), nullptr, nullptr);
+      CHECK(same_bits(z, ref));
+
+      // Backward, out of place and in place, against the CPU backward on the CPU's mask.
+      std::vector<float> g = randn(size_t(n), uint32_t(3 * n + seed)), dx(size_t(n), 7.f), gref = g;
+      kc::launch_relu_backward({n}, g.data(), mask.data(), dx.data(), nullptr);
+      kcpu::relu_backward(gref.data(), n, ref_mask.data());
+      CHECK(same_bits(dx, gref));
+      kc::launch_relu_backward({n}, g.data(), reinterpret_cast<const uint32_t*>(ref_mask.data()), g.data(), nullptr);
+      CHECK(same_bits(g, gref));
+    }
+  }
+}
+
+// ---- max-pool ----------------------------------------------------------------------------------
+
+namespace {
+Pool2dParams pool(int N, int C, int H, int W, int k, int s, int pad, bool ceil_mode) {
+  Pool2dParams p;
+  p.N = N, p.C = C, p.H = H, p.W = W;
+  p.kh = p.kw = k;
+  p.stride_h = p.stride_w = s;
+  p.pad_h = p.pad_w = pad;
+  p.ceil_mode = ceil_mode;
+  REQUIRE(pg::kernels::pool2d_output_size(p));
+  return p;
+}
+}  // namespace
+
+TEST_CASE("maxpool forward (argmax, ties, NaN, -inf) and gather backward match the CPU bit for bit") {
+  const Pool2dParams shapes[] = {
+      pool(2, 3, 7, 9, 3, 2, 1, false),  pool(3, 5, 13, 11, 3, 2, 1, false), pool(2, 3, 13, 11, 3, 2, 0, true),
+      pool(1, 17, 7, 9, 2, 2, 0, true),  pool(2, 3, 7, 9, 3, 1, 1, false),  pool(2, 5, 8, 8, 2, 2, 0, false),
+      pool(1, 3, 5, 7, 5, 3, 2, true)};
+  for (const Pool2dParams& p : shapes) {
+    for (int variant = 0; variant < 3; ++variant) {
+      for (uint64_t seed : kSeeds) {
+        pg::simt::ScopedSeed ss(seed);
+        CAPTURE(p.H);
+        CAPTURE(p.W);
+        CAPTURE(p.kh);
+        CAPTURE(p.stride_h);
+        CAPTURE(p.pad_h);
+        CAPTURE(p.ceil_mode);
+        CAPTURE(variant);
+        const size_t in = size_t(p.N) * p.C * p.H * p.W, out = size_t(p.N) * p.C * p.P * p.Q;
+        std::vector<float> x = randn(in, uint32_t(in + seed + 100 * variant));
+        if (variant == 1) {  // few distinct values: many ties
+          for (auto& v : x) v = std::round(v);
+        } else if (variant == 2) {  // NaNs, infinities, constant -inf planes
+          for (size_t i = 0; i < in; i += 7) x[i] = std::numeric_limits<float>::quiet_NaN();
+          for (size_t i = 3; i < in; i += 11) x[i] = INFINITY;
+          std::fill(x.begin(), x.begin() + p.H * p.W, -INFINITY);
+        }
+        std::vector<float> y(out, 1.f), yr(out);
+        std::vector<int32_t> am(out, -5), amr(out);
+        kc::launch_maxpool_forward(p, x.data(), y.data(), am.data(), nullptr);
+        kcpu::maxpool2d_forward(p, x.data(), yr.data(), amr.data());
+        CHECK(same_bits(y, yr));
+        CHECK(am == amr);
+
+        std::vector<float> dy = randn(out, uint32_t(out + 5 * seed)), dx(in, 9.f), dxr(in);
+        kc::launch_maxpool_backward(p, dy.data(), am.data(), dx.data(), nullptr);
+        kcpu::maxpool2d_backward(p, dy.data(), amr.data(), dxr.data());
+        CHECK(same_bits(dx, dxr));
+      }
+    }
+  }
+}
+
+// ---- channel statistics --------------------------------------------------------------------------
+
+TEST_CASE("channel gap with and without the folded BatchNorm") {
+  Worst worst("channel gap (relative to the value)");
+  struct Shape { int N, C, H, W; };
+  for (Shape s : {Shape{2, 3, 7, 9}, Shape{3, 17, 13, 11}, Shape{2, 5, 1, 1}, Shape{1, 3, 23, 19}}) {
+    for (bool bn : {false, true}) {
+      for (uint64_t seed : kSeeds) {
+        pg::simt::ScopedSeed ss(seed);
+        const int64_t HW = int64_t(s.H) * s.W;
+        const size_t total = size_t(s.N) * s.C * size_t(HW);
+        std::vector<float> y = randn(total, uint32_t(total + seed), 0.2f);
+        std::fill(y.begin(), y.begin() + HW, -1.f);  // plane (0, 0): relu is 0 everywhere
+        std::vector<float> scale = randn(size_t(s.C), 3, 1.f, 0.3f), shift = randn(size_t(s.C), 4);
+        for (auto& v : scale) v = std::fabs(v) + 0.1f;
+        const float* sc = bn ? scale.data() : nullptr;
+        const float* sh = bn ? shift.data() : nullptr;
+        std::vector<float> gap(size_t(s.N) * s.C, -1.f), ref(gap.size());
+        const kc::ChannelGapParams p{s.N, s.C, HW};
+        kc::launch_channel_gap(p, y.data(), sc, sh, gap.data(), nullptr);
+        kcpu::channel_gap(p, y.data(), sc, sh, ref.data());
+        if (!bn) CHECK(gap[0] == 0.f);
+        const double e = max_rel(gap, ref, ref);  // terms >= 0: the value bounds the error
+        worst.add(e);
+        CHECK(e <= 1e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("spatial variances M, N: one pass over g, masks with empty H or L, BatchNorm scale") {
+  Worst worst("spatial variances M, N (relative)");
+  struct Shape { int N, C, H, W; };
+  for (Shape s : {Shape{2, 3, 7, 9}, Shape{3, 17, 13, 11}, Shape{2, 5, 1, 1}, Shape{2, 5, 1, 2},
+                  Shape{2, 17, 23, 19}}) {
+    for (bool bn : {false, true}) {
+      for (uint64_t seed : kSeeds) {
+        pg::simt::ScopedSeed ss(seed);
+        CAPTURE(s.C);
+        CAPTURE(s.H);
+        const int64_t HW = int64_t(s.H) * s.W;
+        const size_t total = size_t(s.N) * s.C * size_t(HW);
+        std::vector<float> g = randn(total, uint32_t(total + seed), 0.5f);
+        std::vector<float> scale = randn(size_t(s.C), 5, 1.f, 0.5f);
+        std::mt19937 rng{uint32_t(seed)};
+        std::vector<uint8_t> sel(size_t(s.N) * s.C);
+        for (auto& b : sel) b = uint8_t(rng() % 3 == 0 ? 1 + rng() % 255 : 0);  // any non-zero byte selects
+        // Sample 0: H empty; sample 1: L empty (all selected).
+        std::fill(sel.begin(), sel.begin() + s.C, uint8_t(0));
+        std::fill(sel.begin() + s.C, sel.begin() + 2 * s.C, uint8_t(1));
+        const kc::SpatialVarianceParams p{s.N, s.C, HW};
+        std::vector<unsigned char> ws(kc::spatial_variance_workspace_bytes(p) + 1);
+        std::vector<double> M(size_t(s.N), -1), Nv(size_t(s.N), -1), Mr(size_t(s.N)), Nr(size_t(s.N));
+        const float* gs = bn ? scale.data() : nullptr;
+        kc::launch_spatial_variances(p, g.data(), gs, sel.data(), M.data(), Nv.data(), ws.data(), nullptr);
+        kcpu::spatial_variances(p, g.data(), gs, sel.data(), Mr.data(), Nr.data());
+        CHECK(M[0] == 1e-7);   // H empty: var of zeros
+        CHECK(Nv[1] == 1e-7);  // L empty
+        for (int n = 0; n < s.N; ++n) {
+          const double em = std::fabs(M[size_t(n)] - Mr[size_t(n)]) / Mr[size_t(n)];
+          const double en = std::fabs(Nv[size_t(n)] - Nr[size_t(n)]) / Nr[size_t(n)];
+          worst.add(std::max(em, en));
+          CHECK(em <= 1e-12);
+          CHECK(en <= 1e-12);
+          if (HW < 2) {
+            CHECK(M[size_t(n)] == 1e-7);
+            CHECK(Nv[size_t(n)] == 1e-7);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("class moments: batches merged into running count/mean/M2") {
+  Worst worst("class moments mean, M2 (relative)");
+  const kc::ClassMomentsParams p{7, 17, 4};  // 7 samples, 17 channels, 4 classes
+  for (uint64_t seed : kSeeds) {
+    pg::simt::ScopedSeed ss(seed);
+    std::vector<kc::ClassMoment> acc(size_t(p.classes) * p.C), ref = acc;
+    std::mt19937 rng{uint32_t(seed)};
+    for (int batch = 0; batch < 5; ++batch) {
+      std::vector<float> gap = randn(size_t(p.N) * p.C, uint32_t(seed * 10 + batch), 3.f);
+      std::vector<int32_t> labels(size_t(p.N));
+      for (auto& l : labels) l = int32_t(rng() % 3);  // class 3 never appears
+      labels[0] = -1;                                  // ignored
+      labels[1] = p.classes;                           // ignored
+      kc::launch_class_moments_update(p, gap.data(), labels.data(), acc.data(), nullptr);
+      kcpu::class_moments_update(p, gap.data(), labels.data(), ref.data());
+    }
+    for (size_t i = 0; i < acc.size(); ++i) {
+      CHECK(acc[i].count == ref[i].count);
+      if (ref[i].count == 0) {
+        CHECK(acc[i].mean == 0);
+        CHECK(acc[i].m2 == 0);
+        continue;
+      }
+      const double em = std::fabs(acc[i].mean - ref[i].mean) / std::max(std::fabs(ref[i].mean), 1e-300);
+      const double e2 = std::fabs(acc[i].m2 - ref[i].m2) / std::max(ref[i].m2, 1e-300);
+      worst.add(std::max(em, e2));
+      CHECK(em <= 1e-12);
+      CHECK(e2 <= 1e-12);
+    }
+  }
+}
+
+// ---- convolution data-gradient -------------------------------------------------------------------
+
+namespace {
+Conv2dParams conv(int N, int C, int H, int W, int K, int R, int stride, int pad) {
+  Conv2dParams p;
+  p.N = N, p.C = C, p.H = H, p.W = W, p.K = K, p.R = R, p.S = R;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  REQUIRE(pg::kernels::conv2d_output_size(p));
+  return p;
+}
+
+void cpu_dgrad(const Conv2dParams& p, const float* dy, const float* w, const float* scale, float* dx) {
+  std::vector<float> ws(kcpu::conv2d_workspace_floats(p, omp_get_max_threads()) + 1);
+  kcpu::conv2d_dgrad(p, dy, w, scale, dx, ws.data());
+}
+
+std::vector<float> absv(std::vector<float> v) {
+  for (auto& x : v) x = std::fabs(x);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("conv dgrad (implicit GEMM, float32) against cpu::conv2d_dgrad") {
+  Worst worst("conv dgrad float32 (relative to sum |terms|)");
+  const Conv2dParams shapes[] = {
+      conv(2, 3, 7, 9, 5, 3, 1, 1),     conv(3, 17, 13, 11, 5, 3, 2, 1), conv(2, 5, 13, 11, 17, 1, 1, 0),
+      conv(2, 5, 13, 11, 17, 1, 2, 0),  conv(2, 3, 13, 11, 5, 7, 2, 3),  conv(3, 5, 7, 9, 3, 7, 1, 3),
+      conv(2, 70, 9, 7, 40, 3, 1, 1),   conv(1, 3, 17, 19, 67, 3, 2, 0), conv(2, 65, 1, 1, 9, 1, 1, 0)};
+  for (const Conv2dParams& p : shapes) {
+    // Scale: none; random with zeros (one sample all zeros, one all kept); all zeros.
+    for (int mode = 0; mode < 3; ++mode) {
+      for (uint64_t seed : {kSeeds[0], kSeeds[2]}) {
+        pg::simt::ScopedSeed ss(seed);
+        CAPTURE(p.C);
+        CAPTURE(p.K);
+        CAPTURE(p.H);
+        CAPTURE(p.W);
+        CAPTURE(p.R);
+        CAPTURE(p.stride_h);
+        CAPTURE(mode);
+        const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
+        std::vector<float> dy = randn(ny, uint32_t(ny + seed)), w = randn(size_t(p.K) * p.C * p.R * p.S, 11);
+        std::vector<float> scale(size_t(p.N) * p.K, 0.f);
+        if (mode == 1) {
+          std::mt19937 rng{uint32_t(seed)};
+          for (auto& s : scale) s = rng() % 3 == 0 ? 0.f : 0.25f + float(rng() % 100) / 50.f;
+          std::fill(scale.begin(), scale.begin() + p.K, 0.f);  // sample 0: every channel skipped
+          if (p.N > 2) std::fill(scale.begin() + p.K, scale.begin() + 2 * p.K, 1.5f);
+        }
+        const float* sc = mode == 0 ? nullptr : scale.data();
+        std::vector<unsigned char> ws(kc::conv_dgrad_workspace_bytes(p));
+        std::vector<float> dx(nx, 123.f), ref(nx), bound(nx);
+        kc::launch_conv_dgrad(p, dy.data(), w.data(), sc, dx.data(), ws.data(), nullptr);
+        cpu_dgrad(p, dy.data(), w.data(), sc, ref.data());
+        const std::vector<float> as = absv(scale);
+        cpu_dgrad(p, absv(dy).data(), absv(w).data(), sc ? as.data() : nullptr, bound.data());
+        if (mode == 2) CHECK(std::all_of(dx.begin(), dx.end(), [](float v) { return v == 0.f; }));
+        if (mode == 1) {
+          const size_t plane = size_t(p.C) * p.H * p.W;
+          CHECK(std::all_of(dx.begin(), dx.begin() + plane, [](float v) { return v == 0.f; }));
+        }
+        const double e = max_rel(dx, ref, bound);
+        worst.add(e);
+        CHECK(e <= 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; unsupported shapes refused") {
+  const Conv2dParams p = conv(2, 17, 13, 11, 40, 3, 2, 1);
+  const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
+  std::vector<float> dy = randn(ny, 1), w = randn(size_t(p.K) * p.C * 9, 2), scale = randn(size_t(p.N) * p.K, 3);
+  for (size_t i = 0; i < scale.size(); i += 3) scale[i] = 0.f;
+  std::vector<unsigned char> ws(kc::conv_dgrad_workspace_bytes(p));
+  std::vector<float> first(nx);
+  {
+    pg::simt::ScopedSeed ss(1);
+    kc::launch_conv_dgrad(p, dy.data(), w.data(), scale.data(), first.data(), ws.data(), nullptr);
+  }
+  const int old_threads = pg::simt::host_threads();
+  for (int threads : {1, 2}) {
+    pg::simt::set_host_threads(threads);
+    for (uint64_t seed : {uint64_t(99), uint64_t(4242)}) {
+      pg::simt::ScopedSeed ss(seed);
+      std::vector<float> dx(nx);
+      kc::launch_conv_dgrad(p, dy.data(), w.data(), scale.data(), dx.data(), ws.data(), nullptr);
+      CHECK(same_bits(dx, first));
+    }
+  }
+  pg::simt::set_host_threads(old_threads);
+
+  Conv2dParams g = p;
+  g.groups = 17;
+  g.K = 17;
+  CHECK_FALSE(kc::conv_dgrad_supported(g));
+  CHECK_THROWS_AS(kc::launch_conv_dgrad(g, dy.data(), w.data(), nullptr, first.data(), ws.data(), nullptr), pg::Error);
+  Conv2dParams d = p;
+  d.dil_h = 2;
+  CHECK_FALSE(kc::conv_dgrad_supported(d));
+}

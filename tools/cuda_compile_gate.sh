@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Compile gate of the CUDA backend (kernels/cuda/*.cu), with nvcc and no GPU:
+#   1. every .cu compiles for sm_90 SASS plus compute_90 PTX (the JIT fallback), with
+#      -Xptxas -v; the registers, shared memory and spills of each kernel are listed, and
+#      any spill (non-zero "spill stores" or "spill loads") fails the gate;
+#   2. the tensor-core kernels (TENSOR_CORE_KERNELS below: file:kernel-name-substring) hold
+#      the mma.sync instruction in their PTX and HMMA in their SASS (cuobjdump --dump-sass);
+#   3. each object holds both an sm_90 ELF and PTX (cuobjdump --list-elf/--list-ptx).
+# cuobjdump is not part of every CUDA install: CUOBJDUMP=..., then PATH, then nvcc's
+# directory; without it steps 2 (SASS half) and 3 are skipped with a message, unless
+# REQUIRE_SASS=1, which makes a missing cuobjdump a failure.
+# Exits 0 with a message when nvcc is absent. Env: NVCC, CUOBJDUMP, KEEP=dir for outputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# file:substring of the (mangled) kernel name that must use the tensor cores.
+TENSOR_CORE_KERNELS=(
+  # (none yet)
+)
+
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+if [ ! -x "$NVCC" ]; then
+  echo "cuda_compile_gate: nvcc not found (set NVCC=...): skipped"
+  exit 0
+fi
+CUOBJDUMP=${CUOBJDUMP:-$(command -v cuobjdump || echo "$(dirname "$NVCC")/cuobjdump")}
+[ -x "$CUOBJDUMP" ] || CUOBJDUMP=""
+DEMANGLE=$(command -v c++filt || echo cat)
+OUT=${KEEP:-$(mktemp -d)}
+mkdir -p "$OUT"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$OUT"' EXIT
+FLAGS=(-std=c++17 -I. -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90)
+fail=0
+echo "cuda_compile_gate: $("$NVCC" --version | tail -1)"
+echo "cuda_compile_gate: cuobjdump: ${CUOBJDUMP:-not found}"
+
+shopt -s nullglob
+for cu in kernels/cuda/*.cu; do
+  base=$(basename "$cu" .cu)
+  if ! "$NVCC" "${FLAGS[@]}" -Xptxas -v -c "$cu" -o "$OUT/$base.o" 2> "$OUT/$base.ptxas"; then
+    cat "$OUT/$base.ptxas"
+    echo "FAIL nvcc -c $cu"
+    fail=1
+    continue
+  fi
+  echo "ok   $cu"
+  # ptxas prints, per entry: "Compiling entry function '<mangled>' for 'sm_90'", then
+  # "N bytes stack frame, S bytes spill stores, L bytes spill loads", then "Used R registers...".
+  # Only the sm_90 SASS compile matters (the compute_90 PTX target runs no ptxas).
+  awk -v demangle="$DEMANGLE" '
+    /Compiling entry function/ { match($0, /_Z[A-Za-z0-9_]+/); fn = substr($0, RSTART, RLENGTH)
+                                 cmd = "echo " fn " | " demangle; cmd | getline name; close(cmd)
+                                 gsub(/\(anonymous namespace\)::/, "", name); sub(/\(.*/, "", name); sub(/.*::/, "", name) }
+    /spill stores/ { st = $5; ld = $9; frame = $1 }
+    /Used [0-9]+ registers/ { r = $0; sub(/.*Used /, "", r); sub(/ registers.*/, "", r)
+                              smem = "0"; if (match($0, /[0-9]+ bytes smem/)) { smem = substr($0, RSTART, RLENGTH); sub(/ bytes smem/, "", smem) }
+                              printf "       %-34s %3d registers  %6s B smem  %s B stack  spills %s/%s\n", name, r, smem, frame, st, ld
+                              if (st != 0 || ld != 0) bad = 1 }
+    END { exit bad }' "$OUT/$base.ptxas" || { echo "FAIL $cu: register spills"; fail=1; }
+  if [ -n "$CUOBJDUMP" ]; then
+    if "$CUOBJDUMP" --list-elf "$OUT/$base.o" | grep -q sm_90 && "$CUOBJDUMP" --list-ptx "$OUT/$base.o" | grep -q ptx; then
+      echo "ok   $base.o holds sm_90 SASS and compute_90 PTX"
+    else
+      echo "FAIL $base.o lacks the sm_90 ELF or the PTX fallback"
+      fail=1
+    fi
+  fi
+done
+
+for entry in "${TENSOR_CORE_KERNELS[@]+"${TENSOR_CORE_KERNELS[@]}"}"; do
+  cu=${entry%%:*}
+  kernel=${entry#*:}
+  base=$(basename "$cu" .cu)
+  if [ ! -f "$cu" ] || [ ! -f "$OUT/$base.o" ]; then
+    echo "FAIL tensor-core kernel $kernel: $cu missing or not compiled"
+    fail=1
+    continue
+  fi
+  "$NVCC" "${FLAGS[@]}" -ptx -o "$OUT/$base.ptx" "$cu" 2>/dev/null || true
+  if grep -qF "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" "$OUT/$base.ptx" 2>/dev/null; then
+    echo "ok   $kernel: PTX has mma.sync.aligned.m16n8k8 .tf32"
+  else
+    echo "FAIL $kernel: no mma.sync in the PTX"
+    fail=1
+  fi
+  if [ -z "$CUOBJDUMP" ]; then
+    if [ "${REQUIRE_SASS:-0}" = 1 ]; then
+      echo "FAIL $kernel: cuobjdump not found, cannot check the SASS (REQUIRE_SASS=1)"
+      fail=1
+    else
+      echo "skip $kernel: SASS check (cuobjdump not found; set CUOBJDUMP=...)"
+    fi
+    continue
+  fi
+  "$CUOBJDUMP" --dump-sass "$OUT/$base.o" > "$OUT/$base.sass"
+  # The SASS of this kernel only: from its "Function : <mangled>" line to the next one.
+  hmma=$(awk -v k="$kernel" '/Function :/ { on = index($0, k) > 0 } on && /HMMA/ { n++ } END { print n + 0 }' "$OUT/$base.sass")
+  if [ "$hmma" -gt 0 ]; then
+    echo "ok   $kernel: SASS has $hmma HMMA instructions"
+  else
+    echo "FAIL $kernel: no HMMA in the SASS"
+    fail=1
+  fi
+done
+
+if [ "$fail" != 0 ]; then
+  echo "cuda_compile_gate: FAILED"
+  exit 1
+fi
+echo "cuda_compile_gate: passed"
