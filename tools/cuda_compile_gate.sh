@@ -9,13 +9,14 @@
 # cuobjdump is not part of every CUDA install: CUOBJDUMP=..., then PATH, then nvcc's
 # directory; without it steps 2 (SASS half) and 3 are skipped with a message, unless
 # REQUIRE_SASS=1, which makes a missing cuobjdump a failure.
-# Exits 0 with a message when nvcc is absent. Env: NVCC, CUOBJDUMP, KEEP=dir for outputs.
+# Exits 0 with a message when nvcc is absent. Env: NVCC, CUOBJDUMP, KEEP=dir for outputs,
+# NVCC_EXTRA=more nvcc flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # file:substring of the (mangled) kernel name that must use the tensor cores.
 TENSOR_CORE_KERNELS=(
-  # (none yet)
+  "kernels/cuda/conv_dgrad.cu:dgrad_kernelILb1E"   # dgrad_kernel<true>: the TF32 variant
 )
 
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
@@ -30,6 +31,9 @@ OUT=${KEEP:-$(mktemp -d)}
 mkdir -p "$OUT"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$OUT"' EXIT
 FLAGS=(-std=c++17 -I. -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90)
+# NVCC_EXTRA: more nvcc flags (e.g. -maxrregcount=24 to see the spill check fail).
+read -r -a EXTRA <<< "${NVCC_EXTRA:-}"
+FLAGS+=("${EXTRA[@]+"${EXTRA[@]}"}")
 fail=0
 echo "cuda_compile_gate: $("$NVCC" --version | tail -1)"
 echo "cuda_compile_gate: cuobjdump: ${CUOBJDUMP:-not found}"
@@ -77,7 +81,9 @@ for entry in "${TENSOR_CORE_KERNELS[@]+"${TENSOR_CORE_KERNELS[@]}"}"; do
     continue
   fi
   "$NVCC" "${FLAGS[@]}" -ptx -o "$OUT/$base.ptx" "$cu" 2>/dev/null || true
-  if grep -qF "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" "$OUT/$base.ptx" 2>/dev/null; then
+  # The PTX of this kernel only: from its ".entry <mangled>" line to the next ".entry".
+  if awk -v k="$kernel" '/\.entry/ { on = index($0, k) > 0 } on && /mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32/ { n++ }
+                         END { exit n > 0 ? 0 : 1 }' "$OUT/$base.ptx" 2>/dev/null; then
     echo "ok   $kernel: PTX has mma.sync.aligned.m16n8k8 .tf32"
   else
     echo "FAIL $kernel: no mma.sync in the PTX"

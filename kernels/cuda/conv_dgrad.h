@@ -12,7 +12,8 @@
 //
 // Supported: groups = 1, dilation 1, any stride, padding and kernel size. Shapes are
 // Conv2dParams (kernels/params.h), the twin is kernels/cpu/conv2d.h's conv2d_dgrad.
-// defines: ConvDgradParams, conv_dgrad_supported, conv_dgrad_workspace_bytes, launch_conv_dgrad
+// defines: ConvDgradParams, conv_dgrad_supported, conv_dgrad_workspace_bytes, launch_conv_dgrad,
+//          launch_conv_dgrad_tf32
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,5 +35,11 @@ size_t conv_dgrad_workspace_bytes(const ConvDgradParams& p);
 // !conv_dgrad_supported(p). Device pointers; workspace of conv_dgrad_workspace_bytes(p).
 void launch_conv_dgrad(const ConvDgradParams& p, const float* dy, const float* w, const float* scale, float* dx,
                        void* workspace, cudaStream_t stream);
+
+// The same on the tensor cores: A (scale * dy) and B (w) rounded to TF32 (10 mantissa
+// bits, round to nearest, ties away from zero) as they are staged, products accumulated in
+// float32 by mma.sync.m16n8k8. Error: about 2^-10 of sum |scale * dy * w| per element.
+void launch_conv_dgrad_tf32(const ConvDgradParams& p, const float* dy, const float* w, const float* scale,
+                            float* dx, void* workspace, cudaStream_t stream);
 
 }  // namespace pg::kernels::cuda

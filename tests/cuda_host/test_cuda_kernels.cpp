@@ -347,6 +347,67 @@ TEST_CASE("conv dgrad (implicit GEMM, float32) against cpu::conv2d_dgrad") {
   }
 }
 
+namespace {
+// Rounds to TF32 as cvt.rna does (round to nearest, ties away from zero, 10 mantissa bits).
+float tf32_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x1000u) & 0xFFFFE000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+}  // namespace
+
+TEST_CASE("conv dgrad TF32 (mma.sync m16n8k8 model) against cpu::conv2d_dgrad") {
+  Worst worst("conv dgrad TF32, random inputs (relative to sum |terms|)");
+  Worst exact("conv dgrad TF32, TF32-exact inputs (relative to sum |terms|)");
+  const Conv2dParams shapes[] = {
+      conv(2, 3, 7, 9, 5, 3, 1, 1),     conv(3, 17, 13, 11, 5, 3, 2, 1), conv(2, 5, 13, 11, 17, 1, 1, 0),
+      conv(2, 5, 13, 11, 17, 1, 2, 0),  conv(2, 3, 13, 11, 5, 7, 2, 3),  conv(2, 70, 9, 7, 40, 3, 1, 1),
+      conv(1, 3, 17, 19, 67, 3, 2, 0)};
+  for (const Conv2dParams& p : shapes) {
+    for (int mode = 0; mode < 3; ++mode) {  // no scale; scale with zeros; TF32-exact inputs
+      pg::simt::ScopedSeed ss(uint64_t(7 + mode));
+      CAPTURE(p.C);
+      CAPTURE(p.K);
+      CAPTURE(p.H);
+      CAPTURE(p.R);
+      CAPTURE(p.stride_h);
+      CAPTURE(mode);
+      const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
+      std::vector<float> dy = randn(ny, uint32_t(ny + mode)), w = randn(size_t(p.K) * p.C * p.R * p.S, 13);
+      std::vector<float> scale(size_t(p.N) * p.K);
+      std::mt19937 rng{uint32_t(mode)};
+      for (auto& s : scale) s = rng() % 3 == 0 ? 0.f : (mode == 2 ? 0.5f * float(1 + rng() % 4) : 0.3f + float(rng() % 100) / 40.f);
+      std::fill(scale.begin(), scale.begin() + p.K, 0.f);  // sample 0 skipped entirely
+      if (mode == 2) {  // operands exactly representable: only the accumulation rounds
+        for (auto& v : dy) v = tf32_round(v);
+        for (auto& v : w) v = tf32_round(v);
+        for (auto& v : scale) v = v == 1.5f ? 2.f : v;  // 0.5, 1, 2: scale * dy stays exact
+      }
+      const float* sc = mode == 0 ? nullptr : scale.data();
+      std::vector<unsigned char> ws(kc::conv_dgrad_workspace_bytes(p));
+      std::vector<float> dx(nx, 123.f), ref(nx), bound(nx);
+      kc::launch_conv_dgrad_tf32(p, dy.data(), w.data(), sc, dx.data(), ws.data(), nullptr);
+      cpu_dgrad(p, dy.data(), w.data(), sc, ref.data());
+      const std::vector<float> as = absv(scale);
+      cpu_dgrad(p, absv(dy).data(), absv(w).data(), sc ? as.data() : nullptr, bound.data());
+      if (mode > 0) {
+        const size_t plane = size_t(p.C) * p.H * p.W;
+        CHECK(std::all_of(dx.begin(), dx.begin() + plane, [](float v) { return v == 0.f; }));
+      }
+      const double e = max_rel(dx, ref, bound);
+      if (mode == 2) {
+        exact.add(e);
+        CHECK(e <= 1e-5);
+      } else {
+        worst.add(e);
+        CHECK(e <= 1.5e-3);  // two TF32 roundings (2 x 2^-11) per product, plus float sums
+      }
+    }
+  }
+}
+
 TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; unsupported shapes refused") {
   const Conv2dParams p = conv(2, 17, 13, 11, 40, 3, 2, 1);
   const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
