@@ -3,18 +3,32 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
+#include "kernels/cpu/winograd.h"
 #include "nn/error.h"
 #include "nn/profile.h"
 
 namespace pg::nn {
 
 namespace kc = pg::kernels::cpu;
+
+namespace {
+bool winograd_default() {
+  const char* e = std::getenv("PARCHGRAD_WINOGRAD");
+  return e && std::string(e) == "1";
+}
+bool g_winograd = winograd_default();
+}  // namespace
+
+void set_winograd(bool on) { g_winograd = on; }
+bool winograd_enabled() { return g_winograd; }
 
 float* Context::scratch(size_t floats) {
   if (workspace.size() < floats) workspace.resize(floats);
@@ -85,7 +99,17 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
     epi.raw_shift = site.bn_shift;
   }
   const double flops = 2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S;
-  {
+  const bool wino = g_winograd && kc::winograd_eligible(p);
+  if (wino) {
+    profile::Scope prof("conv fwd 3x3", flops);
+    WinogradWeights& ww = *winograd;
+    std::call_once(ww.fwd_once, [&] {
+      ww.fwd.resize(kc::winograd_weight_floats(p));
+      kc::winograd_forward_weights(p, weight.data(), ww.fwd.data());
+    });
+    kc::winograd_forward(p, x.value.data(), ww.fwd.data(), epi, y.data(),
+                         ctx.scratch(kc::winograd_workspace_floats(p, threads)));
+  } else {
     profile::Scope prof(p.is_pointwise() ? "conv fwd 1x1" : p.R == 3 ? "conv fwd 3x3" : "conv fwd other", flops);
     kc::conv2d_forward(p, x.value.data(), weight.data(), epi, y.data(),
                        ctx.scratch(kc::conv2d_workspace_floats(p, threads)));
@@ -96,7 +120,7 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
     out.id = ctx.tape->new_value();
     const int in_id = x.id, out_id = out.id;
     Context* c = &ctx;
-    ctx.tape->record([this, p, in_id, out_id, hooked, c, threads](ag::Tape& tape) {
+    ctx.tape->record([this, p, in_id, out_id, hooked, c, threads, wino](ag::Tape& tape) {
       Tensor g = tape.take(out_id);
       if (g.empty()) return;
       Tensor scale;
@@ -106,8 +130,18 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
       Tensor dx({p.N, p.C, p.H, p.W});
       profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
                           2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
-      kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
-                       c->scratch(kc::conv2d_workspace_floats(p, threads)));
+      if (wino) {
+        WinogradWeights& ww = *winograd;
+        std::call_once(ww.dgrad_once, [&] {
+          ww.dgrad.resize(kc::winograd_weight_floats(p));
+          kc::winograd_dgrad_weights(p, weight.data(), ww.dgrad.data());
+        });
+        kc::winograd_dgrad(p, g.data(), ww.dgrad.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
+                           c->scratch(kc::winograd_workspace_floats(p, threads)));
+      } else {
+        kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
+                         c->scratch(kc::conv2d_workspace_floats(p, threads)));
+      }
       tape.accumulate(in_id, std::move(dx));
     });
   }

@@ -32,6 +32,8 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
+    ap.add_argument("--winograd", action="store_true",
+                    help="run the engine with Winograd F(2x2,3x3) for its 3x3 stride-1 convolutions")
     ap.add_argument("--parchgrad", action="store_true",
                     help="also time ParchGrad cls and ins: the engine against the PyTorch reference "
                          "implementation (hooks on nn.Conv2d, per-sample loop; tests/python/parchgrad_ref.py)")
@@ -44,6 +46,8 @@ def run_engine(args, model):
            "--threads", str(args.threads), "--json"]
     if args.parchgrad:
         cmd += ["--parchgrad", "cls,ins"]
+    if args.winograd:
+        cmd += ["--winograd"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")

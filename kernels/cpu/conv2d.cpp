@@ -78,7 +78,9 @@ void col2im(const Conv2dParams& p, const float* col, float* dx, int oh0, int oh1
   }
 }
 
-void epilogue(const Conv2dParams& p, int n, const ConvEpilogue& e, float* y) {
+}  // namespace
+
+void conv2d_epilogue(const Conv2dParams& p, int n, const ConvEpilogue& e, float* y) {
   const int64_t PQ = p.out_plane();
   for (int k = 0; k < p.K; ++k) {
     float* yk = y + k * PQ;
@@ -98,6 +100,8 @@ void epilogue(const Conv2dParams& p, int n, const ConvEpilogue& e, float* y) {
     }
   }
 }
+
+namespace {
 
 // Output rows per im2col block: the column matrix of a block stays within about 2 MB, so
 // large planes (VGG's first layers) are lowered and multiplied in cache-sized pieces.
@@ -165,7 +169,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
                     int(rows), ws, cols, 0.f, yg + int64_t(oh0) * p.Q, int(PQ));
       }
     }
-    epilogue(p, n, epi, y + int64_t(n) * p.K * PQ);
+    conv2d_epilogue(p, n, epi, y + int64_t(n) * p.K * PQ);
   });
 }
 

@@ -21,6 +21,9 @@ struct ConvEpilogue {
   const float* raw_shift = nullptr;  // [K]
 };
 
+// Applies the epilogue to sample n's output y[K,P,Q] (shared with the Winograd path).
+void conv2d_epilogue(const Conv2dParams& p, int n, const ConvEpilogue& e, float* y);
+
 // Size of the im2col blocks (bytes of columns per block, 2 MB by default; 0 restores it).
 // Changing it only changes the order of work, never the result; tests use it to force
 // one output row per block. Not thread-safe: set it before running convolutions.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/cpu/blas.h"
+#include "nn/layers.h"
 #include <random>
 
 #include "nn/error.h"
@@ -24,7 +25,7 @@ namespace {
 struct BenchOptions {
   std::string model = "resnet50";
   int batch = 8, size = 224, iters = 5, warmup = 1, threads = 0, classes = 1000;
-  bool json = false, profile = false;
+  bool json = false, profile = false, winograd = false;
   std::string parchgrad;  // "cls", "ins" or "cls,ins": also time ParchGrad saliency
 };
 
@@ -39,6 +40,7 @@ double images_per_second(int batch, int warmup, int iters, F run) {
 
 void run_bench(const BenchOptions& o) {
   set_threads(o.threads);
+  if (o.winograd) nn::set_winograd(true);
   if (o.batch < 1 || o.iters < 1 || o.size < 32) throw Error("bench: need --batch >= 1, --iters >= 1, --size >= 32");
   auto model = nn::random_model(o.model, o.classes, 1);
   Tensor x({o.batch, 3, o.size, o.size});
@@ -96,7 +98,8 @@ void run_bench(const BenchOptions& o) {
   if (o.json) {
     nlohmann::json j = {{"model", o.model}, {"batch", o.batch}, {"size", o.size}, {"threads", threads},
                         {"iters", o.iters}, {"forward_ips", fwd}, {"saliency_ips", sal},
-                        {"blas_core", blas::core_name()}, {"blas_core_choice", blas::core_choice()}};
+                        {"blas_core", blas::core_name()}, {"blas_core_choice", blas::core_choice()},
+                        {"winograd", nn::winograd_enabled()}};
     for (const auto& [mode, ips] : pg_ips) j["parchgrad_" + mode + "_ips"] = ips;
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -121,6 +124,7 @@ void register_bench(CLI::App& app) {
   b->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   b->add_flag("--json", o->json, "print one JSON line");
   b->add_flag("--profile", o->profile, "print time per op kind (stderr)");
+  b->add_flag("--winograd", o->winograd, "3x3 stride-1 convs by Winograd F(2x2,3x3) (also PARCHGRAD_WINOGRAD=1)");
   b->add_option("--parchgrad", o->parchgrad, "also time ParchGrad saliency: cls, ins or cls,ins (random statistics)");
   b->callback([o]() { run_bench(*o); });
 }
