@@ -14,9 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# file:substring of the (mangled) kernel name that must use the tensor cores.
+# file:substring of the (mangled) kernel name that must use the tensor cores[:type], type
+# tf32 (default: mma.sync m16n8k8 .tf32 in the PTX, HMMA.1688.F32.TF32 in the SASS) or bf16
+# (mma.sync m16n8k16 .bf16, HMMA.16816.F32.BF16).
 TENSOR_CORE_KERNELS=(
-  "kernels/cuda/conv_dgrad.cu:dgrad_kernelILb1E"   # dgrad_kernel<true>: the TF32 variant
+  "kernels/cuda/conv_dgrad.cu:dgrad_tf32_kernel:tf32"   # conv dgrad, TF32 operands
+  "kernels/cuda/conv_dgrad.cu:dgrad_bf16_kernel:bf16"   # conv dgrad, BF16 operands
 )
 
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
@@ -72,8 +75,12 @@ for cu in kernels/cuda/*.cu; do
 done
 
 for entry in "${TENSOR_CORE_KERNELS[@]+"${TENSOR_CORE_KERNELS[@]}"}"; do
-  cu=${entry%%:*}
-  kernel=${entry#*:}
+  IFS=: read -r cu kernel type <<< "$entry"
+  case "${type:-tf32}" in
+    tf32) ptx_re='mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32'; sass_re='HMMA\.1688\.F32\.TF32' ;;
+    bf16) ptx_re='mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32'; sass_re='HMMA\.16816\.F32\.BF16' ;;
+    *) echo "FAIL $entry: unknown tensor-core type ${type}"; fail=1; continue ;;
+  esac
   base=$(basename "$cu" .cu)
   if [ ! -f "$cu" ] || [ ! -f "$OUT/$base.o" ]; then
     echo "FAIL tensor-core kernel $kernel: $cu missing or not compiled"
@@ -82,9 +89,9 @@ for entry in "${TENSOR_CORE_KERNELS[@]+"${TENSOR_CORE_KERNELS[@]}"}"; do
   fi
   "$NVCC" "${FLAGS[@]}" -ptx -o "$OUT/$base.ptx" "$cu" 2>/dev/null || true
   # The PTX of this kernel only: from its ".entry <mangled>" line to the next ".entry".
-  if awk -v k="$kernel" '/\.entry/ { on = index($0, k) > 0 } on && /mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32/ { n++ }
+  if re=$ptx_re awk -v k="$kernel" '/\.entry/ { on = index($0, k) > 0 } on && $0 ~ ENVIRON["re"] { n++ }
                          END { exit n > 0 ? 0 : 1 }' "$OUT/$base.ptx" 2>/dev/null; then
-    echo "ok   $kernel: PTX has mma.sync.aligned.m16n8k8 .tf32"
+    echo "ok   $kernel: PTX has ${ptx_re//\\/}"
   else
     echo "FAIL $kernel: no mma.sync in the PTX"
     fail=1
@@ -107,11 +114,11 @@ for entry in "${TENSOR_CORE_KERNELS[@]+"${TENSOR_CORE_KERNELS[@]}"}"; do
   fi
   # The SASS of this kernel only: from its header ("Function : <mangled>" from cuobjdump,
   # ".text.<mangled>:" from nvdisasm) to the next one.
-  hmma=$(awk -v k="$kernel" '/Function :|^\.text\./ { on = index($0, k) > 0 } on && /HMMA/ { n++ } END { print n + 0 }' "$OUT/$base.sass")
+  hmma=$(re=$sass_re awk -v k="$kernel" '/Function :|^\.text\./ { on = index($0, k) > 0 } on && $0 ~ ENVIRON["re"] { n++ } END { print n + 0 }' "$OUT/$base.sass")
   if [ "$hmma" -gt 0 ]; then
-    echo "ok   $kernel: SASS has $hmma HMMA instructions"
+    echo "ok   $kernel: SASS has $hmma ${sass_re//\\/} instructions"
   else
-    echo "FAIL $kernel: no HMMA in the SASS"
+    echo "FAIL $kernel: no ${sass_re//\\/} in the SASS"
     fail=1
   fi
 done

@@ -408,6 +408,171 @@ TEST_CASE("conv dgrad TF32 (mma.sync m16n8k8 model) against cpu::conv2d_dgrad") 
   }
 }
 
+namespace {
+// Rounds to BF16 as __float2bfloat16_rn does (round to nearest, ties to even, 8 significant
+// bits); finite inputs only.
+float bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Bound on |bf16 kernel - float32 twin| / sum |terms| for a reduction of at most L terms.
+// Each product scale*dy*w reaches the tensor core as bf16(fl32(scale*dy)) * bf16(w): the
+// float32 product rounds once (2^-24) and each operand rounds once to BF16, whose unit
+// roundoff is u = 2^-8 (8 significant bits, nearest even), so the product the hardware
+// multiplies exactly is off by at most (1+u)^2 (1+2^-24) - 1 <= 2u + u^2 + 2^-23 of
+// |scale*dy*w|. The kernel sums the L products in float32 (the host model rounds once per
+// m16n8k16, the hardware perhaps more often, never worse than one rounding per term), and
+// so does the twin: each sum is within L * 2^-24 (first order) of the exact sum of its
+// terms, relative to sum |terms|. Adding the three: 2u + u^2 + 2^-23 + 2 L 2^-24 (about
+// 7.9e-3 for L of a few hundred; a sum of n independent roundings is typically sqrt(n)
+// smaller, so the measured worst error sits well inside).
+double bf16_bound(int64_t L) {
+  const double u = std::ldexp(1.0, -8), f = std::ldexp(1.0, -24);
+  return 2 * u + u * u + 2 * f + 2 * double(L) * f;
+}
+
+// One data-gradient run of the given precision against the float32 twin; returns the
+// maximum error relative to sum |terms|. scale_mode: 0 none, 1 random with zeros (sample 0
+// all zeros, so its dx must be exactly 0), 2 like 1 with values 0.5, 1, 2 only (with
+// `exact`, scale * dy stays representable). exact: dy and w rounded to the precision first,
+// so that only the accumulation rounds.
+double run_dgrad(const Conv2dParams& p, kc::ConvPrecision prec, int scale_mode, bool exact, uint32_t seed) {
+  const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
+  std::vector<float> dy = randn(ny, uint32_t(ny + seed)), w = randn(size_t(p.K) * p.C * p.R * p.S, 13 + seed);
+  std::vector<float> scale(size_t(p.N) * p.K);
+  std::mt19937 rng{seed};
+  for (auto& s : scale)
+    s = rng() % 3 == 0 ? 0.f : (scale_mode == 2 ? std::ldexp(1.f, int(rng() % 3) - 1) : 0.3f + float(rng() % 100) / 40.f);
+  std::fill(scale.begin(), scale.begin() + p.K, 0.f);  // sample 0 skipped entirely
+  if (exact) {
+    for (auto& v : dy) v = prec == kc::ConvPrecision::bf16 ? bf16_round(v) : tf32_round(v);
+    for (auto& v : w) v = prec == kc::ConvPrecision::bf16 ? bf16_round(v) : tf32_round(v);
+  }
+  const float* sc = scale_mode == 0 ? nullptr : scale.data();
+  std::vector<unsigned char> ws(kc::conv_dgrad_workspace_bytes(p));
+  std::vector<float> dx(nx, 123.f), ref(nx), bound(nx);
+  kc::launch_conv_dgrad(p, prec, dy.data(), w.data(), sc, dx.data(), ws.data(), nullptr);
+  cpu_dgrad(p, dy.data(), w.data(), sc, ref.data());
+  const std::vector<float> as = absv(scale);
+  cpu_dgrad(p, absv(dy).data(), absv(w).data(), sc ? as.data() : nullptr, bound.data());
+  if (scale_mode > 0) {
+    const size_t plane = size_t(p.C) * p.H * p.W;
+    CHECK(std::all_of(dx.begin(), dx.begin() + plane, [](float v) { return v == 0.f; }));
+  }
+  return max_rel(dx, ref, bound);
+}
+
+// Tolerances per precision (relative to sum |terms|) for random inputs, L = reduction length.
+double dgrad_tolerance(kc::ConvPrecision prec, const Conv2dParams& p) {
+  const int64_t L = int64_t(p.K) * p.R * p.S;
+  switch (prec) {
+    case kc::ConvPrecision::fp32: return 1e-5;
+    case kc::ConvPrecision::tf32: return 1.5e-3;  // two TF32 roundings (2 x 2^-11) per product, plus float sums
+    case kc::ConvPrecision::bf16: return bf16_bound(L);
+  }
+  return 0;
+}
+
+Conv2dParams conv2(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int ph, int pw) {
+  Conv2dParams p;
+  p.N = N, p.C = C, p.H = H, p.W = W, p.K = K, p.R = R, p.S = S;
+  p.stride_h = sh, p.stride_w = sw;
+  p.pad_h = ph, p.pad_w = pw;
+  REQUIRE(pg::kernels::conv2d_output_size(p));
+  return p;
+}
+}  // namespace
+
+TEST_CASE("conv dgrad BF16 (mma.sync m16n8k16 + ldmatrix models) against cpu::conv2d_dgrad") {
+  Worst worst("conv dgrad BF16, random inputs (relative to sum |terms|)");
+  Worst exact("conv dgrad BF16, BF16-exact inputs (relative to sum |terms|)");
+  const Conv2dParams shapes[] = {
+      conv(2, 3, 7, 9, 5, 3, 1, 1),     conv(3, 17, 13, 11, 5, 3, 2, 1), conv(2, 5, 13, 11, 17, 1, 1, 0),
+      conv(2, 5, 13, 11, 17, 1, 2, 0),  conv(2, 3, 13, 11, 5, 7, 2, 3),  conv(2, 70, 9, 7, 40, 3, 1, 1),
+      conv(1, 3, 17, 19, 67, 3, 2, 0),  conv(2, 65, 1, 1, 9, 1, 1, 0),   conv(2, 33, 12, 10, 24, 3, 1, 1)};
+  for (const Conv2dParams& p : shapes) {
+    for (int mode = 0; mode < 3; ++mode) {  // no scale; scale with zeros; BF16-exact inputs
+      pg::simt::ScopedSeed ss(uint64_t(3 + mode));
+      CAPTURE(p.C);
+      CAPTURE(p.K);
+      CAPTURE(p.H);
+      CAPTURE(p.R);
+      CAPTURE(p.stride_h);
+      CAPTURE(mode);
+      const double e = run_dgrad(p, kc::ConvPrecision::bf16, mode, mode == 2, uint32_t(mode));
+      if (mode == 2) {
+        exact.add(e);
+        CHECK(e <= 1e-5);  // exact products, float32 sums: a fragment layout error is O(1)
+      } else {
+        worst.add(e);
+        CHECK(e <= bf16_bound(int64_t(p.K) * p.R * p.S));
+        if (mode == 0 || p.N > 1) CHECK(e >= 1e-4);  // the BF16 rounding is there (N = 1 with a scale: dx = 0)
+      }
+    }
+  }
+}
+
+TEST_CASE("conv dgrad, strided convolutions by output phase: fp32, TF32, BF16 against cpu::conv2d_dgrad") {
+  Worst wf("conv dgrad strided fp32 (relative to sum |terms|)");
+  Worst wt("conv dgrad strided TF32, random inputs");
+  Worst wb("conv dgrad strided BF16, random inputs");
+  Worst xt("conv dgrad strided TF32, exact inputs");
+  Worst xb("conv dgrad strided BF16, exact inputs");
+  const Conv2dParams shapes[] = {
+      conv(2, 5, 13, 11, 17, 1, 2, 0),    // 1x1 stride 2 (ResNet downsample): odd phases get 0
+      conv(2, 6, 14, 12, 9, 1, 2, 0),     // the same, even sizes
+      conv(2, 6, 15, 13, 9, 3, 2, 1),     // 3x3 stride 2 pad 1, odd sizes
+      conv(2, 7, 16, 10, 11, 3, 2, 0),    // 3x3 stride 2 no padding, even sizes
+      conv(1, 3, 23, 21, 16, 7, 2, 3),    // the ResNet stem: 7x7 stride 2 pad 3, C = 3
+      conv(1, 3, 32, 32, 64, 7, 2, 3),    // the stem with K = 64 (every kept channel x 16 taps)
+      conv(2, 5, 11, 13, 6, 7, 2, 2),     // 7x7 stride 2 with a pad that is not R/2
+      conv(2, 4, 17, 14, 5, 3, 4, 1),     // stride 4 > kernel: phases without taps give 0
+      conv2(2, 5, 11, 14, 7, 3, 5, 2, 3, 1, 2),  // non-square kernel and strides
+      conv2(1, 66, 9, 12, 20, 2, 2, 2, 2, 0, 0),  // 2x2 stride 2: one tap per phase, C > 64
+      conv(1, 3, 1, 1, 5, 3, 2, 1)};      // 1x1 input: phases other than (0, 0) are empty
+  for (const Conv2dParams& p : shapes) {
+    for (kc::ConvPrecision prec : {kc::ConvPrecision::fp32, kc::ConvPrecision::tf32, kc::ConvPrecision::bf16}) {
+      for (int mode = 0; mode < 3; ++mode) {  // no scale; scale with zeros; exact inputs (tensor cores)
+        if (mode == 2 && prec == kc::ConvPrecision::fp32) continue;
+        pg::simt::ScopedSeed ss(uint64_t(11 + mode));
+        CAPTURE(p.C);
+        CAPTURE(p.K);
+        CAPTURE(p.H);
+        CAPTURE(p.W);
+        CAPTURE(p.R);
+        CAPTURE(p.S);
+        CAPTURE(p.stride_h);
+        CAPTURE(p.stride_w);
+        CAPTURE(kc::conv_precision_name(prec));
+        CAPTURE(mode);
+        const double e = run_dgrad(p, prec, mode, mode == 2, uint32_t(5 + mode));
+        if (mode == 2) {
+          (prec == kc::ConvPrecision::tf32 ? xt : xb).add(e);
+          CHECK(e <= 1e-5);
+        } else {
+          (prec == kc::ConvPrecision::fp32 ? wf : prec == kc::ConvPrecision::tf32 ? wt : wb).add(e);
+          CHECK(e <= dgrad_tolerance(prec, p));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("conv dgrad precision names") {
+  kc::ConvPrecision prec = kc::ConvPrecision::fp32;
+  CHECK(kc::parse_conv_precision("bf16", &prec));
+  CHECK(prec == kc::ConvPrecision::bf16);
+  CHECK(kc::parse_conv_precision("tf32", &prec));
+  CHECK(prec == kc::ConvPrecision::tf32);
+  CHECK_FALSE(kc::parse_conv_precision("fp16", &prec));
+  CHECK(prec == kc::ConvPrecision::tf32);
+  CHECK(std::string(kc::conv_precision_name(kc::ConvPrecision::fp32)) == "fp32");
+}
+
 TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; unsupported shapes refused") {
   const Conv2dParams p = conv(2, 17, 13, 11, 40, 3, 2, 1);
   const size_t nx = size_t(p.N) * p.C * p.H * p.W, ny = size_t(p.N) * p.K * p.P * p.Q;
@@ -429,6 +594,34 @@ TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; un
       CHECK(same_bits(dx, first));
     }
   }
+  // The tensor-core variants, stride 1 and 2 (stride 2: four phases in one grid).
+  for (kc::ConvPrecision prec : {kc::ConvPrecision::tf32, kc::ConvPrecision::bf16}) {
+    for (int stride : {1, 2}) {
+      Conv2dParams q = p;
+      q.stride_h = q.stride_w = stride;
+      REQUIRE(pg::kernels::conv2d_output_size(q));
+      const size_t nq = size_t(q.N) * q.K * q.P * q.Q;
+      const std::vector<float> dyq = randn(nq, uint32_t(5 + stride));
+      std::vector<float> ref(nx);
+      pg::simt::set_host_threads(1);
+      {
+        pg::simt::ScopedSeed ss(1);
+        kc::launch_conv_dgrad(q, prec, dyq.data(), w.data(), scale.data(), ref.data(), ws.data(), nullptr);
+      }
+      for (int threads : {1, 2}) {
+        pg::simt::set_host_threads(threads);
+        for (uint64_t seed : {uint64_t(99), uint64_t(4242)}) {
+          CAPTURE(kc::conv_precision_name(prec));
+          CAPTURE(stride);
+          CAPTURE(threads);
+          pg::simt::ScopedSeed ss(seed);
+          std::vector<float> dx(nx);
+          kc::launch_conv_dgrad(q, prec, dyq.data(), w.data(), scale.data(), dx.data(), ws.data(), nullptr);
+          CHECK(same_bits(dx, ref));
+        }
+      }
+    }
+  }
   pg::simt::set_host_threads(old_threads);
 
   Conv2dParams g = p;
@@ -439,4 +632,6 @@ TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; un
   Conv2dParams d = p;
   d.dil_h = 2;
   CHECK_FALSE(kc::conv_dgrad_supported(d));
+  CHECK_THROWS_AS(kc::launch_conv_dgrad_bf16(d, dy.data(), w.data(), nullptr, first.data(), ws.data(), nullptr),
+                  pg::Error);
 }
