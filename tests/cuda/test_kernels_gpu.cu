@@ -52,6 +52,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/error_measures.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
@@ -166,15 +167,7 @@ std::string first_diff_int(const std::vector<T>& a, const std::vector<T>& b) {
   return "";
 }
 
-// max_i |a_i - b_i| / max(bound_i, 1e-30) (NaN counts as infinite), as the host tests.
-double max_rel(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& bound) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double e = std::fabs(double(a[i]) - double(b[i])) / std::max(double(bound[i]), 1e-30);
-    worst = std::max(worst, std::isnan(e) ? INFINITY : e);
-  }
-  return worst;
-}
+using pg::testing::max_rel;  // tests/common/error_measures.h
 double rel(double a, double b, double floor_) {
   const double e = std::fabs(a - b) / std::max(std::fabs(b), floor_);
   return std::isnan(e) ? INFINITY : e;

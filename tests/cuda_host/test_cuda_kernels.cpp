@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/error_measures.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/pool.h"
@@ -52,15 +53,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-// max_i |a_i - b_i| / max(bound_i, 1e-30)
-double max_rel(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& bound) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double e = std::fabs(double(a[i]) - double(b[i])) / std::max(double(bound[i]), 1e-30);
-    worst = std::max(worst, std::isnan(e) ? INFINITY : e);
-  }
-  return worst;
-}
+using pg::testing::max_rel;  // tests/common/error_measures.h
 
 // Worst errors seen, printed at the end of each test case for the report.
 struct Worst {
