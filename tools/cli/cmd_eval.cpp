@@ -63,7 +63,7 @@ bool has_subdirectories(const std::string& dir) {
 class BoxSource {
  public:
   // spec: a directory of VOC XML files, a .jsonl file, or empty (none).
-  BoxSource(const std::string& spec, const std::string& data_root) : spec_(spec), root_(data_root) {
+  explicit BoxSource(const std::string& spec) : spec_(spec) {
     if (spec.empty()) return;
     std::error_code ec;
     if (fs::is_directory(spec, ec)) {
@@ -101,7 +101,7 @@ class BoxSource {
   }
 
  private:
-  std::string spec_, root_;
+  std::string spec_;
   bool xml_dir_ = false;
   std::map<std::string, io::JsonlAnnotation> jsonl_;
 };
@@ -527,7 +527,7 @@ void run_eval(const EvalOptions& o) {
     box_spec = (fs::path(o.data) / "boxes.jsonl").string();
     std::fprintf(stderr, "parchgrad: using the boxes in %s\n", box_spec.c_str());
   }
-  const BoxSource boxes(box_spec, o.data);
+  const BoxSource boxes(box_spec);
   std::vector<EvalItem> items = list_items(o, boxes, K);
   if (o.limit > 0 && int(items.size()) > o.limit) items.resize(size_t(o.limit));
 
