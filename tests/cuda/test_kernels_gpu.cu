@@ -167,7 +167,9 @@ std::string first_diff_int(const std::vector<T>& a, const std::vector<T>& b) {
   return "";
 }
 
-using pg::testing::max_rel;  // tests/common/error_measures.h
+using pg::testing::bf16_round;  // tests/common/error_measures.h
+using pg::testing::max_rel;
+using pg::testing::tf32_round;
 double rel(double a, double b, double floor_) {
   const double e = std::fabs(a - b) / std::max(std::fabs(b), floor_);
   return std::isnan(e) ? INFINITY : e;
@@ -201,15 +203,6 @@ std::vector<float> randn(size_t n, uint32_t seed, float mean = 0.f, float sd = 1
 std::vector<float> absv(std::vector<float> v) {
   for (auto& x : v) x = std::fabs(x);
   return v;
-}
-
-// Rounds to TF32 as cvt.rna does (round to nearest, ties away from zero, 10 mantissa bits).
-float tf32_round(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x1000u) & 0xFFFFE000u;
-  std::memcpy(&x, &u, 4);
-  return x;
 }
 
 // ---- timing -----------------------------------------------------------------------------------
@@ -683,16 +676,6 @@ void naive_dgrad(const Conv2dParams& p, const float* dy, const float* w, const f
       }
     }
   }
-}
-
-// Rounds to BF16 as __float2bfloat16_rn does (round to nearest, ties to even, 8 significant
-// bits; finite inputs).
-float bf16_round(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  std::memcpy(&x, &u, 4);
-  return x;
 }
 
 // The data-gradient variants. BF16 exists only when kernels/cuda/conv_dgrad.h declares

@@ -53,7 +53,9 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-using pg::testing::max_rel;  // tests/common/error_measures.h
+using pg::testing::bf16_round;  // tests/common/error_measures.h
+using pg::testing::max_rel;
+using pg::testing::tf32_round;
 
 // Worst errors seen, printed at the end of each test case for the report.
 struct Worst {
@@ -340,16 +342,6 @@ TEST_CASE("conv dgrad (implicit GEMM, float32) against cpu::conv2d_dgrad") {
   }
 }
 
-namespace {
-// Rounds to TF32 as cvt.rna does (round to nearest, ties away from zero, 10 mantissa bits).
-float tf32_round(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x1000u) & 0xFFFFE000u;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-}  // namespace
 
 TEST_CASE("conv dgrad TF32 (mma.sync m16n8k8 model) against cpu::conv2d_dgrad") {
   Worst worst("conv dgrad TF32, random inputs (relative to sum |terms|)");
@@ -402,16 +394,6 @@ TEST_CASE("conv dgrad TF32 (mma.sync m16n8k8 model) against cpu::conv2d_dgrad") 
 }
 
 namespace {
-// Rounds to BF16 as __float2bfloat16_rn does (round to nearest, ties to even, 8 significant
-// bits); finite inputs only.
-float bf16_round(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-
 // Bound on |bf16 kernel - float32 twin| / sum |terms| for a reduction of at most L terms.
 // Each product scale*dy*w reaches the tensor core as bf16(fl32(scale*dy)) * bf16(w): the
 // float32 product rounds once (2^-24) and each operand rounds once to BF16, whose unit
