@@ -1,6 +1,9 @@
 #include "autograd/tape.h"
 
 #include "nn/error.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/ops.h"
+#endif
 
 namespace pg::ag {
 
@@ -13,6 +16,13 @@ void Tape::accumulate(int id, Tensor g) {
     return;
   }
   if (cur.numel() != g.numel()) throw Error("tape: gradient shape mismatch " + cur.shape_str() + " vs " + g.shape_str());
+  if (cur.device() != g.device()) throw Error("tape: gradients on different devices for " + cur.shape_str());
+  if (cur.is_cuda()) {
+#if PARCHGRAD_GPU
+    nn::dev::add_inplace(cur, g);
+#endif
+    return;
+  }
   float* c = cur.data();
   const float* a = g.data();
   const int64_t n = cur.numel();
@@ -30,6 +40,7 @@ Tensor Tape::backward(int output, Tensor seed, int input, const std::vector<int6
                       bool keep_steps) {
   grads_.clear();
   kept_ = Tensor();
+  const Device device = seed.device();
   accumulate(output, std::move(seed));
   if (keep_steps) {
     for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) (*it)(*this);
@@ -43,7 +54,7 @@ Tensor Tape::backward(int output, Tensor seed, int input, const std::vector<int6
   Tensor g = take(input);
   grads_.clear();
   if (!keep_steps) clear();
-  if (g.empty()) return Tensor::zeros(input_shape);
+  if (g.empty()) return Tensor::zeros(input_shape, device);
   return g;
 }
 

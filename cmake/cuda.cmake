@@ -15,11 +15,20 @@
 #
 # pg_add_cuda_host_objects(<target>) (always defined) adds kernels/cuda/*.cu to <target>
 # compiled as host C++ against the SIMT runtime (cmake/simt.cmake's wrapper method).
+#
+# pg_add_device_backend(<target>) gives the engine library its device backend
+# (PARCHGRAD_DEVICE_BACKEND = cuda | simt | none) and defines PARCHGRAD_GPU=1 on it (PUBLIC)
+# when there is one:
+#   cuda  (nvcc found, PARCHGRAD_CUDA ON/AUTO): nn/gpu/ops.cpp + nn/gpu/runtime_cuda.cpp,
+#         linked with parchgrad_cuda, the CUDA runtime, cuDNN and cuBLAS (all required);
+#   simt  (PARCHGRAD_CUDA=SIM): nn/gpu/ops.cpp + nn/gpu/runtime_simt.cpp and kernels/cuda/*.cu
+#         compiled for the host SIMT runtime: the whole device path runs on the CPU (CI);
+#   none  (OFF, or AUTO without nvcc): nothing is added; --device cuda is refused.
 include_guard(GLOBAL)
 include(${CMAKE_CURRENT_LIST_DIR}/simt.cmake)
 
-set(PARCHGRAD_CUDA AUTO CACHE STRING "Build the CUDA backend: ON, OFF or AUTO (on when nvcc is found)")
-set_property(CACHE PARCHGRAD_CUDA PROPERTY STRINGS ON OFF AUTO)
+set(PARCHGRAD_CUDA AUTO CACHE STRING "Build the CUDA backend: ON, OFF, AUTO (on when nvcc is found) or SIM (the device path on the host SIMT runtime)")
+set_property(CACHE PARCHGRAD_CUDA PROPERTY STRINGS ON OFF AUTO SIM)
 
 file(GLOB PARCHGRAD_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/../kernels/cuda/*.cu)
 
@@ -29,7 +38,7 @@ endfunction()
 
 set(PARCHGRAD_CUDA_ENABLED FALSE)
 set(PARCHGRAD_NVCC "")
-if(NOT PARCHGRAD_CUDA STREQUAL "OFF")
+if(NOT PARCHGRAD_CUDA STREQUAL "OFF" AND NOT PARCHGRAD_CUDA STREQUAL "SIM")
   if(CMAKE_CUDA_COMPILER)
     set(_pg_nvcc "${CMAKE_CUDA_COMPILER}")
   else()
@@ -88,3 +97,36 @@ if(PARCHGRAD_NVCC)
 else()
   message(STATUS "parchgrad CUDA backend: off (PARCHGRAD_CUDA=${PARCHGRAD_CUDA}, nvcc not used)")
 endif()
+
+set(PARCHGRAD_DEVICE_BACKEND none)
+if(PARCHGRAD_CUDA STREQUAL "SIM")
+  set(PARCHGRAD_DEVICE_BACKEND simt)
+elseif(PARCHGRAD_CUDA_ENABLED)
+  if(NOT PARCHGRAD_CUDNN_INCLUDE_DIR OR NOT PARCHGRAD_CUDNN_LIBRARY OR NOT PARCHGRAD_CUBLAS_LIBRARY)
+    message(FATAL_ERROR "The CUDA backend needs cuDNN and cuBLAS (found: cuDNN '${PARCHGRAD_CUDNN_INCLUDE_DIR}' "
+      "'${PARCHGRAD_CUDNN_LIBRARY}', cuBLAS '${PARCHGRAD_CUBLAS_LIBRARY}'); install them or configure with "
+      "-DPARCHGRAD_CUDA=OFF")
+  endif()
+  set(PARCHGRAD_DEVICE_BACKEND cuda)
+endif()
+message(STATUS "parchgrad device backend: ${PARCHGRAD_DEVICE_BACKEND}")
+
+function(pg_add_device_backend target)
+  if(PARCHGRAD_DEVICE_BACKEND STREQUAL "none")
+    return()
+  endif()
+  target_compile_definitions(${target} PUBLIC PARCHGRAD_GPU=1)
+  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/ops.cpp)
+  if(PARCHGRAD_DEVICE_BACKEND STREQUAL "simt")
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/runtime_simt.cpp)
+    pg_add_cuda_host_objects(${target})
+  else()
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/runtime_cuda.cpp)
+    target_include_directories(${target} SYSTEM PRIVATE ${PARCHGRAD_CUDNN_INCLUDE_DIR} ${PARCHGRAD_CUBLAS_INCLUDE_DIR})
+    target_link_libraries(${target} PUBLIC parchgrad_cuda CUDA::cudart_static ${PARCHGRAD_CUDNN_LIBRARY}
+      ${PARCHGRAD_CUBLAS_LIBRARY})
+    if(PARCHGRAD_CUBLASLT_LIBRARY)
+      target_link_libraries(${target} PUBLIC ${PARCHGRAD_CUBLASLT_LIBRARY})
+    endif()
+  endif()
+endfunction()

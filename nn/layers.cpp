@@ -14,6 +14,15 @@
 #include "kernels/cpu/winograd.h"
 #include "nn/error.h"
 #include "nn/profile.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/ops.h"
+// A layer whose input lives on the device runs there (nn/gpu/ops.h).
+#define PG_DEVICE_DISPATCH(cond, call) \
+  if (cond) return call
+#else
+#define PG_DEVICE_DISPATCH(cond, call) \
+  if (cond) throw Error("this build of parchgrad has no CUDA backend")
+#endif
 
 namespace pg::nn {
 
@@ -85,6 +94,7 @@ kernels::Conv2dParams Conv2d::params(const std::vector<int64_t>& s) const {
 }
 
 ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::conv2d(ctx, *this, x));
   const kernels::Conv2dParams p = params(x.value.shape());
   const int threads = omp_get_max_threads();
   Tensor y({p.N, p.K, p.P, p.Q});
@@ -149,6 +159,7 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
 }
 
 ag::Var Linear::forward(Context& ctx, const ag::Var& x) const {
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::linear(ctx, *this, x));
   const int N = int(x.value.dim(0)), in = int(weight.dim(1)), outf = int(weight.dim(0));
   if (x.value.ndim() != 2 || x.value.dim(1) != in)
     throw Error("linear: input " + x.value.shape_str() + " does not match weight " + weight.shape_str());
@@ -191,6 +202,7 @@ kernels::Pool2dParams pool_params(const char* what, const Tensor& x, int kernel,
 
 ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
   const kernels::Pool2dParams p = pool_params("maxpool", x.value, kernel, stride, pad, ceil_mode, false);
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::maxpool(ctx, p, x));
   Tensor y({p.N, p.C, p.P, p.Q});
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<int32_t>> argmax;
@@ -216,6 +228,7 @@ ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
 }
 
 ag::Var relu(Context& ctx, ag::Var x) {
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::relu(ctx, std::move(x)));
   const int64_t n = x.value.numel();
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<uint64_t>> mask;
@@ -239,6 +252,7 @@ ag::Var relu(Context& ctx, ag::Var x) {
 }
 
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::adaptive_avgpool(ctx, x, P, Q));
   const auto s = x.value.shape();
   const int NC = int(s[0] * s[1]), H = int(s[2]), W = int(s[3]);
   Tensor y({s[0], s[1], P, Q});
@@ -261,6 +275,7 @@ ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
 ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad, bool ceil_mode,
                 bool count_include_pad) {
   const kernels::Pool2dParams p = pool_params("avgpool", x.value, kernel, stride, pad, ceil_mode, count_include_pad);
+  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::avgpool(ctx, p, x));
   Tensor y({p.N, p.C, p.P, p.Q});
   kc::avgpool2d_forward(p, x.value.data(), y.data());
   ag::Var out{y, -1};
@@ -281,6 +296,7 @@ ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   if (a.value.shape() != b.value.shape())
     throw Error("add: shapes " + a.value.shape_str() + " and " + b.value.shape_str() + " differ");
+  PG_DEVICE_DISPATCH(a.value.is_cuda() || b.value.is_cuda(), dev::add(ctx, std::move(a), b));
   {
     profile::Scope prof("add fwd");
     float* pa = a.value.data();

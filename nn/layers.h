@@ -16,6 +16,8 @@ namespace pg::nn {
 // Per-pass state: the tape (nullptr for a forward-only pass), the conv hook (nullptr for
 // none) and the scratch buffer shared by the convolutions.
 struct Context {
+  // Where the model runs: the methods of parchgrad/ move inputs there and results back.
+  Device device = Device::cpu;
   ag::Tape* tape = nullptr;
   ag::ConvHook* hook = nullptr;
   std::vector<float> workspace;
@@ -50,6 +52,12 @@ class Conv2d {
     std::vector<float> fwd, dgrad;
   };
   std::shared_ptr<WinogradWeights> winograd = std::make_shared<WinogradWeights>();
+  // Device copies of weight, bias and the BatchNorm scale/shift, made at first device use.
+  struct DeviceWeights {
+    std::once_flag once;
+    Tensor weight, bias, bn_scale, bn_shift;
+  };
+  std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
 
   // Folds y = gamma * (x - mean) / sqrt(var + eps) + beta into weight and bias.
   void fold_batchnorm(const Tensor& gamma, const Tensor& beta, const Tensor& mean,
@@ -64,6 +72,11 @@ class Linear {
  public:
   Tensor weight;  // [out, in]
   Tensor bias;    // [out] or empty
+  struct DeviceWeights {
+    std::once_flag once;
+    Tensor weight, bias;
+  };
+  std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
   ag::Var forward(Context& ctx, const ag::Var& x) const;
 };
 

@@ -6,6 +6,9 @@
 #include <new>
 
 #include "nn/error.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/runtime.h"
+#endif
 
 namespace pg {
 
@@ -27,14 +30,41 @@ std::shared_ptr<float> allocate(int64_t n) {
   if (!p) throw std::bad_alloc();
   return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
 }
+
+#if !PARCHGRAD_GPU
+[[noreturn]] void no_gpu() {
+  throw Error("this build of parchgrad has no CUDA backend (nvcc was not found when it was configured)");
+}
+#endif
+
+std::shared_ptr<float> allocate_device(int64_t n) {
+#if PARCHGRAD_GPU
+  void* p = gpu::alloc(static_cast<size_t>(n) * sizeof(float));
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { gpu::free(q); });
+#else
+  (void)n;
+  no_gpu();
+#endif
+}
 }  // namespace
 
-Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
+const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
+
+Tensor::Tensor(std::vector<int64_t> shape, Device device) : shape_(std::move(shape)), device_(device) {
   numel_ = product(shape_);
-  data_ = allocate(numel_);
+  data_ = device == Device::cpu ? allocate(numel_) : allocate_device(numel_);
 }
 
-Tensor Tensor::zeros(std::vector<int64_t> shape) { return filled(std::move(shape), 0.0f); }
+Tensor Tensor::zeros(std::vector<int64_t> shape, Device device) {
+  Tensor t(std::move(shape), device);
+  t.fill(0.0f);
+  return t;
+}
+
+void Tensor::device_access_error() const {
+  throw Error("internal error: host access to the data of a " + std::string(device_name(device_)) + " tensor " +
+              shape_str());
+}
 
 Tensor Tensor::filled(std::vector<int64_t> shape, float value) {
   Tensor t(std::move(shape));
@@ -42,7 +72,16 @@ Tensor Tensor::filled(std::vector<int64_t> shape, float value) {
   return t;
 }
 
-void Tensor::fill(float v) { std::fill(data(), data() + numel_, v); }
+void Tensor::fill(float v) {
+  if (device_ == Device::cpu) {
+    std::fill(data(), data() + numel_, v);
+    return;
+  }
+  if (v != 0.0f) throw Error("internal error: fill(" + std::to_string(v) + ") of a device tensor");
+#if PARCHGRAD_GPU
+  gpu::zero(data_.get(), static_cast<size_t>(numel_) * sizeof(float));
+#endif
+}
 
 Tensor Tensor::reshape(std::vector<int64_t> shape) const {
   if (product(shape) != numel_)
@@ -61,12 +100,35 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
   t.shape_[0] = end - begin;
   t.numel_ = (end - begin) * inner;
   t.data_ = std::shared_ptr<float>(data_, data_.get() + begin * inner);
+  t.device_ = device_;
   return t;
 }
 
 Tensor Tensor::clone() const {
-  Tensor t(shape_);
-  if (numel_) std::memcpy(t.data(), data(), numel_ * sizeof(float));
+  Tensor t(shape_, device_);
+  if (!numel_) return t;
+  if (device_ == Device::cpu) {
+    std::memcpy(t.data(), data(), numel_ * sizeof(float));
+    return t;
+  }
+#if PARCHGRAD_GPU
+  gpu::copy(t.data_.get(), data_.get(), numel_ * sizeof(float));
+#endif
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (device == device_) return *this;
+  Tensor t(shape_, device);
+  if (!numel_) return t;
+#if PARCHGRAD_GPU
+  if (device == Device::cuda)
+    gpu::upload(t.data_.get(), data_.get(), numel_ * sizeof(float));
+  else
+    gpu::download(t.data_.get(), data_.get(), numel_ * sizeof(float));
+#else
+  no_gpu();
+#endif
   return t;
 }
 

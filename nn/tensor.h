@@ -1,5 +1,10 @@
-// Tensor: a float32, contiguous, row-major (NCHW for images) array on the host.
-// Storage is shared between copies (like a shared_ptr); clone() makes a deep copy.
+// Tensor: a float32, contiguous, row-major (NCHW for images) array on the host or on the
+// device (nn/gpu). Storage is shared between copies (like a shared_ptr); clone() makes a deep
+// copy on the same device, to() a copy on another one.
+//
+// data() is for host code and throws on a device tensor, so that a host loop can never read
+// device memory by mistake (on the SIMT backend "device" memory is host memory, where such
+// a bug would otherwise pass silently); device code takes dptr().
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -8,12 +13,16 @@
 
 namespace pg {
 
+enum class Device { cpu, cuda };
+const char* device_name(Device d);
+
 class Tensor {
  public:
   Tensor() = default;
   // Uninitialised storage of the given shape.
-  explicit Tensor(std::vector<int64_t> shape);
-  static Tensor zeros(std::vector<int64_t> shape);
+  explicit Tensor(std::vector<int64_t> shape, Device device = Device::cpu);
+  // Zero-filled (on either device).
+  static Tensor zeros(std::vector<int64_t> shape, Device device = Device::cpu);
   static Tensor filled(std::vector<int64_t> shape, float value);
 
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -22,8 +31,21 @@ class Tensor {
   int64_t numel() const { return numel_; }
   bool empty() const { return numel_ == 0; }
 
-  float* data() { return data_.get(); }
-  const float* data() const { return data_.get(); }
+  Device device() const { return device_; }
+  bool is_cuda() const { return device_ == Device::cuda; }
+
+  // Host data; throws pg::Error on a device tensor.
+  float* data() {
+    if (device_ != Device::cpu) device_access_error();
+    return data_.get();
+  }
+  const float* data() const {
+    if (device_ != Device::cpu) device_access_error();
+    return data_.get();
+  }
+  // The storage on whichever device it lives (device code only).
+  float* dptr() { return data_.get(); }
+  const float* dptr() const { return data_.get(); }
   float& operator[](int64_t i) { return data_.get()[i]; }
   float operator[](int64_t i) const { return data_.get()[i]; }
 
@@ -32,14 +54,19 @@ class Tensor {
   // View of samples [begin, end) along dim 0 (shares storage).
   Tensor slice0(int64_t begin, int64_t end) const;
   Tensor clone() const;
-  void fill(float v);
+  // A copy on `device` (this tensor itself when it is already there).
+  Tensor to(Device device) const;
+  void fill(float v);  // host tensors, or 0 on the device
 
   std::string shape_str() const;
 
  private:
+  [[noreturn]] void device_access_error() const;
+
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;
   std::shared_ptr<float> data_;
+  Device device_ = Device::cpu;
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);

@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "nn/error.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/ops.h"
+#endif
 
 namespace pg {
 
@@ -78,21 +81,46 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
     ctx.feature = ag::Var{};
   };
   try {
-    ag::Var in{x, tape.new_value()};
+    // On the device the input goes up once; logits and probabilities (small) come back for
+    // the target choice; the gradient comes back at the end.
+    const bool on_device = ctx.device == Device::cuda;
+    if (x.is_cuda() && !on_device) throw Error("internal error: a device input for a cpu context");
+    ag::Var in{on_device ? x.to(Device::cuda) : x, tape.new_value()};
     ag::Var logits = model.forward(ctx, in);
-    const Tensor probs = softmax(logits.value);
+    const Tensor logits_host = logits.value.to(Device::cpu);
+    Tensor probs = on_device ? Tensor() : softmax(logits.value);
     if (opt.capture_feature) tape.keep_gradient(ctx.feature.id);
     for (size_t j = 0; j < target_sets.size(); ++j) {
       GradientResult r;
-      r.logits = logits.value;
-      r.probs = probs;
+      r.logits = logits_host;
       r.targets = resolve_targets(r.logits, target_sets[j]);
+      Tensor seed;
+      if (on_device) {
+#if PARCHGRAD_GPU
+        seed = nn::dev::probability_seed(logits.value, r.targets, probs.empty() ? &probs : nullptr);
+#endif
+      } else {
+        seed = probability_seed(probs, r.targets);
+      }
+      r.probs = probs;
       if (opt.on_targets) opt.on_targets(r.targets);
       const bool last = j + 1 == target_sets.size();
-      r.grad = tape.backward(logits.id, probability_seed(probs, r.targets), in.id, x.shape(), !last);
+      Tensor g = tape.backward(logits.id, std::move(seed), in.id, in.value.shape(), !last);
+      if (opt.map != BackwardOptions::Map::none) {
+        const bool ig = opt.map == BackwardOptions::Map::inputgrad;
+        if (g.is_cuda()) {
+#if PARCHGRAD_GPU
+          r.map = nn::dev::channel_map(g, ig ? &in.value : nullptr, ig ? nn::dev::MapKind::input_x_grad
+                                                                       : nn::dev::MapKind::grad);
+#endif
+        } else {
+          r.map = ig ? input_gradient_map(in.value, g) : gradient_map(g);
+        }
+      }
+      if (opt.keep_grad) r.grad = g.to(Device::cpu);
       if (opt.capture_feature) {
-        r.feature = ctx.feature.value;
-        r.feature_grad = tape.kept_gradient();
+        r.feature = ctx.feature.value.to(Device::cpu);
+        r.feature_grad = tape.kept_gradient().to(Device::cpu);
         if (r.feature_grad.empty()) r.feature_grad = Tensor::zeros(r.feature.shape());
       }
       out.push_back(std::move(r));
@@ -113,7 +141,23 @@ GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Te
 Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x) {
   ctx.tape = nullptr;
   ctx.hook = nullptr;
-  return model.forward(ctx, ag::Var{x, -1}).value;
+  const bool on_device = ctx.device == Device::cuda;
+  return model.forward(ctx, ag::Var{on_device ? x.to(Device::cuda) : x, -1}).value.to(Device::cpu);
+}
+
+Tensor input_gradient_map(const Tensor& x, const Tensor& g) {
+  const int64_t N = g.dim(0), C = g.dim(1), HW = g.dim(2) * g.dim(3);
+  Tensor m({N, g.dim(2), g.dim(3)});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < HW; ++i) {
+      float s = 0.f;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t j = (n * C + c) * HW + i;
+        s += std::fabs(x[j] * g[j]);
+      }
+      m[n * HW + i] = s / float(C);
+    }
+  return m;
 }
 
 Tensor gradient_map(const Tensor& g) {

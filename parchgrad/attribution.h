@@ -22,7 +22,8 @@ struct GradientResult {
   Tensor logits;             // [N, K]
   Tensor probs;              // [N, K]
   std::vector<int> targets;  // resolved
-  Tensor grad;               // dL/dx [N, 3, H, W]
+  Tensor grad;               // dL/dx [N, 3, H, W] (empty when BackwardOptions::keep_grad is off)
+  Tensor map;                // [N, H, W] when BackwardOptions::map asks for one
   Tensor feature;            // last conv block output (with capture_feature)
   Tensor feature_grad;       // its gradient
 };
@@ -32,9 +33,14 @@ struct BackwardOptions {
   // Called with the resolved targets after the forward pass, before backward.
   std::function<void(const std::vector<int>&)> on_targets;
   bool capture_feature = false;
+  // A map computed where the gradient is (on the device: only the map comes back), and
+  // whether the gradient itself is returned.
+  enum class Map { none, grad, inputgrad } map = Map::none;
+  bool keep_grad = true;
 };
 
-// Forward with a tape, then backward from the probability seed.
+// Forward with a tape, then backward from the probability seed. x may be a host tensor or,
+// with ctx.device == cuda, already on the device; results are host tensors.
 GradientResult input_gradient(const nn::Model& model, nn::Context& ctx, const Tensor& x,
                               const std::vector<int>& targets, const BackwardOptions& opt = {});
 
@@ -46,8 +52,10 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
 // Forward only.
 Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x);
 
-// Map [N, H, W] = mean over RGB of |g|.
+// Map [N, H, W] = mean over RGB of |g| (host tensors).
 Tensor gradient_map(const Tensor& grad);
+// Map [N, H, W] = mean over RGB of |x * g| (host tensors).
+Tensor input_gradient_map(const Tensor& x, const Tensor& grad);
 
 // Throws pg::Error (prefixed by `what`) when x has NaN or infinite values or is not
 // [N, 3, H, W].

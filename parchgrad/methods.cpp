@@ -102,15 +102,10 @@ void direct_maps(const Tensor& x, const GradientResult& r, Method method, Explan
     ex.maps = upsample_bilinear(cam, int(H), int(W));
     return;
   }
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t i = 0; i < HW; ++i) {
-      float s = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t j = n * per + c * HW + i;
-        s += std::fabs(method == Method::InputGrad ? x[j] * r.grad[j] : r.grad[j]);
-      }
-      ex.maps[n * HW + i] = s / float(C);
-    }
+  // grad and inputgrad: the map was made where the gradient is (input_gradients).
+  if (r.map.numel() != N * HW) throw Error("internal error: no saliency map for " + std::string(method_name(method)));
+  (void)per;
+  ex.maps = r.map.reshape({N, H, W});
 }
 
 Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tensor& x, const Tensor& logits,
@@ -127,6 +122,10 @@ std::vector<Explanation> explain(const nn::Model& model, nn::Context& ctx, const
   if (opt.method == Method::Grad || opt.method == Method::InputGrad || opt.method == Method::GradCAM) {
     BackwardOptions b = with_hook(hook);
     b.capture_feature = opt.method == Method::GradCAM;
+    b.map = opt.method == Method::Grad        ? BackwardOptions::Map::grad
+            : opt.method == Method::InputGrad ? BackwardOptions::Map::inputgrad
+                                              : BackwardOptions::Map::none;
+    b.keep_grad = false;
     std::vector<std::vector<std::vector<LayerExplain>>> per_set;
     if (hook) {
       // Keep each target set's decisions: set_targets resets them before each backward.

@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "nn/error.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/ops.h"
+#endif
 
 namespace pg {
 
@@ -104,12 +107,11 @@ Tensor ParchGradHook::on_backward(const ag::ConvSite& site, Tensor& grad) {
     gap = &it->second;
   }
   const int K = int(st.cls_p.dim(1));
-  Tensor scale({N, C});
+  // Section 4: the p-value of every channel for each sample, then H (select[n*C + c]).
+  std::vector<uint8_t> select(size_t(N * C));
+  std::vector<int64_t> kept(N);
   std::vector<double> p(C), sorted;
-  std::vector<char> inH(C);
-  std::vector<double> sh(HW), sl(HW), sall(HW);
   for (int64_t n = 0; n < N; ++n) {
-    // Section 4: the p-value of every channel for this sample, then H.
     for (int64_t c = 0; c < C; ++c) {
       if (cls) {
         p[c] = st.cls_p[c * K + targets_[n]];
@@ -125,33 +127,63 @@ Tensor ParchGradHook::on_backward(const ag::ConvSite& site, Tensor& grad) {
       std::nth_element(sorted.begin(), sorted.begin() + (k - 1), sorted.end());
       alpha = sorted[k - 1];
     }
-    int64_t kept = 0;
     for (int64_t c = 0; c < C; ++c) {
       const bool sig = cls ? (p[c] <= alpha) : (p[c] < alpha);
-      inH[c] = sig && double(st.shapiro_p[c]) < opt_.shapiro_threshold;
-      kept += inH[c];
+      select[n * C + c] = sig && double(st.shapiro_p[c]) < opt_.shapiro_threshold;
+      kept[n] += select[n * C + c];
     }
+  }
+  // Section 5: the spatial variances of S_H and S_L of the raw conv output gradient. A
+  // device gradient is reduced on the device in one pass (nn/gpu/ops.h), except for the
+  // exact-variance option, which needs S_H and S_L themselves and reads a host copy.
+  const bool exact = !std::isinf(opt_.gamma) && opt_.exact_variance;
+  std::vector<double> devM, devN;
+  Tensor host_grad;
+  const Tensor* g_host = &grad;
+  if (grad.is_cuda()) {
+    bool any = false;
+    for (int64_t n = 0; n < N; ++n) any = any || (kept[n] != 0 && kept[n] != C);
+    if (any && !exact) {
+#if PARCHGRAD_GPU
+      nn::dev::spatial_variances(grad, site.bn_scale, select, devM, devN);
+#endif
+    } else if (any) {
+      host_grad = grad.to(Device::cpu);
+    }
+    g_host = &host_grad;
+  }
+  Tensor scale({N, C});
+  std::vector<double> sh(HW), sl(HW), sall(HW);
+  for (int64_t n = 0; n < N; ++n) {
+    const uint8_t* inH = select.data() + n * C;
     LayerExplain ex;
     ex.name = site.name;
     ex.channels = int(C);
     for (int64_t c = 0; c < C; ++c)
       if (inH[c]) ex.kept.push_back(int(c));
     float* s = scale.data() + n * C;
-    if (kept == 0 || kept == C) {  // H or L empty: the sample is left unchanged
+    if (kept[n] == 0 || kept[n] == C) {  // H or L empty: the sample is left unchanged
       std::fill(s, s + C, 1.f);
       if (explain_on_) explain_[n].push_back(ex);
       continue;
     }
-    // Section 5: S_H and S_L of the raw conv output gradient, in one pass.
-    std::fill(sh.begin(), sh.end(), 0.0);
-    std::fill(sl.begin(), sl.end(), 0.0);
-    for (int64_t c = 0; c < C; ++c) {
-      const float* g = grad.data() + (n * C + c) * HW;
-      const double b = site.bn_scale ? double(site.bn_scale[c]) : 1.0;
-      std::vector<double>& dst = inH[c] ? sh : sl;
-      for (int64_t i = 0; i < HW; ++i) dst[i] += b * double(g[i]);
+    double M, Nv;
+    if (!devM.empty()) {
+      M = devM[n];
+      Nv = devN[n];
+    } else {
+      // S_H and S_L in one pass over the sample's gradient.
+      std::fill(sh.begin(), sh.end(), 0.0);
+      std::fill(sl.begin(), sl.end(), 0.0);
+      for (int64_t c = 0; c < C; ++c) {
+        const float* g = g_host->data() + (n * C + c) * HW;
+        const double b = site.bn_scale ? double(site.bn_scale[c]) : 1.0;
+        std::vector<double>& dst = inH[c] ? sh : sl;
+        for (int64_t i = 0; i < HW; ++i) dst[i] += b * double(g[i]);
+      }
+      M = variance(sh) + 1e-7;
+      Nv = variance(sl) + 1e-7;
     }
-    const double M = variance(sh) + 1e-7, Nv = variance(sl) + 1e-7;
     double fh, fl, beta;
     if (std::isinf(opt_.gamma)) {
       beta = opt_.variance_conservation ? std::sqrt((M + Nv) / M) : 1.0;
@@ -159,7 +191,7 @@ Tensor ParchGradHook::on_backward(const ag::ConvSite& site, Tensor& grad) {
       fl = 0.0;
     } else {
       const double gh = opt_.gamma * std::sqrt(Nv / M);
-      if (opt_.exact_variance) {
+      if (exact) {
         for (int64_t i = 0; i < HW; ++i) sall[i] = gh * sh[i] + sl[i];
         const double after = variance(sall);
         for (int64_t i = 0; i < HW; ++i) sall[i] = sh[i] + sl[i];

@@ -20,6 +20,7 @@
 #include "parchgrad/metrics.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
 #include "tools/lib/boxes.h"
 #include "tools/lib/image_io.h"
@@ -34,6 +35,7 @@ using nlohmann::json;
 namespace {
 
 struct EvalOptions {
+  DeviceFlags dev;
   std::string weights, model, data, labels, boxes, methods, ratios = "0,0.1,0.2,0.3,0.4,0.5", out = "eval_report",
                                                                 target = "label";
   int limit = 0, batch = 16, perturb_batch = 64, threads = 0, auc_steps = 20;
@@ -568,6 +570,7 @@ void run_eval(const EvalOptions& o) {
   ReportWriter writer(jsonl_path);
 
   nn::Context ctx;
+  ctx.device = setup_device(o.dev);
   Perturber pert{*model, ctx, o.perturb_batch};
   io::Progress progress("eval", int64_t(items.size()));
   auto all_done = [&](const EvalItem& it) {
@@ -787,6 +790,7 @@ void register_eval(CLI::App& app) {
                 "masked copies of one image per forward pass (the default holds all copies of the default settings)")
       ->capture_default_str();
   e->add_option("--threads", eo->threads, "CPU threads (default: all cores)");
+  add_device_flags(e, eo->dev);
   e->add_flag("--no-resume", eo->no_resume, "start over instead of continuing PREFIX.jsonl");
   add_method_flags(e, eo->m);
   e->callback([eo]() { run_eval(*eo); });

@@ -19,8 +19,10 @@
 #include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
 #include "tools/lib/image_io.h"
+#include "tools/lib/prefetch.h"
 #include "tools/lib/progress.h"
 #include "weights/class_names.h"
 
@@ -32,6 +34,7 @@ using nlohmann::json;
 namespace {
 
 struct SaliencyOptions {
+  DeviceFlags dev;
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
   int batch = 8, threads = 0;
@@ -186,6 +189,7 @@ void run_saliency(const SaliencyOptions& o) {
   if (ec) throw file_error(o.out, "cannot create output directory (" + ec.message() + ")");
 
   nn::Context ctx;
+  ctx.device = setup_device(o.dev);
   io::Progress progress("saliency", int64_t(inputs.size()));
   std::set<std::string> used_names;
   int failed = 0;
@@ -271,10 +275,15 @@ void run_saliency(const SaliencyOptions& o) {
     pending.clear();
   };
 
+  // On the device, the next inputs are decoded on two CPU threads while a batch runs.
+  const bool prefetch = ctx.device == Device::cuda;
+  io::Prefetcher<std::vector<Sample>> loader(
+      inputs.size(), [&](size_t i) { return load_input(inputs[i]); }, prefetch ? size_t(2 * o.batch) : 1,
+      prefetch ? 2 : 0);
   for (size_t i = 0; i < inputs.size(); ++i) {
     std::vector<Sample> samples;
     try {
-      samples = load_input(inputs[i]);
+      samples = loader.next();
     } catch (const Error& e) {
       std::fprintf(stderr, "parchgrad: error: %s\n", e.what());
       ++failed;
@@ -300,6 +309,7 @@ void run_saliency(const SaliencyOptions& o) {
 }
 
 struct GradientOptions {
+  DeviceFlags dev;
   std::string weights, model, input, target = "top1", logits_out, grad_out;
   int threads = 0;
 };
@@ -316,6 +326,7 @@ void run_gradient(const GradientOptions& o) {
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
                   std::to_string(model->num_classes()) + " classes)");
   nn::Context ctx;
+  ctx.device = setup_device(o.dev);
   GradientResult r = input_gradient(*model, ctx, x, targets);
   if (!o.logits_out.empty()) io::save_npy(o.logits_out, r.logits);
   if (!o.grad_out.empty()) io::save_npy(o.grad_out, r.grad);
@@ -334,6 +345,7 @@ void register_saliency(CLI::App& app) {
   s->add_option("--batch", so->batch, "images per batch")->capture_default_str();
   s->add_option("--classes", so->classes, "class names file, one per line");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
+  add_device_flags(s, so->dev);
   s->add_option("--method", so->method, "grad, inputgrad, ig, smoothgrad or gradcam")->capture_default_str();
   s->add_option("--parchgrad", so->parchgrad, "ParchGrad channel selection: cls, ins or off")->capture_default_str();
   add_method_flags(s, so->m);
@@ -351,6 +363,7 @@ void register_saliency(CLI::App& app) {
   g->add_option("--logits-out", go->logits_out, "write logits [N,K] here");
   g->add_option("--grad-out", go->grad_out, "write dL/dx [N,3,H,W] here");
   g->add_option("--threads", go->threads, "CPU threads (default: all cores)");
+  add_device_flags(g, go->dev);
   g->callback([go]() { run_gradient(*go); });
 }
 

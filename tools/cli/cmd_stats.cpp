@@ -16,6 +16,7 @@
 #include "parchgrad/dataset_stats.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/device_flags.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/progress.h"
 #include "weights/state_dict.h"
@@ -27,6 +28,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct StatsOptions {
+  DeviceFlags dev;
   std::string weights, model, data, out, test = "student", shard, labels, dump_gap;
   int batch = 16, threads = 0;
   double memory_mb = 256;
@@ -123,6 +125,7 @@ void run_stats(const StatsOptions& o) {
   std::vector<int64_t> all_idx;
   std::vector<int> all_labels;
   nn::Context ctx;
+  ctx.device = setup_device(o.dev);
   ctx.hook = &hook;
 
   io::Progress progress(o.shard.empty() ? "stats" : "stats " + o.shard, int64_t(mine.size()));
@@ -187,6 +190,7 @@ void register_stats(CLI::App& app) {
   s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
   s->add_option("--labels", so->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
+  add_device_flags(s, so->dev);
   s->add_option("--dump-gap", so->dump_gap, "also write every gap value: one [images, channels] tensor per conv (.safetensors)");
   s->add_option("--memory-mb", so->memory_mb, "gap samples kept in memory before spilling to a temporary file")
       ->capture_default_str();

@@ -1,0 +1,334 @@
+#include "nn/gpu/ops.h"
+
+#include <memory>
+#include <mutex>
+
+#include "kernels/cuda/avgpool.h"
+#include "kernels/cuda/channel_stats.h"
+#include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/maps.h"
+#include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/relu.h"
+#include "kernels/cuda/seed.h"
+#include "nn/error.h"
+#include "nn/gpu/runtime.h"
+
+namespace pg::nn::dev {
+
+namespace kcu = pg::kernels::cuda;
+
+namespace {
+
+DeviceOptions g_options;
+
+cudaStream_t compute() { return gpu::stream(gpu::Stage::compute); }
+
+// Untyped device memory owned like a tensor's storage.
+std::shared_ptr<void> device_buffer(size_t bytes) {
+  return std::shared_ptr<void>(gpu::alloc(bytes), [](void* p) { gpu::free(p); });
+}
+
+Tensor upload(const Tensor& host) { return host.empty() ? Tensor() : host.to(Device::cuda); }
+
+const Conv2d::DeviceWeights& device_weights(const Conv2d& conv) {
+  Conv2d::DeviceWeights& d = *conv.device;
+  std::call_once(d.once, [&] {
+    d.weight = upload(conv.weight);
+    d.bias = upload(conv.bias);
+    d.bn_scale = upload(conv.bn_scale);
+    d.bn_shift = upload(conv.bn_shift);
+  });
+  return d;
+}
+
+const Linear::DeviceWeights& device_weights(const Linear& lin) {
+  Linear::DeviceWeights& d = *lin.device;
+  std::call_once(d.once, [&] {
+    d.weight = upload(lin.weight);
+    d.bias = upload(lin.bias);
+  });
+  return d;
+}
+
+void require_device(const Tensor& t, const char* what) {
+  if (!t.is_cuda()) throw Error(std::string("internal error: ") + what + " got a host tensor on the device path");
+}
+
+}  // namespace
+
+void configure(const DeviceOptions& opt, int device_index) {
+  gpu::init(device_index);
+  g_options = opt;
+  gpu::LibrarySettings s;
+  s.deterministic = opt.deterministic;
+  s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
+  gpu::set_library_settings(s);
+}
+
+const DeviceOptions& options() { return g_options; }
+
+ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
+  require_device(x.value, "conv2d");
+  const kernels::Conv2dParams p = conv.params(x.value.shape());
+  const Conv2d::DeviceWeights& dw = device_weights(conv);
+  Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
+  gpu::conv_forward(p, x.value.dptr(), dw.weight.dptr(), y.dptr());
+  if (!dw.bias.empty()) {
+    kcu::ChannelAffineParams ap;
+    ap.N = p.N;
+    ap.C = p.K;
+    ap.HW = p.out_plane();
+    kcu::launch_channel_affine(ap, y.dptr(), nullptr, dw.bias.dptr(), compute());
+  }
+  const bool hooked = ctx.hook && ctx.hook->hooks(conv.site);
+  if (hooked) {
+    // The forward statistic of the raw conv output, from the output just written.
+    Tensor gap({p.N, p.K}, Device::cuda);
+    kcu::ChannelGapParams gp;
+    gp.N = p.N;
+    gp.C = p.K;
+    gp.HW = p.out_plane();
+    kcu::launch_channel_gap(gp, y.dptr(), dw.bn_scale.empty() ? nullptr : dw.bn_scale.dptr(),
+                            dw.bn_shift.empty() ? nullptr : dw.bn_shift.dptr(), gap.dptr(), compute());
+    ctx.hook->on_forward(conv.site, gap.to(Device::cpu));
+  }
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    Context* c = &ctx;
+    const Conv2d* cv = &conv;
+    ctx.tape->record([cv, p, in_id, out_id, hooked, c](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor scale;
+      if (hooked) scale = c->hook->on_backward(cv->site, g);
+      if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
+        throw Error(cv->site.name + ": hook returned a scale of shape " + scale.shape_str());
+      const Tensor scale_dev = scale.empty() ? Tensor() : scale.to(Device::cuda);
+      const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
+      const Conv2d::DeviceWeights& dw = device_weights(*cv);
+      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+      if (g_options.dgrad_library || !kcu::conv_dgrad_supported(p)) {
+        if (s) {
+          kcu::SampleChannelScaleParams sp;
+          sp.N = p.N;
+          sp.K = p.K;
+          sp.HW = p.out_plane();
+          kcu::launch_sample_channel_scale(sp, g.dptr(), s, g.dptr(), compute());
+        }
+        gpu::conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
+      } else {
+        auto ws = device_buffer(kcu::conv_dgrad_workspace_bytes(p));
+        kcu::launch_conv_dgrad(p, g_options.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
+                               compute());
+      }
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
+  require_device(x.value, "linear");
+  const int N = int(x.value.dim(0)), in = int(lin.weight.dim(1)), outf = int(lin.weight.dim(0));
+  if (x.value.ndim() != 2 || x.value.dim(1) != in)
+    throw Error("linear: input " + x.value.shape_str() + " does not match weight " + lin.weight.shape_str());
+  const Linear::DeviceWeights& dw = device_weights(lin);
+  Tensor y({N, outf}, Device::cuda);
+  gpu::linear_forward(N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
+                      y.dptr());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    const Linear* l = &lin;
+    ctx.tape->record([l, N, in, outf, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({N, in}, Device::cuda);
+      gpu::linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
+  require_device(x.value, "maxpool");
+  Tensor y({p.N, p.C, p.P, p.Q}, Device::cuda);
+  const bool record = ctx.tape && x.id >= 0;
+  std::shared_ptr<void> argmax;
+  if (record) argmax = device_buffer(size_t(y.numel()) * sizeof(int32_t));
+  kcu::launch_maxpool_forward(p, x.value.dptr(), y.dptr(), record ? static_cast<int32_t*>(argmax.get()) : nullptr,
+                              compute());
+  ag::Var out{y, -1};
+  if (record) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([p, argmax, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+      kcu::launch_maxpool_backward(p, g.dptr(), static_cast<const int32_t*>(argmax.get()), dx.dptr(), compute());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var relu(Context& ctx, ag::Var x) {
+  require_device(x.value, "relu");
+  kcu::ReluParams rp;
+  rp.n = x.value.numel();
+  const bool record = ctx.tape && x.id >= 0;
+  std::shared_ptr<void> mask;
+  if (record) mask = device_buffer(size_t(kcu::relu_mask_words32(rp.n)) * sizeof(uint32_t));
+  kcu::launch_relu_forward(rp, x.value.dptr(), x.value.dptr(), record ? static_cast<uint32_t*>(mask.get()) : nullptr,
+                           compute());
+  if (record) {
+    const int in_id = x.id, out_id = ctx.tape->new_value();
+    x.id = out_id;
+    ctx.tape->record([mask, rp, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      kcu::launch_relu_backward(rp, g.dptr(), static_cast<const uint32_t*>(mask.get()), g.dptr(), compute());
+      tape.accumulate(in_id, std::move(g));
+    });
+  }
+  return x;
+}
+
+ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
+  require_device(x.value, "avgpool");
+  Tensor y({p.N, p.C, p.P, p.Q}, Device::cuda);
+  kcu::launch_avgpool_forward(p, x.value.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([p, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+      kcu::launch_avgpool_backward(p, g.dptr(), dx.dptr(), compute());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
+  require_device(x.value, "adaptive_avgpool");
+  const auto s = x.value.shape();
+  kcu::AdaptivePoolParams ap;
+  ap.NC = int(s[0] * s[1]);
+  ap.H = int(s[2]);
+  ap.W = int(s[3]);
+  ap.P = P;
+  ap.Q = Q;
+  Tensor y({s[0], s[1], P, Q}, Device::cuda);
+  kcu::launch_adaptive_avgpool_forward(ap, x.value.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  if (ctx.tape && x.id >= 0) {
+    out.id = ctx.tape->new_value();
+    const int in_id = x.id, out_id = out.id;
+    ctx.tape->record([s, ap, in_id, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor dx(s, Device::cuda);
+      kcu::launch_adaptive_avgpool_backward(ap, g.dptr(), dx.dptr(), compute());
+      tape.accumulate(in_id, std::move(dx));
+    });
+  }
+  return out;
+}
+
+ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
+  require_device(a.value, "add");
+  require_device(b.value, "add");
+  kcu::launch_add(a.value.numel(), a.value.dptr(), b.value.dptr(), a.value.dptr(), compute());
+  if (ctx.tape && (a.id >= 0 || b.id >= 0)) {
+    const int ia = a.id, ib = b.id, out_id = ctx.tape->new_value();
+    a.id = out_id;
+    ctx.tape->record([ia, ib, out_id](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      // Each branch gets its own copy: hooks may edit a gradient in place.
+      if (ia >= 0 && ib >= 0) tape.accumulate(ib, g.clone());
+      else if (ib >= 0) tape.accumulate(ib, std::move(g));
+      if (ia >= 0 && !g.empty()) tape.accumulate(ia, std::move(g));
+    });
+  }
+  return a;
+}
+
+void add_inplace(Tensor& a, const Tensor& b) {
+  require_device(a, "add_inplace");
+  require_device(b, "add_inplace");
+  kcu::launch_add(a.numel(), a.dptr(), b.dptr(), a.dptr(), compute());
+}
+
+void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
+                       std::vector<double>& M, std::vector<double>& Nv) {
+  require_device(g, "spatial_variances");
+  kcu::SpatialVarianceParams sp;
+  sp.N = int(g.dim(0));
+  sp.C = int(g.dim(1));
+  sp.HW = g.dim(2) * g.dim(3);
+  if (select.size() != size_t(sp.N) * sp.C) throw Error("internal error: spatial_variances: selection size");
+  auto sel = device_buffer(select.size());
+  gpu::upload(sel.get(), select.data(), select.size());
+  std::shared_ptr<void> scale;
+  if (bn_scale) {
+    scale = device_buffer(size_t(sp.C) * sizeof(float));
+    gpu::upload(scale.get(), bn_scale, size_t(sp.C) * sizeof(float));
+  }
+  auto out = device_buffer(2 * size_t(sp.N) * sizeof(double));
+  auto ws = device_buffer(kcu::spatial_variance_workspace_bytes(sp));
+  double* dM = static_cast<double*>(out.get());
+  kcu::launch_spatial_variances(sp, g.dptr(), static_cast<const float*>(scale.get()),
+                                static_cast<const uint8_t*>(sel.get()), dM, dM + sp.N, ws.get(), compute());
+  std::vector<double> host(2 * size_t(sp.N));
+  gpu::download(host.data(), dM, host.size() * sizeof(double));
+  M.assign(host.begin(), host.begin() + sp.N);
+  Nv.assign(host.begin() + sp.N, host.end());
+}
+
+Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) {
+  require_device(logits, "probability_seed");
+  kcu::SeedParams sp;
+  sp.N = int(logits.dim(0));
+  sp.K = int(logits.dim(1));
+  if (targets.size() != size_t(sp.N)) throw Error("internal error: probability_seed: target count");
+  std::vector<int32_t> t(targets.begin(), targets.end());
+  auto td = device_buffer(t.size() * sizeof(int32_t));
+  gpu::upload(td.get(), t.data(), t.size() * sizeof(int32_t));
+  Tensor seed({sp.N, sp.K}, Device::cuda);
+  Tensor p({sp.N, sp.K}, Device::cuda);
+  kcu::launch_probability_seed(sp, logits.dptr(), static_cast<const int32_t*>(td.get()), p.dptr(), seed.dptr(),
+                               compute());
+  if (probs) *probs = p.to(Device::cpu);
+  return seed;
+}
+
+Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
+  require_device(g, "channel_map");
+  kcu::ChannelMapParams mp;
+  mp.N = int(g.dim(0));
+  mp.C = int(g.dim(1));
+  mp.HW = g.dim(2) * g.dim(3);
+  mp.kind = kind == MapKind::grad           ? kcu::MapKind::abs_grad
+            : kind == MapKind::input_x_grad ? kcu::MapKind::abs_input_x_grad
+                                            : kcu::MapKind::abs_mean_input_x_grad;
+  if (kind != MapKind::grad) {
+    if (!x || x->shape() != g.shape()) throw Error("internal error: channel_map needs the input");
+    require_device(*x, "channel_map");
+  }
+  Tensor m({g.dim(0), g.dim(2), g.dim(3)}, Device::cuda);
+  kcu::launch_channel_map(mp, g.dptr(), x ? x->dptr() : nullptr, m.dptr(), compute());
+  return m.to(Device::cpu);
+}
+
+}  // namespace pg::nn::dev
