@@ -23,12 +23,21 @@
 #include "tests/common/error_measures.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/maps.h"
 #include "kernels/cpu/pool.h"
+#include "kernels/cpu/preprocess.h"
 #include "kernels/cpu/relu.h"
+#include "kernels/cpu/seed.h"
+#include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
 #include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/preprocess.h"
 #include "kernels/cuda/relu.h"
+#include "kernels/cuda/seed.h"
 #include "kernels/simt/simt.h"
 #include "nn/error.h"
 
@@ -609,4 +618,349 @@ TEST_CASE("conv dgrad: deterministic across scheduler seeds and host threads; un
   CHECK_FALSE(kc::conv_dgrad_supported(d));
   CHECK_THROWS_AS(kc::launch_conv_dgrad_bf16(d, dy.data(), w.data(), nullptr, first.data(), ws.data(), nullptr),
                   pg::Error);
+}
+
+// ---- average pools -------------------------------------------------------------------------------
+//
+// Outputs start as NaN, so an element a kernel does not write fails the bitwise comparison.
+// Each bitwise comparison is shown to be able to fail where the data could hide a
+// difference: the two divisor rules give different outputs on the padded shapes, ceil mode
+// changes P or Q on the ceil shapes, and a different summation order changes the global pool.
+
+namespace {
+std::vector<float> nans(size_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
+size_t count_bit_diffs(const std::vector<float>& a, const std::vector<float>& b) {
+  size_t d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) d += std::memcmp(&a[i], &b[i], 4) != 0;
+  return d;
+}
+}  // namespace
+
+TEST_CASE("avgpool forward and gather backward match the CPU bit for bit (count_include_pad, ceil mode)") {
+  struct Shape { int N, C, H, W, k, s, pad; bool ceil; };
+  const Shape shapes[] = {{3, 5, 7, 9, 3, 2, 1, false}, {3, 5, 8, 10, 3, 2, 1, true}, {3, 5, 8, 10, 3, 2, 0, true},
+                          {2, 3, 7, 9, 2, 2, 0, false}, {2, 3, 7, 9, 2, 2, 0, true},  {2, 3, 7, 9, 3, 1, 1, false},
+                          {1, 4, 13, 11, 3, 2, 1, true}, {2, 3, 8, 8, 2, 2, 1, true}, {1, 2, 5, 7, 5, 3, 2, true},
+                          {2, 3, 1, 1, 1, 1, 0, false},  {1, 3, 6, 6, 2, 1, 1, false}};
+  int divisor_rules_differ = 0, ceil_changes_shape = 0;
+  for (const Shape& s : shapes) {
+    Pool2dParams floor_p = pool(s.N, s.C, s.H, s.W, s.k, s.s, s.pad, false);
+    Pool2dParams base = pool(s.N, s.C, s.H, s.W, s.k, s.s, s.pad, s.ceil);
+    if (s.ceil && (floor_p.P != base.P || floor_p.Q != base.Q)) ++ceil_changes_shape;
+    std::vector<float> with_pad;  // the twin's forward with count_include_pad, for the check below
+    for (bool cip : {true, false}) {
+      Pool2dParams p = base;
+      p.count_include_pad = cip;
+      const size_t in = size_t(p.N) * p.C * p.H * p.W, out = size_t(p.N) * p.C * p.P * p.Q;
+      for (uint64_t seed : kSeeds) {
+        pg::simt::ScopedSeed ss(seed);
+        CAPTURE(p.H);
+        CAPTURE(p.W);
+        CAPTURE(p.kh);
+        CAPTURE(p.stride_h);
+        CAPTURE(p.pad_h);
+        CAPTURE(p.ceil_mode);
+        CAPTURE(cip);
+        const std::vector<float> x = randn(in, uint32_t(in + seed)), dy = randn(out, uint32_t(out + 3 * seed));
+        std::vector<float> y = nans(out), yr(out), dx = nans(in), dxr(in);
+        kc::launch_avgpool_forward(p, x.data(), y.data(), nullptr);
+        kcpu::avgpool2d_forward(p, x.data(), yr.data());
+        CHECK(same_bits(y, yr));
+        kc::launch_avgpool_backward(p, dy.data(), dx.data(), nullptr);
+        kcpu::avgpool2d_backward(p, dy.data(), dxr.data());
+        CHECK(same_bits(dx, dxr));
+        if (seed == kSeeds[0]) {
+          if (cip) with_pad = yr;
+          else if (!same_bits(with_pad, yr)) ++divisor_rules_differ;
+        }
+      }
+    }
+  }
+  CHECK(divisor_rules_differ >= 6);  // every shape with padding or a ceil-mode overhang
+  CHECK(ceil_changes_shape >= 4);
+}
+
+TEST_CASE("adaptive avgpool (windows that overlap, upsampling, global 7x7 -> 1x1) bit for bit") {
+  struct Shape { int NC, H, W, P, Q; };
+  const Shape shapes[] = {{15, 7, 9, 3, 4},  {15, 7, 7, 1, 1},   {6, 5, 7, 7, 3},  {15, 13, 11, 5, 7},
+                          {4, 7, 7, 7, 7},   {1, 1, 1, 1, 1},    {3, 1, 1, 2, 3},  {300, 7, 7, 1, 1},
+                          {130, 3, 3, 1, 1}, {5, 64, 65, 1, 1},  {3, 64, 64, 1, 1}, {4, 32, 64, 1, 1},
+                          {15, 10, 10, 3, 3}, {2, 1, 9, 1, 1}};
+  int order_matters = 0;
+  for (const Shape& s : shapes) {
+    const kc::AdaptivePoolParams p{s.NC, s.H, s.W, s.P, s.Q};
+    const size_t in = size_t(s.NC) * s.H * s.W, out = size_t(s.NC) * s.P * s.Q;
+    for (uint64_t seed : kSeeds) {
+      pg::simt::ScopedSeed ss(seed);
+      CAPTURE(s.NC);
+      CAPTURE(s.H);
+      CAPTURE(s.W);
+      CAPTURE(s.P);
+      CAPTURE(s.Q);
+      const std::vector<float> x = randn(in, uint32_t(in + seed), 0.3f), dy = randn(out, uint32_t(out + 7 * seed));
+      std::vector<float> y = nans(out), yr(out), dx = nans(in), dxr(in);
+      kc::launch_adaptive_avgpool_forward(p, x.data(), y.data(), nullptr);
+      kcpu::adaptive_avgpool2d_forward(s.NC, s.H, s.W, s.P, s.Q, x.data(), yr.data());
+      CHECK(same_bits(y, yr));
+      kc::launch_adaptive_avgpool_backward(p, dy.data(), dx.data(), nullptr);
+      kcpu::adaptive_avgpool2d_backward(s.NC, s.H, s.W, s.P, s.Q, dy.data(), dxr.data());
+      CHECK(same_bits(dx, dxr));
+      if (s.P == 1 && s.Q == 1 && s.H * s.W > 1 && seed == kSeeds[0]) {
+        // The same means summed backwards: the bitwise check above would see that order.
+        const int64_t HW = int64_t(s.H) * s.W;
+        for (int pl = 0; pl < s.NC; ++pl) {
+          float r = 0.f;
+          for (int64_t i = HW - 1; i >= 0; --i) r += x[size_t(pl * HW + i)];
+          if (r / float(HW) != yr[size_t(pl)]) {
+            ++order_matters;
+            break;
+          }
+        }
+      }
+    }
+  }
+  CHECK(order_matters >= 5);
+  // The global pool on two host threads (its static shared memory per OS thread).
+  const kc::AdaptivePoolParams p{300, 7, 7, 1, 1};
+  const std::vector<float> x = randn(300 * 49, 5);
+  std::vector<float> y1 = nans(300), y2 = nans(300);
+  kc::launch_adaptive_avgpool_forward(p, x.data(), y1.data(), nullptr);
+  const int old_threads = pg::simt::host_threads();
+  pg::simt::set_host_threads(2);
+  kc::launch_adaptive_avgpool_forward(p, x.data(), y2.data(), nullptr);
+  pg::simt::set_host_threads(old_threads);
+  CHECK(same_bits(y1, y2));
+}
+
+// ---- elementwise -----------------------------------------------------------------------------------
+
+TEST_CASE("add, scale, sample_channel_scale: bit for bit, in place and out of place") {
+  for (int64_t n : {int64_t(1), int64_t(31), int64_t(1000), int64_t(3 * 5 * 7 * 9)}) {
+    CAPTURE(n);
+    const std::vector<float> a = randn(size_t(n), uint32_t(n)), b = randn(size_t(n), uint32_t(n + 1));
+    std::vector<float> out = nans(size_t(n)), ref(static_cast<size_t>(n));
+    kc::launch_add(n, a.data(), b.data(), out.data(), nullptr);
+    kcpu::add(n, a.data(), b.data(), ref.data());
+    CHECK(same_bits(out, ref));
+    std::vector<float> a2 = a, b2 = b;
+    kc::launch_add(n, a2.data(), b.data(), a2.data(), nullptr);  // out == a
+    kc::launch_add(n, a.data(), b2.data(), b2.data(), nullptr);  // out == b
+    CHECK(same_bits(a2, ref));
+    CHECK(same_bits(b2, ref));
+
+    const float alpha = 0.37f;
+    std::vector<float> sc = nans(size_t(n)), scr(static_cast<size_t>(n)), x2 = a;
+    kc::launch_scale(n, alpha, a.data(), sc.data(), nullptr);
+    kcpu::scale(n, alpha, a.data(), scr.data());
+    CHECK(same_bits(sc, scr));
+    kc::launch_scale(n, alpha, x2.data(), x2.data(), nullptr);
+    CHECK(same_bits(x2, scr));
+  }
+  struct Shape { int N, K; int64_t HW; };
+  for (Shape s : {Shape{3, 5, 63}, Shape{3, 5, 1}, Shape{2, 7, 49}}) {
+    CAPTURE(s.K);
+    CAPTURE(s.HW);
+    const kc::SampleChannelScaleParams p{s.N, s.K, s.HW};
+    const size_t total = size_t(s.N) * s.K * size_t(s.HW);
+    const std::vector<float> dy = randn(total, uint32_t(total));
+    std::vector<float> scale = randn(size_t(s.N) * s.K, 9, 1.f, 0.7f);
+    scale[1] = 0.f;  // a dropped channel
+    std::vector<float> out = nans(total), ref(total), in_place = dy;
+    kc::launch_sample_channel_scale(p, dy.data(), scale.data(), out.data(), nullptr);
+    kcpu::sample_channel_scale(p, dy.data(), scale.data(), ref.data());
+    CHECK(same_bits(out, ref));
+    kc::launch_sample_channel_scale(p, in_place.data(), scale.data(), in_place.data(), nullptr);
+    CHECK(same_bits(in_place, ref));
+    CHECK(std::all_of(out.begin() + s.HW, out.begin() + 2 * s.HW, [](float v) { return v == 0.f; }));
+  }
+}
+
+TEST_CASE("channel_affine: fl(fl(y * scale) + shift), never an FMA, bit for bit") {
+  struct Shape { int N, C; int64_t HW; };
+  size_t fma_would_differ = 0;
+  for (Shape s : {Shape{3, 5, 63}, Shape{3, 5, 1}, Shape{1, 17, 49}}) {
+    const kc::ChannelAffineParams p{s.N, s.C, s.HW};
+    const size_t total = size_t(s.N) * s.C * size_t(s.HW);
+    const std::vector<float> y0 = randn(total, uint32_t(total + 1)), scale = randn(size_t(s.C), 2, 0.f, 2.f),
+                             shift = randn(size_t(s.C), 3);
+    for (int mode = 0; mode < 4; ++mode) {  // scale and shift; scale only; shift only; neither
+      CAPTURE(s.C);
+      CAPTURE(s.HW);
+      CAPTURE(mode);
+      const float* sc = mode == 0 || mode == 1 ? scale.data() : nullptr;
+      const float* sh = mode == 0 || mode == 2 ? shift.data() : nullptr;
+      std::vector<float> y = y0, yr = y0;
+      kc::launch_channel_affine(p, y.data(), sc, sh, nullptr);
+      kcpu::channel_affine(p, yr.data(), sc, sh);
+      CHECK(same_bits(y, yr));
+      if (mode == 3) CHECK(same_bits(y, y0));
+      if (mode == 0) {  // a fused multiply-add would round once: the data tells the two apart
+        for (size_t i = 0; i < total; ++i) {
+          const int c = int((i / size_t(s.HW)) % size_t(s.C));
+          const float fused = std::fma(y0[i], scale[size_t(c)], shift[size_t(c)]);
+          fma_would_differ += std::memcmp(&fused, &yr[i], 4) != 0;
+        }
+      }
+    }
+  }
+  CHECK(fma_would_differ >= 10);
+}
+
+// ---- probability seed --------------------------------------------------------------------------------
+
+TEST_CASE("probability seed: attribution.cpp's double softmax, one block per row, within 1e-7") {
+  Worst worst("probability seed, probabilities (relative)");
+  size_t compared = 0, differing = 0;
+  for (int K : {1, 2, 5, 257, 1000, 1001}) {
+    const int N = 3;
+    for (uint64_t seed : kSeeds) {
+      pg::simt::ScopedSeed ss(seed);
+      CAPTURE(K);
+      const size_t total = size_t(N) * K;
+      std::vector<float> logits = randn(total, uint32_t(total + seed), 0.f, 3.f);
+      std::fill(logits.begin() + K, logits.begin() + 2 * K, 2.5f);  // row 1: all equal, p = 1/K
+      if (K > 3) logits[size_t(2 * K + 1)] = -INFINITY;             // row 2: one class impossible
+      std::mt19937 rng{uint32_t(seed + K)};
+      std::vector<int32_t> targets(static_cast<size_t>(N));
+      for (auto& t : targets) t = int32_t(rng() % uint32_t(K));
+      targets[2] = K > 3 ? 1 : targets[2];  // the -inf class: seed 0 at the target
+      const kc::SeedParams p{N, K};
+      std::vector<float> probs = nans(total), sd = nans(total), pr(total), sr(total);
+      kc::launch_probability_seed(p, logits.data(), targets.data(), probs.data(), sd.data(), nullptr);
+      kcpu::probability_seed(p, logits.data(), targets.data(), pr.data(), sr.data());
+      const double e = std::max(max_rel(probs, pr, pr), max_rel(sd, sr, sr));
+      worst.add(e);
+      CHECK(e <= 1e-7);
+      compared += total;
+      differing += count_bit_diffs(probs, pr);
+      // The seed is the probability at the target and 0 elsewhere, bit for bit.
+      for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k) {
+          const size_t i = size_t(n) * K + k;
+          const float want = k == targets[size_t(n)] ? probs[i] : 0.f;
+          CHECK(std::memcmp(&sd[i], &want, 4) == 0);
+        }
+      if (K > 3) CHECK(probs[size_t(2 * K + 1)] == 0.f);
+      // Without probs: the same seed.
+      std::vector<float> sd2 = nans(total);
+      kc::launch_probability_seed(p, logits.data(), targets.data(), nullptr, sd2.data(), nullptr);
+      CHECK(same_bits(sd2, sd));
+      // The tolerance check can fail: two ulps off in one element exceed 1e-7.
+      std::vector<float> off = pr;
+      const size_t mid = total / 2;
+      off[mid] = std::nextafter(std::nextafter(off[mid], INFINITY), INFINITY);
+      CHECK(max_rel(off, pr, pr) > 1e-7);
+    }
+  }
+  std::printf("probability seed: %zu of %zu probabilities differ bitwise from the twin\n", differing, compared);
+  // Row 1 (all equal) gives exactly 1/K as the host computes it.
+  {
+    const kc::SeedParams p{1, 1000};
+    const std::vector<float> l(1000, -4.f);
+    const std::vector<int32_t> t{999};
+    std::vector<float> probs = nans(1000), sd = nans(1000);
+    kc::launch_probability_seed(p, l.data(), t.data(), probs.data(), sd.data(), nullptr);
+    CHECK(probs[0] == float(1.0 / 1000.0));
+    CHECK(sd[999] == float(1.0 / 1000.0));
+    CHECK(sd[0] == 0.f);
+  }
+  // A NaN logit (first or later) makes the row's sum NaN: every probability is NaN, as on the host.
+  {
+    const kc::SeedParams p{2, 7};
+    std::vector<float> l = randn(14, 3);
+    l[3] = std::numeric_limits<float>::quiet_NaN();
+    l[7] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<int32_t> t{2, 0};
+    std::vector<float> probs(14, 1.f), sd(14, 1.f), pr(14), sr(14);
+    kc::launch_probability_seed(p, l.data(), t.data(), probs.data(), sd.data(), nullptr);
+    kcpu::probability_seed(p, l.data(), t.data(), pr.data(), sr.data());
+    for (size_t i = 0; i < 14; ++i) {
+      CHECK(std::isnan(probs[i]) == std::isnan(pr[i]));
+      CHECK(std::isnan(pr[i]));
+    }
+  }
+}
+
+// ---- saliency maps -------------------------------------------------------------------------------------
+
+TEST_CASE("channel maps (grad, input x grad, IG): bit for bit, products rounded, no FMA") {
+  struct Shape { int N, C; int64_t HW; };
+  size_t fma_would_differ = 0, order_would_differ = 0;
+  for (Shape s : {Shape{3, 5, 63}, Shape{3, 3, 49}, Shape{2, 1, 17}, Shape{3, 5, 1}, Shape{1, 64, 9}}) {
+    const size_t total = size_t(s.N) * s.C * size_t(s.HW), out = size_t(s.N) * size_t(s.HW);
+    for (kc::MapKind kind : {kc::MapKind::abs_grad, kc::MapKind::abs_input_x_grad, kc::MapKind::abs_mean_input_x_grad}) {
+      for (uint64_t seed : kSeeds) {
+        pg::simt::ScopedSeed ss(seed);
+        CAPTURE(s.C);
+        CAPTURE(s.HW);
+        CAPTURE(int(kind));
+        const std::vector<float> g = randn(total, uint32_t(total + seed)), x = randn(total, uint32_t(total + 2 * seed));
+        const kc::ChannelMapParams p{s.N, s.C, s.HW, kind};
+        const float* xp = kind == kc::MapKind::abs_grad ? nullptr : x.data();
+        std::vector<float> m = nans(out), mr(out);
+        kc::launch_channel_map(p, g.data(), xp, m.data(), nullptr);
+        kcpu::channel_map(p, g.data(), xp, mr.data());
+        CHECK(same_bits(m, mr));
+        if (seed != kSeeds[0]) continue;
+        for (size_t o = 0; o < out; ++o) {  // what the bitwise check would see
+          const size_t n = o / size_t(s.HW), i = o % size_t(s.HW);
+          float fused = 0.f, reversed = 0.f;
+          for (int c = 0; c < s.C; ++c) {
+            const size_t j = (n * size_t(s.C) + size_t(c)) * size_t(s.HW) + i;
+            const size_t jr = (n * size_t(s.C) + size_t(s.C - 1 - c)) * size_t(s.HW) + i;
+            fused = std::fma(x[j], g[j], fused);
+            reversed += std::fabs(g[jr]);
+          }
+          if (kind == kc::MapKind::abs_mean_input_x_grad && std::fabs(fused / float(s.C)) != mr[o]) ++fma_would_differ;
+          if (kind == kc::MapKind::abs_grad && reversed / float(s.C) != mr[o]) ++order_would_differ;
+        }
+      }
+    }
+  }
+  CHECK(fma_would_differ >= 10);
+  CHECK(order_would_differ >= 10);
+}
+
+// ---- input normalisation ---------------------------------------------------------------------------------
+
+TEST_CASE("normalize_u8: uint8 HWC -> (u8 / 255 - mean) / std CHW, bit for bit") {
+  struct Shape { int N, H, W; };
+  kc::NormalizeParams custom;
+  custom.mean[0] = 0.5f, custom.mean[1] = 0.25f, custom.mean[2] = 0.1f;
+  custom.std[0] = 0.5f, custom.std[1] = 0.3f, custom.std[2] = 1.7f;
+  for (Shape s : {Shape{2, 7, 9}, Shape{1, 1, 1}, Shape{3, 5, 13}, Shape{1, 16, 16}}) {
+    for (int which = 0; which < 2; ++which) {
+      CAPTURE(s.N);
+      CAPTURE(s.H);
+      CAPTURE(s.W);
+      CAPTURE(which);
+      kc::NormalizeParams p = which == 0 ? kc::NormalizeParams{} : custom;
+      p.N = s.N, p.H = s.H, p.W = s.W;
+      const size_t px = size_t(s.N) * s.H * s.W;
+      std::vector<uint8_t> rgb(px * 3);
+      std::mt19937 rng{uint32_t(px)};
+      for (auto& b : rgb) b = uint8_t(rng());
+      if (s.H == 16)  // every byte value in every channel
+        for (size_t i = 0; i < px; ++i)
+          for (int c = 0; c < 3; ++c) rgb[i * 3 + size_t(c)] = uint8_t(i);
+      std::vector<float> out = nans(px * 3), ref(px * 3);
+      kc::launch_normalize_u8(p, rgb.data(), out.data(), nullptr);
+      kcpu::normalize_u8(p, rgb.data(), ref.data());
+      CHECK(same_bits(out, ref));
+      if (which == 0 && s.H == 16) {
+        // The twin is tools/lib/image_io.cpp's expression with torchvision's constants.
+        const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+        int by_reciprocal_differs = 0;
+        for (int u = 0; u < 256; ++u)
+          for (int c = 0; c < 3; ++c) {
+            const float v = static_cast<float>(uint8_t(u)) / 255.0f;
+            const float want = (v - mean[c]) / sd[c];
+            CHECK(std::memcmp(&want, &ref[size_t(c) * px + size_t(u)], 4) == 0);
+            const float r = (float(u) * (1.0f / 255.0f) - mean[c]) / sd[c];  // what a fast-math build might do
+            by_reciprocal_differs += std::memcmp(&r, &want, 4) != 0;
+          }
+        CHECK(by_reciprocal_differs > 0);
+      }
+    }
+  }
 }
