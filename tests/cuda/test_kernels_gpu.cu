@@ -7,7 +7,8 @@
 //                 realistic ones (ResNet-50 at batch 8, VGG's first max-pool), timings
 //     --quick     small shapes only, one seed, no determinism reruns, no timings: for the
 //                 compute-sanitizer runs, which slow kernels down 10-100x
-//     --only=...  groups to run (relu, maxpool, gap, variances, moments, dgrad)
+//     --only=...  groups to run (relu, maxpool, gap, variances, moments, dgrad, avgpool,
+//                 elementwise, seed, maps, preprocess)
 //     --probe     prints the device and exits 0, or "no CUDA device" and exits 2
 //     --host-only no device needed: loads OpenBLAS, checks the dgrad twin against double
 //                 loops on the small shapes, and the refusal of unsupported shapes (the
@@ -28,13 +29,18 @@
 //     2 L 2^-24 (u = 2^-8, L = K*R*S) and >= 1e-4 on random inputs, <= 1e-5 on BF16-exact
 //     inputs. The twin cpu::conv2d_dgrad itself is checked against double loops on the
 //     small shapes (<= 1e-5).
+//   * average and adaptive average pools (forward, gather backward), add, scale,
+//     sample_channel_scale, channel_affine, channel maps, normalize_u8: bit for bit;
+//   * probability seed: within one float ulp of the twin (the device's double exp may differ
+//     from glibc's in the last bit of a double); the number of inexact values is printed.
 // Every output buffer is filled with 0xFF bytes (NaN, -1) before each launch, so an element
 // a kernel forgets to write fails the comparison. "Deterministic" means that a second
 // launch on the same inputs gives the same bits.
 //
-// CPU twins: kernels/cpu (relu, pool, channel_stats, conv2d). conv2d_dgrad needs OpenBLAS;
-// when it cannot be loaded, a FAIL line says so and the dgrad checks use plain double loops
-// (naive_dgrad below) instead, so that the GPU kernels are still checked.
+// CPU twins: kernels/cpu (relu, pool, channel_stats, conv2d, elementwise, seed, maps,
+// preprocess). conv2d_dgrad needs OpenBLAS; when it cannot be loaded, a FAIL line says so and
+// the dgrad checks use plain double loops (naive_dgrad below) instead, so that the GPU
+// kernels are still checked.
 #include <cuda_runtime.h>
 #include <omp.h>
 
@@ -56,13 +62,22 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/maps.h"
 #include "kernels/cpu/pool.h"
+#include "kernels/cpu/preprocess.h"
 #include "kernels/cpu/relu.h"
+#include "kernels/cpu/seed.h"
+#include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/preprocess.h"
 #include "kernels/cuda/relu.h"
+#include "kernels/cuda/seed.h"
 #include "nn/error.h"
 #include "tests/cuda/broken_kernels.h"
 
@@ -938,6 +953,366 @@ void test_dgrad(const Options& o) {
   }
 }
 
+// =================================================================================================
+// average pools
+// =================================================================================================
+
+// The outputs start poisoned (NaN) and must equal the twin bit for bit.
+std::string bits_detail(const std::vector<float>& a, const std::vector<float>& b) {
+  return same_bits(a, b) ? "bit-exact" : first_diff(a, b);
+}
+
+void avgpool_case(const Options& o, Pool2dParams p, bool cip, uint32_t seed, const std::string& label, bool realistic) {
+  p.count_include_pad = cip;
+  const std::string tag = fmt("%dx%dx%dx%d k%d s%d p%d%s%s%s%s", p.N, p.C, p.H, p.W, p.kh, p.stride_h, p.pad_h,
+                              p.ceil_mode ? " ceil" : "", cip ? "" : " exclude-pad", label.empty() ? "" : " ",
+                              label.c_str());
+  const size_t in = size_t(p.N) * p.C * p.H * p.W, out = size_t(p.N) * p.C * p.P * p.Q;
+  const std::vector<float> x = randn(in, uint32_t(in + seed)), g = randn(out, uint32_t(out + 3 * seed));
+  std::vector<float> yr(out), dxr(in);
+  kcpu::avgpool2d_forward(p, x.data(), yr.data());
+  kcpu::avgpool2d_backward(p, g.data(), dxr.data());
+  DevBuf<float> dx_in(x), dy(out), dg(g), ddx(in);
+  dy.poison();
+  ddx.poison();
+  kc::launch_avgpool_forward(p, dx_in.get(), dy.get(), g_stream);
+  kc::launch_avgpool_backward(p, dg.get(), ddx.get(), g_stream);
+  sync();
+  const std::vector<float> y = dy.download(), dx = ddx.download();
+  check(same_bits(y, yr), "avgpool_forward " + tag, bits_detail(y, yr));
+  check(same_bits(dx, dxr), "avgpool_backward " + tag, bits_detail(dx, dxr));
+  if (!o.quick) {
+    DevBuf<float> y2(out), dx2(in);
+    y2.poison();
+    dx2.poison();
+    kc::launch_avgpool_forward(p, dx_in.get(), y2.get(), g_stream);
+    kc::launch_avgpool_backward(p, dg.get(), dx2.get(), g_stream);
+    sync();
+    const bool same = same_bits(y2.download(), y) && same_bits(dx2.download(), dx);
+    check(same, "avgpool determinism " + tag, same ? "second run bitwise equal" : "second run differs");
+  }
+  if (realistic && o.timing) {
+    time_bytes("avgpool_forward " + tag, double(in + out) * 4,
+               [&] { kc::launch_avgpool_forward(p, dx_in.get(), dy.get(), g_stream); });
+    time_bytes("avgpool_backward " + tag, double(in + out) * 4,
+               [&] { kc::launch_avgpool_backward(p, dg.get(), ddx.get(), g_stream); });
+  }
+}
+
+void adaptive_case(const Options& o, kc::AdaptivePoolParams p, uint32_t seed, const std::string& label,
+                   bool realistic) {
+  const std::string tag = fmt("NC%d %dx%d->%dx%d%s%s", p.NC, p.H, p.W, p.P, p.Q, label.empty() ? "" : " ",
+                              label.c_str());
+  const size_t in = size_t(p.NC) * p.H * p.W, out = size_t(p.NC) * p.P * p.Q;
+  const std::vector<float> x = randn(in, uint32_t(in + seed), 0.3f), g = randn(out, uint32_t(out + 7 * seed));
+  std::vector<float> yr(out), dxr(in);
+  kcpu::adaptive_avgpool2d_forward(p.NC, p.H, p.W, p.P, p.Q, x.data(), yr.data());
+  kcpu::adaptive_avgpool2d_backward(p.NC, p.H, p.W, p.P, p.Q, g.data(), dxr.data());
+  DevBuf<float> dx_in(x), dy(out), dg(g), ddx(in);
+  dy.poison();
+  ddx.poison();
+  kc::launch_adaptive_avgpool_forward(p, dx_in.get(), dy.get(), g_stream);
+  kc::launch_adaptive_avgpool_backward(p, dg.get(), ddx.get(), g_stream);
+  sync();
+  const std::vector<float> y = dy.download(), dx = ddx.download();
+  check(same_bits(y, yr), "adaptive_avgpool_forward " + tag, bits_detail(y, yr));
+  check(same_bits(dx, dxr), "adaptive_avgpool_backward " + tag, bits_detail(dx, dxr));
+  if (!o.quick) {
+    DevBuf<float> y2(out), dx2(in);
+    y2.poison();
+    dx2.poison();
+    kc::launch_adaptive_avgpool_forward(p, dx_in.get(), y2.get(), g_stream);
+    kc::launch_adaptive_avgpool_backward(p, dg.get(), dx2.get(), g_stream);
+    sync();
+    const bool same = same_bits(y2.download(), y) && same_bits(dx2.download(), dx);
+    check(same, "adaptive_avgpool determinism " + tag, same ? "second run bitwise equal" : "second run differs");
+  }
+  if (realistic && o.timing) {
+    time_bytes("adaptive_avgpool_forward " + tag, double(in + out) * 4,
+               [&] { kc::launch_adaptive_avgpool_forward(p, dx_in.get(), dy.get(), g_stream); });
+    time_bytes("adaptive_avgpool_backward " + tag, double(in + out) * 4,
+               [&] { kc::launch_adaptive_avgpool_backward(p, dg.get(), ddx.get(), g_stream); });
+  }
+}
+
+void test_avgpool(const Options& o) {
+  const Pool2dParams shapes[] = {
+      pool(3, 5, 7, 9, 3, 2, 1, false), pool(3, 5, 8, 10, 3, 2, 1, true), pool(3, 5, 8, 10, 3, 2, 0, true),
+      pool(2, 3, 7, 9, 2, 2, 0, false), pool(2, 3, 7, 9, 3, 1, 1, false), pool(1, 4, 13, 11, 3, 2, 1, true),
+      pool(2, 3, 8, 8, 2, 2, 1, true),  pool(1, 2, 5, 7, 5, 3, 2, true),  pool(2, 3, 1, 1, 1, 1, 0, false)};
+  for (const Pool2dParams& p : shapes)
+    for (bool cip : {true, false}) avgpool_case(o, p, cip, 1, "", false);
+  const kc::AdaptivePoolParams ashapes[] = {{15, 7, 9, 3, 4}, {15, 7, 7, 1, 1},   {6, 5, 7, 7, 3},   {15, 13, 11, 5, 7},
+                                            {4, 7, 7, 7, 7},  {1, 1, 1, 1, 1},    {3, 1, 1, 2, 3},   {300, 7, 7, 1, 1},
+                                            {130, 3, 3, 1, 1}, {5, 64, 65, 1, 1}, {3, 64, 64, 1, 1}, {4, 32, 64, 1, 1}};
+  for (const kc::AdaptivePoolParams& p : ashapes) adaptive_case(o, p, 1, "", false);
+  if (o.quick) return;
+  avgpool_case(o, pool(8, 256, 56, 56, 3, 2, 1, false), true, 2, "", true);
+  adaptive_case(o, {8 * 2048, 7, 7, 1, 1}, 3, "(resnet50 b8 global pool)", true);
+  adaptive_case(o, {8 * 512, 7, 7, 7, 7}, 4, "(vgg16 b8 adaptive pool)", true);
+  adaptive_case(o, {8 * 512, 14, 14, 7, 7}, 5, "(vgg16 b8 at 448 px)", true);
+}
+
+// =================================================================================================
+// elementwise
+// =================================================================================================
+
+void elementwise_case(const Options& o, int N, int C, int64_t HW, const std::string& label, bool realistic) {
+  const std::string tag = fmt("%dx%dx%lld%s%s", N, C, (long long)HW, label.empty() ? "" : " ", label.c_str());
+  const int64_t n = int64_t(N) * C * HW;
+  const std::vector<float> a = randn(size_t(n), uint32_t(n)), b = randn(size_t(n), uint32_t(n + 1));
+  const std::vector<float> ch_scale = randn(size_t(C), 2, 0.f, 2.f), ch_shift = randn(size_t(C), 3);
+  std::vector<float> s_scale = randn(size_t(N) * C, 4, 1.f, 0.7f);
+  s_scale[0] = 0.f;
+  const float alpha = 0.37f;
+  // Twins.
+  std::vector<float> add_r(static_cast<size_t>(n)), scale_r(static_cast<size_t>(n)), scs_r(static_cast<size_t>(n));
+  kcpu::add(n, a.data(), b.data(), add_r.data());
+  kcpu::scale(n, alpha, a.data(), scale_r.data());
+  kcpu::sample_channel_scale({N, C, HW}, a.data(), s_scale.data(), scs_r.data());
+  std::vector<float> aff_r[3] = {a, a, a};  // scale and shift, scale only, shift only
+  kcpu::channel_affine({N, C, HW}, aff_r[0].data(), ch_scale.data(), ch_shift.data());
+  kcpu::channel_affine({N, C, HW}, aff_r[1].data(), ch_scale.data(), nullptr);
+  kcpu::channel_affine({N, C, HW}, aff_r[2].data(), nullptr, ch_shift.data());
+
+  DevBuf<float> da(a), db(b), dout(static_cast<size_t>(n)), dcs(ch_scale), dch(ch_shift), dss(s_scale);
+  auto run_all = [&](std::vector<std::vector<float>>& res) {
+    res.clear();
+    dout.poison();
+    kc::launch_add(n, da.get(), db.get(), dout.get(), g_stream);
+    res.push_back(dout.download());
+    DevBuf<float> t(a);  // in place: out == a
+    kc::launch_add(n, t.get(), db.get(), t.get(), g_stream);
+    res.push_back(t.download());
+    dout.poison();
+    kc::launch_scale(n, alpha, da.get(), dout.get(), g_stream);
+    res.push_back(dout.download());
+    dout.poison();
+    kc::launch_sample_channel_scale({N, C, HW}, da.get(), dss.get(), dout.get(), g_stream);
+    res.push_back(dout.download());
+    for (int m = 0; m < 3; ++m) {
+      DevBuf<float> y(a);
+      kc::launch_channel_affine({N, C, HW}, y.get(), m < 2 ? dcs.get() : nullptr, m != 1 ? dch.get() : nullptr,
+                                g_stream);
+      res.push_back(y.download());
+    }
+  };
+  std::vector<std::vector<float>> r;
+  run_all(r);
+  check(same_bits(r[0], add_r), "add " + tag, bits_detail(r[0], add_r));
+  check(same_bits(r[1], add_r), "add in-place " + tag, bits_detail(r[1], add_r));
+  check(same_bits(r[2], scale_r), "scale " + tag, bits_detail(r[2], scale_r));
+  check(same_bits(r[3], scs_r), "sample_channel_scale " + tag, bits_detail(r[3], scs_r));
+  const char* aff_name[3] = {"scale+shift", "scale", "shift"};
+  for (int m = 0; m < 3; ++m)
+    check(same_bits(r[size_t(4 + m)], aff_r[m]), std::string("channel_affine ") + aff_name[m] + " " + tag,
+          bits_detail(r[size_t(4 + m)], aff_r[m]));
+  if (!o.quick) {
+    std::vector<std::vector<float>> r2;
+    run_all(r2);
+    bool same = true;
+    for (size_t i = 0; i < r.size(); ++i) same = same && same_bits(r[i], r2[i]);
+    check(same, "elementwise determinism " + tag, same ? "second run bitwise equal" : "second run differs");
+  }
+  if (realistic && o.timing) {
+    const double nb = double(n) * 4;
+    time_bytes("add " + tag, 3 * nb, [&] { kc::launch_add(n, da.get(), db.get(), dout.get(), g_stream); });
+    time_bytes("scale " + tag, 2 * nb, [&] { kc::launch_scale(n, alpha, da.get(), dout.get(), g_stream); });
+    time_bytes("sample_channel_scale " + tag, 2 * nb,
+               [&] { kc::launch_sample_channel_scale({N, C, HW}, da.get(), dss.get(), dout.get(), g_stream); });
+    time_bytes("channel_affine scale+shift " + tag, 2 * nb,
+               [&] { kc::launch_channel_affine({N, C, HW}, dout.get(), dcs.get(), dch.get(), g_stream); });
+  }
+}
+
+void test_elementwise(const Options& o) {
+  elementwise_case(o, 3, 5, 63, "", false);
+  elementwise_case(o, 3, 5, 1, "", false);
+  elementwise_case(o, 1, 17, 49, "", false);
+  elementwise_case(o, 1, 1, 1, "", false);
+  if (o.quick) return;
+  elementwise_case(o, 8, 256, 56 * 56, "(resnet50 b8 layer1)", true);
+  elementwise_case(o, 8, 64, 112 * 112, "(resnet50 b8 conv1)", true);
+  elementwise_case(o, 8, 2048, 7 * 7, "(resnet50 b8 layer4)", true);
+}
+
+// =================================================================================================
+// probability seed
+// =================================================================================================
+
+// Distance in floats between a and b (both finite, or both NaN: 0).
+int64_t ulps(float a, float b) {
+  if (std::isnan(a) && std::isnan(b)) return 0;
+  if (std::isnan(a) || std::isnan(b)) return INT64_MAX;
+  auto key = [](float f) {
+    int32_t i;
+    std::memcpy(&i, &f, 4);
+    return i < 0 ? int64_t(INT32_MIN) - int64_t(i) : int64_t(i);  // monotone in f, +0 and -0 adjacent
+  };
+  const int64_t d = key(a) - key(b);
+  return d < 0 ? -d : d;
+}
+
+void seed_case(const Options& o, int N, int K, uint32_t seed, const std::string& label, bool realistic,
+               Worst& worst) {
+  const std::string tag = fmt("N%d K%d%s%s", N, K, label.empty() ? "" : " ", label.c_str());
+  const size_t total = size_t(N) * K;
+  std::vector<float> logits = randn(total, uint32_t(total + seed), 0.f, 3.f);
+  if (N > 1) std::fill(logits.begin() + K, logits.begin() + 2 * K, 2.5f);  // all equal: p = 1/K
+  if (N > 2 && K > 3) logits[size_t(2 * K + 1)] = -INFINITY;
+  std::mt19937 rng{seed + uint32_t(K)};
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (auto& t : targets) t = int32_t(rng() % uint32_t(K));
+  const kc::SeedParams p{N, K};
+  std::vector<float> pr(total), sr(total);
+  kcpu::probability_seed(p, logits.data(), targets.data(), pr.data(), sr.data());
+  DevBuf<float> dl(logits), dp(total), ds(total), ds2(total);
+  DevBuf<int32_t> dt(targets);
+  dp.poison();
+  ds.poison();
+  ds2.poison();
+  kc::launch_probability_seed(p, dl.get(), dt.get(), dp.get(), ds.get(), g_stream);
+  kc::launch_probability_seed(p, dl.get(), dt.get(), nullptr, ds2.get(), g_stream);
+  sync();
+  const std::vector<float> probs = dp.download(), sd = ds.download(), sd2 = ds2.download();
+  const double e = std::max(max_rel(probs, pr, pr), max_rel(sd, sr, sr));
+  int64_t max_ulps = 0;
+  size_t differ = 0;
+  for (size_t i = 0; i < total; ++i) {
+    max_ulps = std::max({max_ulps, ulps(probs[i], pr[i]), ulps(sd[i], sr[i])});
+    differ += std::memcmp(&probs[i], &pr[i], 4) != 0;
+  }
+  worst.add(e);
+  bool seed_ok = same_bits(sd, sd2);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      const size_t i = size_t(n) * K + k;
+      const float want = k == targets[size_t(n)] ? probs[i] : 0.f;
+      seed_ok = seed_ok && std::memcmp(&sd[i], &want, 4) == 0;
+    }
+  // The device's double exp may differ from glibc's by an ulp of a double, which can move the
+  // float rounding by one ulp (2^-23 relative at most) in rare cases.
+  check(max_ulps <= 1 && seed_ok, "probability_seed " + tag,
+        fmt("max rel err %.3g, max %lld ulp (tol 1 ulp), %zu of %zu probabilities not bit-exact%s", e,
+            (long long)max_ulps, differ, total, seed_ok ? "" : ", seed is not p[target] one-hot / differs without probs"));
+  if (!o.quick) {
+    DevBuf<float> dp2(total), ds3(total);
+    dp2.poison();
+    ds3.poison();
+    kc::launch_probability_seed(p, dl.get(), dt.get(), dp2.get(), ds3.get(), g_stream);
+    sync();
+    const bool same = same_bits(dp2.download(), probs) && same_bits(ds3.download(), sd);
+    check(same, "probability_seed determinism " + tag, same ? "second run bitwise equal" : "second run differs");
+  }
+  if (realistic && o.timing)
+    time_bytes("probability_seed " + tag, double(total) * 12,
+               [&] { kc::launch_probability_seed(p, dl.get(), dt.get(), dp.get(), ds.get(), g_stream); });
+}
+
+void test_seed(const Options& o) {
+  Worst worst("probability seed (relative)");
+  for (int K : {1, 2, 5, 257, 1000, 1001}) seed_case(o, 3, K, 1, "", false, worst);
+  if (o.quick) return;
+  seed_case(o, 8, 1000, 2, "(imagenet b8)", true, worst);
+  seed_case(o, 256, 1000, 3, "(imagenet b256)", true, worst);
+}
+
+// =================================================================================================
+// saliency maps
+// =================================================================================================
+
+void maps_case(const Options& o, int N, int C, int64_t HW, const std::string& label, bool realistic) {
+  const std::string tag = fmt("%dx%dx%lld%s%s", N, C, (long long)HW, label.empty() ? "" : " ", label.c_str());
+  const size_t total = size_t(N) * C * size_t(HW), out = size_t(N) * size_t(HW);
+  const std::vector<float> g = randn(total, uint32_t(total + 1)), x = randn(total, uint32_t(total + 2));
+  DevBuf<float> dg(g), dx(x), dm(out);
+  const kc::MapKind kinds[] = {kc::MapKind::abs_grad, kc::MapKind::abs_input_x_grad, kc::MapKind::abs_mean_input_x_grad};
+  const char* names[] = {"grad", "inputgrad", "ig"};
+  for (int k = 0; k < 3; ++k) {
+    const kc::ChannelMapParams p{N, C, HW, kinds[k]};
+    const bool need_x = kinds[k] != kc::MapKind::abs_grad;
+    std::vector<float> mr(out);
+    kcpu::channel_map(p, g.data(), need_x ? x.data() : nullptr, mr.data());
+    dm.poison();
+    kc::launch_channel_map(p, dg.get(), need_x ? dx.get() : nullptr, dm.get(), g_stream);
+    sync();
+    const std::vector<float> m = dm.download();
+    const std::string name = std::string("channel_map ") + names[k] + " " + tag;
+    check(same_bits(m, mr), name, bits_detail(m, mr));
+    if (!o.quick) {
+      dm.poison();
+      kc::launch_channel_map(p, dg.get(), need_x ? dx.get() : nullptr, dm.get(), g_stream);
+      sync();
+      const bool same = same_bits(dm.download(), m);
+      check(same, "channel_map determinism " + std::string(names[k]) + " " + tag,
+            same ? "second run bitwise equal" : "second run differs");
+    }
+    if (realistic && o.timing)
+      time_bytes(name, double(total) * (need_x ? 8 : 4) + double(out) * 4,
+                 [&] { kc::launch_channel_map(p, dg.get(), need_x ? dx.get() : nullptr, dm.get(), g_stream); });
+  }
+}
+
+void test_maps(const Options& o) {
+  maps_case(o, 3, 5, 63, "", false);
+  maps_case(o, 3, 3, 49, "", false);
+  maps_case(o, 2, 1, 17, "", false);
+  maps_case(o, 3, 5, 1, "", false);
+  maps_case(o, 1, 64, 9, "", false);
+  if (o.quick) return;
+  maps_case(o, 8, 3, 224 * 224, "(imagenet b8 input)", true);
+}
+
+// =================================================================================================
+// input normalisation
+// =================================================================================================
+
+void preprocess_case(const Options& o, kc::NormalizeParams p, uint32_t seed, const std::string& label, bool realistic) {
+  const std::string tag = fmt("%dx%dx%d%s%s", p.N, p.H, p.W, label.empty() ? "" : " ", label.c_str());
+  const size_t px = size_t(p.N) * p.H * p.W;
+  std::vector<uint8_t> rgb(px * 3);
+  std::mt19937 rng{seed};
+  for (auto& b : rgb) b = uint8_t(rng());
+  if (px >= 256)  // every byte value in every channel
+    for (size_t i = 0; i < 256; ++i)
+      for (size_t c = 0; c < 3; ++c) rgb[i * 3 + c] = uint8_t(i);
+  std::vector<float> ref(px * 3);
+  kcpu::normalize_u8(p, rgb.data(), ref.data());
+  DevBuf<uint8_t> drgb(rgb);
+  DevBuf<float> dout(px * 3);
+  dout.poison();
+  kc::launch_normalize_u8(p, drgb.get(), dout.get(), g_stream);
+  sync();
+  const std::vector<float> out = dout.download();
+  check(same_bits(out, ref), "normalize_u8 " + tag, bits_detail(out, ref));
+  if (!o.quick) {
+    dout.poison();
+    kc::launch_normalize_u8(p, drgb.get(), dout.get(), g_stream);
+    sync();
+    const bool same = same_bits(dout.download(), out);
+    check(same, "normalize_u8 determinism " + tag, same ? "second run bitwise equal" : "second run differs");
+  }
+  if (realistic && o.timing)
+    time_bytes("normalize_u8 " + tag, double(px) * 15, [&] { kc::launch_normalize_u8(p, drgb.get(), dout.get(), g_stream); });
+}
+
+void test_preprocess(const Options& o) {
+  auto params = [](int N, int H, int W) {
+    kc::NormalizeParams p;
+    p.N = N, p.H = H, p.W = W;
+    return p;
+  };
+  preprocess_case(o, params(2, 7, 9), 1, "", false);
+  preprocess_case(o, params(1, 1, 1), 2, "", false);
+  preprocess_case(o, params(1, 16, 16), 3, "", false);
+  kc::NormalizeParams custom = params(3, 5, 13);
+  custom.mean[0] = 0.5f, custom.mean[1] = 0.25f, custom.mean[2] = 0.1f;
+  custom.std[0] = 0.5f, custom.std[1] = 0.3f, custom.std[2] = 1.7f;
+  preprocess_case(o, custom, 4, "custom mean/std", false);
+  if (o.quick) return;
+  preprocess_case(o, params(8, 224, 224), 5, "(imagenet b8)", true);
+}
+
 // ---- main -----------------------------------------------------------------------------------------
 
 int no_device(cudaError_t e, int count) {
@@ -970,7 +1345,7 @@ int main(int argc, char** argv) {
     } else if (a.rfind("--broken=", 0) == 0) {
       broken = a.substr(9);
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--no-timing] [--only=relu,maxpool,gap,variances,moments,dgrad] "
+      std::fprintf(stderr, "usage: %s [--quick] [--no-timing] [--only=relu,maxpool,gap,variances,moments,dgrad,avgpool,elementwise,seed,maps,preprocess] "
                            "[--probe] [--host-only] [--broken=oob|race]\n", argv[0]);
       return 64;
     }
@@ -1024,8 +1399,10 @@ int main(int argc, char** argv) {
     const char* name;
     void (*run)(const Options&);
   };
-  const Group groups[] = {{"relu", test_relu},         {"maxpool", test_maxpool}, {"gap", test_gap},
-                          {"variances", test_variances}, {"moments", test_moments}, {"dgrad", test_dgrad}};
+  const Group groups[] = {{"relu", test_relu},         {"maxpool", test_maxpool},       {"gap", test_gap},
+                          {"variances", test_variances}, {"moments", test_moments},       {"dgrad", test_dgrad},
+                          {"avgpool", test_avgpool},     {"elementwise", test_elementwise}, {"seed", test_seed},
+                          {"maps", test_maps},           {"preprocess", test_preprocess}};
   for (const Group& g : groups) {
     if (!o.wants(g.name)) continue;
     const auto g0 = std::chrono::steady_clock::now();
