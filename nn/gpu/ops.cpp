@@ -9,6 +9,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/preprocess.h"
 #include "kernels/cuda/relu.h"
 #include "kernels/cuda/seed.h"
 #include "nn/error.h"
@@ -311,6 +312,19 @@ Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, T
                                compute());
   if (probs) *probs = p.to(Device::cpu);
   return seed;
+}
+
+Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) {
+  const size_t bytes = size_t(N) * H * W * 3;
+  auto u8 = device_buffer(bytes);
+  gpu::upload(u8.get(), rgb, bytes);
+  Tensor x({N, 3, H, W}, Device::cuda);
+  kcu::NormalizeParams np;
+  np.N = N;
+  np.H = H;
+  np.W = W;
+  kcu::launch_normalize_u8(np, static_cast<const uint8_t*>(u8.get()), x.dptr(), compute());
+  return x;
 }
 
 Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) {

@@ -51,6 +51,11 @@ void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector
 // the device seed [N, K] and writes the host probabilities [N, K] into *probs.
 Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs);
 
+// Images decoded on the host, uint8 RGB interleaved [N, H, W, 3], normalised on the device as
+// torchvision does (kernels/cuda/preprocess.h): the device tensor [N, 3, H, W]. A quarter of
+// the bytes of the float tensor cross the bus.
+Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W);
+
 // Saliency map reductions over RGB on the device (kernels/cuda/maps.h): g [N, C, H, W] and,
 // for the input-times-gradient kinds, x of the same shape; returns the host map [N, H, W].
 enum class MapKind { grad, input_x_grad, ig };

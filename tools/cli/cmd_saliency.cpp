@@ -18,6 +18,9 @@
 #include "parchgrad/parchgrad.h"
 #include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
+#if PARCHGRAD_GPU
+#include "nn/gpu/ops.h"
+#endif
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
@@ -48,12 +51,17 @@ struct Sample {
   std::string input;  // file path
   int index = -1;     // sample index inside a batched .npy, else -1
   std::string name;   // output file stem
-  Tensor x;           // [3, H, W]
+  Tensor x;           // [3, H, W]; empty for an image left to the device to normalise
+  io::Image8 crop;    // images: the resized and cropped pixels (overlays; device input)
   int target = -1;
+  std::vector<int64_t> shape() const {
+    return x.empty() ? std::vector<int64_t>{3, crop.h, crop.w} : x.shape();
+  }
 };
 
-// Loads one input file into samples (a batched .npy gives several).
-std::vector<Sample> load_input(const std::string& path) {
+// Loads one input file into samples (a batched .npy gives several). Images are normalised
+// here unless device_normalise (then the device does it from the uint8 crop).
+std::vector<Sample> load_input(const std::string& path, bool device_normalise) {
   std::vector<Sample> out;
   const std::string stem = fs::path(path).stem().string();
   if (is_npy(path)) {
@@ -72,7 +80,8 @@ std::vector<Sample> load_input(const std::string& path) {
     Sample s;
     s.input = path;
     s.name = stem;
-    s.x = io::preprocess_imagenet(io::load_image_rgb(path));
+    s.crop = io::imagenet_crop(io::load_image_rgb(path));
+    if (!device_normalise) s.x = io::normalize_imagenet(s.crop);
     out.push_back(s);
   }
   return out;
@@ -165,6 +174,10 @@ void run_saliency(const SaliencyOptions& o) {
   }
   std::unique_ptr<StatsFile> stats;
   std::vector<Config> configs = build_configs(specs, o.m, *model, o.batch, stats);
+  const bool host_input = std::any_of(configs.begin(), configs.end(), [](const Config& c) {
+    return c.method.method == Method::IG || c.method.method == Method::SmoothGrad;
+  });
+  (void)host_input;  // read only by the device path
 
   // Per-sample targets need the sample count when a list is given.
   int64_t total_samples = 0;
@@ -200,13 +213,30 @@ void run_saliency(const SaliencyOptions& o) {
   auto flush = [&]() {
     if (pending.empty()) return;
     const int64_t B = int64_t(pending.size());
-    const auto& s0 = pending[0].x.shape();
-    Tensor x({B, s0[0], s0[1], s0[2]});
+    const auto s0 = pending[0].shape();
     std::vector<int> tg;
-    for (int64_t b = 0; b < B; ++b) {
-      std::copy(pending[b].x.data(), pending[b].x.data() + pending[b].x.numel(), x.data() + b * pending[b].x.numel());
-      tg.push_back(pending[b].target);
+    for (const Sample& s : pending) tg.push_back(s.target);
+    // A batch of images goes to the device as uint8 and is normalised there; the host copy is
+    // made only for the methods that build their inputs on the host (IG, SmoothGrad).
+    const bool u8_batch = std::all_of(pending.begin(), pending.end(), [](const Sample& s) { return s.x.empty(); });
+    Tensor x, xdev;
+    if (u8_batch) {
+#if PARCHGRAD_GPU
+      std::vector<uint8_t> rgb;
+      rgb.reserve(size_t(B) * s0[1] * s0[2] * 3);
+      for (const Sample& s : pending) rgb.insert(rgb.end(), s.crop.rgb.begin(), s.crop.rgb.end());
+      xdev = nn::dev::normalize_u8(rgb.data(), int(B), int(s0[1]), int(s0[2]));
+      if (host_input) x = xdev.to(Device::cpu);
+#endif
+    } else {
+      x = Tensor({B, s0[0], s0[1], s0[2]});
+      for (int64_t b = 0; b < B; ++b) {
+        Sample& s = pending[b];
+        if (s.x.empty()) s.x = io::normalize_imagenet(s.crop);
+        std::copy(s.x.data(), s.x.data() + s.x.numel(), x.data() + b * s.x.numel());
+      }
     }
+    const Tensor& xin = x.empty() ? xdev : x;
     std::vector<std::vector<int>> sets;
     if (multi_one) {
       for (int t : targets) sets.push_back({t});
@@ -215,13 +245,13 @@ void run_saliency(const SaliencyOptions& o) {
     }
     // explanations[config][set]
     std::vector<std::vector<Explanation>> exps;
-    for (auto& c : configs) exps.push_back(explain(*model, ctx, x, sets, c.method, c.hook.get()));
-    const int64_t H = x.dim(2), W = x.dim(3);
+    for (auto& c : configs) exps.push_back(explain(*model, ctx, xin, sets, c.method, c.hook.get()));
+    const int64_t H = xin.dim(2), W = xin.dim(3);
     std::ofstream results(results_path, std::ios::app);
     if (!results) throw file_error(results_path, "cannot append");
     for (int64_t b = 0; b < B; ++b) {
       Sample& s = pending[b];
-      const io::Image8 base = io::denormalize_imagenet(s.x);
+      const io::Image8 base = s.crop.rgb.empty() ? io::denormalize_imagenet(s.x) : s.crop;
       for (size_t j = 0; j < sets.size(); ++j) {
         const int t = exps[0][j].targets[b];
         std::string stem = sets.size() > 1 ? s.name + "_c" + std::to_string(t) : s.name;
@@ -278,7 +308,7 @@ void run_saliency(const SaliencyOptions& o) {
   // On the device, the next inputs are decoded on two CPU threads while a batch runs.
   const bool prefetch = ctx.device == Device::cuda;
   io::Prefetcher<std::vector<Sample>> loader(
-      inputs.size(), [&](size_t i) { return load_input(inputs[i]); }, prefetch ? size_t(2 * o.batch) : 1,
+      inputs.size(), [&](size_t i) { return load_input(inputs[i], prefetch); }, prefetch ? size_t(2 * o.batch) : 1,
       prefetch ? 2 : 0);
   for (size_t i = 0; i < inputs.size(); ++i) {
     std::vector<Sample> samples;
@@ -293,7 +323,7 @@ void run_saliency(const SaliencyOptions& o) {
     for (auto& s : samples) {
       s.target = (targets.size() == 1 || multi_one) ? targets[0] : targets[sample_counter];
       ++sample_counter;
-      if (!pending.empty() && (pending[0].x.shape() != s.x.shape() || int(pending.size()) >= o.batch)) flush();
+      if (!pending.empty() && (pending[0].shape() != s.shape() || int(pending.size()) >= o.batch)) flush();
       pending.push_back(std::move(s));
     }
     if (int(pending.size()) >= o.batch) flush();

@@ -425,7 +425,7 @@ const float kMean[3] = {0.485f, 0.456f, 0.406f};
 const float kStd[3] = {0.229f, 0.224f, 0.225f};
 }  // namespace
 
-Tensor preprocess_imagenet(const Image8& img, int resize, int crop) {
+Image8 imagenet_crop(const Image8& img, int resize, int crop) {
   check_size(img.w, img.h);
   Image8 cur = img;
   if (resize > 0) {
@@ -434,6 +434,14 @@ Tensor preprocess_imagenet(const Image8& img, int resize, int crop) {
     if (nw != img.w || nh != img.h) cur = resize_bilinear_aa(img, nw, nh);
   }
   if (crop > 0) cur = center_crop(cur, crop, crop);
+  return cur;
+}
+
+Tensor preprocess_imagenet(const Image8& img, int resize, int crop) {
+  return normalize_imagenet(imagenet_crop(img, resize, crop));
+}
+
+Tensor normalize_imagenet(const Image8& cur) {
   const int64_t hw = static_cast<int64_t>(cur.w) * cur.h;
   Tensor t({3, cur.h, cur.w});
   float* o = t.data();

@@ -30,8 +30,13 @@ void resize_short_side_size(int w, int h, int short_side, int* new_w, int* new_h
 Image8 center_crop(const Image8& img, int crop_w, int crop_h);
 
 // ImageNet eval transform: Resize(resize) -> CenterCrop(crop) -> ToTensor -> Normalize.
-// Returns a [3, crop, crop] float32 tensor.
+// Returns a [3, crop, crop] float32 tensor. Equals normalize_imagenet(imagenet_crop(img)).
 Tensor preprocess_imagenet(const Image8& img, int resize = 256, int crop = 224);
+// Its geometric part: the resized and cropped image (still uint8 RGB).
+Image8 imagenet_crop(const Image8& img, int resize = 256, int crop = 224);
+// Its arithmetic part, ToTensor + Normalize: [3, h, w] (kernels/cuda/preprocess.h does the
+// same on the device, bit for bit).
+Tensor normalize_imagenet(const Image8& img);
 // Inverse of the normalisation, for overlays of .npy inputs (values clamped to [0,255]).
 Image8 denormalize_imagenet(const Tensor& chw);
 
