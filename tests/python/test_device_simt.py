@@ -16,6 +16,7 @@ GPU criterion (3e-2 relative, Spearman rank correlation above 0.98).
 """
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -112,6 +113,7 @@ def test_architecture_matches_cpu(arch):
 
 
 def saliency(out, args, device, extra=()):
+    shutil.rmtree(out, ignore_errors=True)
     run(["saliency", "--weights", DEFAULT_WEIGHTS, "--out", out, "--device", device] + list(args) + list(extra))
     return out
 
@@ -246,28 +248,34 @@ def test_images_normalised_on_device():
     """PNG inputs on the device go up as uint8 and are normalised by the device kernel: the
     same maps as the CPU (IG rebuilds its inputs on the host from the device's tensor), and
     the same overlay strip, byte for byte."""
-    files = [os.path.join(EXAMPLES, f) for f in ("circle.png", "star.png")]
+    files = [os.path.join(EXAMPLES, "star.png")]
     args = files + ["--compare", "grad,ig,gradcam", "--ig-steps", "1"]
     cpu_dir = saliency(os.path.join(SCRATCH, "png_cpu"), args, "cpu")
     dev_dir = saliency(os.path.join(SCRATCH, "png_cuda"), args, "cuda")
     cpu, dev = maps_of(cpu_dir), maps_of(dev_dir)
-    assert sorted(cpu) == sorted(dev) and len(cpu) == 6
+    assert sorted(cpu) == sorted(dev) and len(cpu) == 3
     for name in cpu:
         err = rel(dev[name], cpu[name])
         assert err < FP32_TOL, f"{name} differs by {err:.3g}"
-    for stem in ("circle", "star"):
+    for stem in ("star",):
         a = open(os.path.join(cpu_dir, stem + ".compare.png"), "rb").read()
         b = open(os.path.join(dev_dir, stem + ".compare.png"), "rb").read()
         assert a == b, f"{stem}.compare.png differs"
 
 
-def test_eval_matches_cpu():
+def test_eval_matches_cpu(small_inputs):
+    # Two of the 96x96 example tensors, one per class folder (eval's masked copies are many).
+    data = os.path.join(SCRATCH, "eval_data")
+    x = np.load(small_inputs)
+    for i in range(2):
+        os.makedirs(os.path.join(data, f"c{i}"), exist_ok=True)
+        pc.save_npy(os.path.join(data, f"c{i}", f"s{i}.npy"), x[i])
     recs = {}
     for dev in ("cpu", "cuda"):
         out = os.path.join(SCRATCH, f"eval_{dev}")
         if os.path.exists(out + ".jsonl"):
             os.remove(out + ".jsonl")
-        run(["eval", "--weights", DEFAULT_WEIGHTS, "--stats", DEFAULT_STATS, "--data", EXAMPLES, "--limit", "2",
+        run(["eval", "--weights", DEFAULT_WEIGHTS, "--stats", DEFAULT_STATS, "--data", data,
              "--methods", "grad,grad+cls", "--auc-steps", "4", "--out", out, "--device", dev])
         recs[dev] = [json.loads(line) for line in open(out + ".jsonl")]
     assert len(recs["cpu"]) == len(recs["cuda"]) == 4
