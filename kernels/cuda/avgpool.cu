@@ -3,30 +3,13 @@
 #include "kernels/cuda/avgpool.h"
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/portable.h"
 #include "kernels/simt/cuda_compat.h"
 
 namespace pg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-PG_DEVICE_INLINE int imax(int a, int b) { return a > b ? a : b; }
-PG_DEVICE_INLINE int imin(int a, int b) { return a < b ? a : b; }
-
-// IEEE division, rounded to nearest (what `/` is on the host and, without -prec-div=false,
-// under nvcc; spelled out so that no compiler flag can change it).
-PG_DEVICE_INLINE float div_rn(float a, float b) {
-#if PG_SIMT
-  return a / b;
-#else
-  return __fdiv_rn(a, b);
-#endif
-}
-
-unsigned grid_for(int64_t threads_needed) {
-  const int64_t b = (threads_needed + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 8192 ? 8192 : b));
-}
 
 // ---- average pool -------------------------------------------------------------------------------
 
@@ -57,7 +40,7 @@ __global__ void __launch_bounds__(kThreads) avgpool_forward_kernel(Pool2dParams 
     float s = 0.f;  // row by row, as the CPU
     for (int ih = hb; ih < he; ++ih)
       for (int iw = wb; iw < we; ++iw) s += __ldg(&xp[ih * p.W + iw]);
-    y[o] = div_rn(s, float(avg_divisor(p, oh, ow)));
+    y[o] = __fdiv_rn(s, float(avg_divisor(p, oh, ow)));
   }
 }
 
@@ -82,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) avgpool_backward_kernel(Pool2dParams
     const float* g = dy + plane * p.P * p.Q;
     float acc = 0.f;  // outputs in ascending order: the CPU scatter's order of additions
     for (int oh = oh0; oh <= oh1; ++oh)
-      for (int ow = ow0; ow <= ow1; ++ow) acc += div_rn(__ldg(&g[oh * p.Q + ow]), float(avg_divisor(p, oh, ow)));
+      for (int ow = ow0; ow <= ow1; ++ow) acc += __fdiv_rn(__ldg(&g[oh * p.Q + ow]), float(avg_divisor(p, oh, ow)));
     dx[i] = acc;
   }
 }
@@ -106,7 +89,7 @@ __global__ void __launch_bounds__(kThreads) adaptive_forward_kernel(AdaptivePool
     float s = 0.f;
     for (int ih = h0; ih < h1; ++ih)
       for (int iw = w0; iw < w1; ++iw) s += __ldg(&xp[ih * p.W + iw]);
-    y[o] = div_rn(s, float((h1 - h0) * (w1 - w0)));
+    y[o] = __fdiv_rn(s, float((h1 - h0) * (w1 - w0)));
   }
 }
 
@@ -139,7 +122,7 @@ __global__ void __launch_bounds__(kGlobalThreads) global_avgpool_kernel(Adaptive
     }
     __syncthreads();  // the next tile overwrites s
   }
-  if (t < planes) y[first + t] = div_rn(acc, float(HW));
+  if (t < planes) y[first + t] = __fdiv_rn(acc, float(HW));
 }
 
 // Input row i lies in the windows of outputs [floor(i*out/in), ceil((i+1)*out/in) - 1]:
@@ -167,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) adaptive_backward_kernel(AdaptivePoo
       const int rows = win_end(oh, p.H, p.P) - win_start(oh, p.H, p.P);
       for (int ow = ow0; ow <= ow1; ++ow) {
         const int cols = win_end(ow, p.W, p.Q) - win_start(ow, p.W, p.Q);
-        acc += div_rn(__ldg(&g[oh * p.Q + ow]), float(rows * cols));
+        acc += __fdiv_rn(__ldg(&g[oh * p.Q + ow]), float(rows * cols));
       }
     }
     dx[i] = acc;
@@ -179,14 +162,14 @@ __global__ void __launch_bounds__(kThreads) adaptive_backward_kernel(AdaptivePoo
 void launch_avgpool_forward(const Pool2dParams& p, const float* x, float* y, cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.C * p.P * p.Q;
   if (total <= 0) return;
-  PG_LAUNCH(avgpool_forward_kernel, grid_for(total), kThreads, 0, stream, p, x, y);
+  PG_LAUNCH(avgpool_forward_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, x, y);
   PG_CUDA_CHECK_LAUNCH();
 }
 
 void launch_avgpool_backward(const Pool2dParams& p, const float* dy, float* dx, cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.C * p.H * p.W;
   if (total <= 0) return;
-  PG_LAUNCH(avgpool_backward_kernel, grid_for(total), kThreads, 0, stream, p, dy, dx);
+  PG_LAUNCH(avgpool_backward_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, dy, dx);
   PG_CUDA_CHECK_LAUNCH();
 }
 
@@ -197,7 +180,7 @@ void launch_adaptive_avgpool_forward(const AdaptivePoolParams& p, const float* x
     const int ppb = int(HW >= kTile ? 1 : (kTile / HW < kGlobalThreads ? kTile / HW : kGlobalThreads));
     PG_LAUNCH(global_avgpool_kernel, unsigned((p.NC + ppb - 1) / ppb), kGlobalThreads, 0, stream, p, ppb, x, y);
   } else {
-    PG_LAUNCH(adaptive_forward_kernel, grid_for(int64_t(p.NC) * p.P * p.Q), kThreads, 0, stream, p, x, y);
+    PG_LAUNCH(adaptive_forward_kernel, grid_1d(int64_t(p.NC) * p.P * p.Q, kThreads), kThreads, 0, stream, p, x, y);
   }
   PG_CUDA_CHECK_LAUNCH();
 }
@@ -205,7 +188,7 @@ void launch_adaptive_avgpool_forward(const AdaptivePoolParams& p, const float* x
 void launch_adaptive_avgpool_backward(const AdaptivePoolParams& p, const float* dy, float* dx,
                                       cudaStream_t stream) {
   if (p.NC <= 0 || p.P <= 0 || p.Q <= 0 || p.H <= 0 || p.W <= 0) return;
-  PG_LAUNCH(adaptive_backward_kernel, grid_for(int64_t(p.NC) * p.H * p.W), kThreads, 0, stream, p, dy, dx);
+  PG_LAUNCH(adaptive_backward_kernel, grid_1d(int64_t(p.NC) * p.H * p.W, kThreads), kThreads, 0, stream, p, dy, dx);
   PG_CUDA_CHECK_LAUNCH();
 }
 

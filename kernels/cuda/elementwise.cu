@@ -3,26 +3,15 @@
 #include "kernels/cuda/elementwise.h"
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/portable.h"
 #include "kernels/simt/cuda_compat.h"
 
-// On the host runtime __fmul_rn/__fadd_rn are plain * and +; once inlined, g++ -O3
-// -march=native would fuse them into an FMA (GNU C++ contracts by default). Under nvcc the
-// _rn intrinsics are never fused.
-#if PG_SIMT && defined(__clang__)
-#pragma clang fp contract(off)
-#elif PG_SIMT && defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+PG_NO_FP_CONTRACT  // bit-identical to the CPU twin (portable.h)
 
 namespace pg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t threads_needed) {
-  const int64_t b = (threads_needed + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 8192 ? 8192 : b));
-}
 
 // No __restrict__ where the contract allows out to alias an input.
 __global__ void __launch_bounds__(kThreads) add_kernel(int64_t n, const float* a, const float* b, float* out) {
@@ -62,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(int64_t n, float alpha,
 
 void launch_add(int64_t n, const float* a, const float* b, float* out, cudaStream_t stream) {
   if (n <= 0) return;
-  PG_LAUNCH(add_kernel, grid_for(n), kThreads, 0, stream, n, a, b, out);
+  PG_LAUNCH(add_kernel, grid_1d(n, kThreads), kThreads, 0, stream, n, a, b, out);
   PG_CUDA_CHECK_LAUNCH();
 }
 
@@ -70,7 +59,7 @@ void launch_channel_affine(const ChannelAffineParams& p, float* y, const float* 
                            cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.C * p.HW;
   if (total <= 0 || (!scale && !shift)) return;
-  const unsigned grid = grid_for(total);
+  const unsigned grid = grid_1d(total, kThreads);
   if (scale && shift) {
     PG_LAUNCH((channel_affine_kernel<true, true>), grid, kThreads, 0, stream, p, y, scale, shift);
   } else if (scale) {
@@ -85,13 +74,13 @@ void launch_sample_channel_scale(const SampleChannelScaleParams& p, const float*
                                  cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.K * p.HW;
   if (total <= 0) return;
-  PG_LAUNCH(sample_channel_scale_kernel, grid_for(total), kThreads, 0, stream, p, dy, scale, out);
+  PG_LAUNCH(sample_channel_scale_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, dy, scale, out);
   PG_CUDA_CHECK_LAUNCH();
 }
 
 void launch_scale(int64_t n, float alpha, const float* x, float* out, cudaStream_t stream) {
   if (n <= 0) return;
-  PG_LAUNCH(scale_kernel, grid_for(n), kThreads, 0, stream, n, alpha, x, out);
+  PG_LAUNCH(scale_kernel, grid_1d(n, kThreads), kThreads, 0, stream, n, alpha, x, out);
   PG_CUDA_CHECK_LAUNCH();
 }
 

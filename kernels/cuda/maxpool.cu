@@ -2,15 +2,13 @@
 #include "kernels/cuda/maxpool.h"
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/portable.h"
 #include "kernels/simt/cuda_compat.h"
 
 namespace pg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-PG_DEVICE_INLINE int imax(int a, int b) { return a > b ? a : b; }
-PG_DEVICE_INLINE int imin(int a, int b) { return a < b ? a : b; }
 
 __global__ void __launch_bounds__(kThreads) maxpool_forward_kernel(MaxPoolParams p, const float* __restrict__ x,
                                                                    float* __restrict__ y,
@@ -72,18 +70,13 @@ __global__ void __launch_bounds__(kThreads) maxpool_backward_kernel(MaxPoolParam
   }
 }
 
-unsigned grid_for(int64_t threads_needed) {
-  const int64_t b = (threads_needed + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 8192 ? 8192 : b));
-}
-
 }  // namespace
 
 void launch_maxpool_forward(const MaxPoolParams& p, const float* x, float* y, int32_t* argmax,
                             cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.C * p.P * p.Q;
   if (total <= 0) return;
-  PG_LAUNCH(maxpool_forward_kernel, grid_for(total), kThreads, 0, stream, p, x, y, argmax);
+  PG_LAUNCH(maxpool_forward_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, x, y, argmax);
   PG_CUDA_CHECK_LAUNCH();
 }
 
@@ -91,7 +84,7 @@ void launch_maxpool_backward(const MaxPoolParams& p, const float* dy, const int3
                              cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.C * p.H * p.W;
   if (total <= 0) return;
-  PG_LAUNCH(maxpool_backward_kernel, grid_for(total), kThreads, 0, stream, p, dy, argmax, dx);
+  PG_LAUNCH(maxpool_backward_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, dy, argmax, dx);
   PG_CUDA_CHECK_LAUNCH();
 }
 

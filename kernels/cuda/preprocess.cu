@@ -10,28 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// IEEE operations rounded to nearest, spelled out so that no nvcc flag (-prec-div=false,
-// --use_fast_math) can change them.
-PG_DEVICE_INLINE float div_rn(float a, float b) {
-#if PG_SIMT
-  return a / b;
-#else
-  return __fdiv_rn(a, b);
-#endif
-}
-PG_DEVICE_INLINE float sub_rn(float a, float b) {
-#if PG_SIMT
-  return a - b;
-#else
-  return __fsub_rn(a, b);
-#endif
-}
-
-unsigned grid_for(int64_t threads_needed) {
-  const int64_t b = (threads_needed + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 8192 ? 8192 : b));
-}
-
 __global__ void __launch_bounds__(kThreads) normalize_u8_kernel(NormalizeParams p, const uint8_t* __restrict__ rgb,
                                                                 float* __restrict__ out) {
   const int64_t hw = int64_t(p.H) * p.W;
@@ -43,8 +21,8 @@ __global__ void __launch_bounds__(kThreads) normalize_u8_kernel(NormalizeParams 
     float* dst = out + n * 3 * hw + i;
     PG_UNROLL
     for (int c = 0; c < 3; ++c) {
-      const float v = div_rn(float(__ldg(&px[c])), 255.0f);
-      dst[c * hw] = div_rn(sub_rn(v, p.mean[c]), p.std[c]);
+      const float v = __fdiv_rn(float(__ldg(&px[c])), 255.0f);
+      dst[c * hw] = __fdiv_rn(__fsub_rn(v, p.mean[c]), p.std[c]);
     }
   }
 }
@@ -54,7 +32,7 @@ __global__ void __launch_bounds__(kThreads) normalize_u8_kernel(NormalizeParams 
 void launch_normalize_u8(const NormalizeParams& p, const uint8_t* rgb, float* out, cudaStream_t stream) {
   const int64_t total = int64_t(p.N) * p.H * p.W;
   if (total <= 0) return;
-  PG_LAUNCH(normalize_u8_kernel, grid_for(total), kThreads, 0, stream, p, rgb, out);
+  PG_LAUNCH(normalize_u8_kernel, grid_1d(total, kThreads), kThreads, 0, stream, p, rgb, out);
   PG_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,6 +2,7 @@
 #include "kernels/cuda/relu.h"
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/portable.h"
 #include "kernels/simt/cuda_compat.h"
 
 namespace pg::kernels::cuda {
@@ -39,23 +40,18 @@ __global__ void __launch_bounds__(kThreads) relu_backward_kernel(ReluParams p, c
 }
 
 // Enough blocks to fill a large GPU, few enough that each thread loops a little.
-unsigned grid_for(int64_t threads_needed) {
-  const int64_t b = (threads_needed + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 4096 ? 4096 : b));
-}
-
 }  // namespace
 
 void launch_relu_forward(const ReluParams& p, const float* x, float* y, uint32_t* mask, cudaStream_t stream) {
   if (p.n <= 0) return;
-  PG_LAUNCH(relu_forward_kernel, grid_for(relu_mask_words32(p.n) * 32), kThreads, 0, stream, p, x, y, mask);
+  PG_LAUNCH(relu_forward_kernel, grid_1d(relu_mask_words32(p.n) * 32, kThreads, 4096), kThreads, 0, stream, p, x, y, mask);
   PG_CUDA_CHECK_LAUNCH();
 }
 
 void launch_relu_backward(const ReluParams& p, const float* dy, const uint32_t* mask, float* dx,
                           cudaStream_t stream) {
   if (p.n <= 0) return;
-  PG_LAUNCH(relu_backward_kernel, grid_for(p.n), kThreads, 0, stream, p, dy, mask, dx);
+  PG_LAUNCH(relu_backward_kernel, grid_1d(p.n, kThreads, 4096), kThreads, 0, stream, p, dy, mask, dx);
   PG_CUDA_CHECK_LAUNCH();
 }
 
