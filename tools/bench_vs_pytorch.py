@@ -2,15 +2,31 @@
 """Throughput of `parchgrad bench` next to PyTorch on the same machine, in the same run.
 
 For each model, runs `parchgrad bench --json` and then the same workload in PyTorch with the
-same thread count, batch, image size, warm-up and iteration counts:
+same batch, image size, warm-up and iteration counts (on the CPU also the same thread count):
   forward:  logits of a random batch (no autograd),
-  saliency: forward + backward of the seed onehot(t) * softmax(logits)[t] to the input.
-Both use random weights. Prints a Markdown table; --json-out also writes the numbers.
+  saliency: forward + backward of the seed onehot(t) * softmax(logits)[t] to the input, and the
+            map mean_c |dL/dx| (on the GPU the batch is uploaded once and the maps come back,
+            as the engine's bench does).
+Both use random weights. Prints a Markdown table; --json-out also writes the numbers, --md-out
+the table with a header naming the machine and the settings.
 
-Needs PyTorch and torchvision (Debian's /usr/bin/python3 has them):
+--device cuda runs both on the GPU: the engine with `--device cuda --precision P`, PyTorch at its
+best for the same precision: cuDNN benchmark mode, channels_last, and
+  fp32: strict float32 (cuDNN and matmul TF32 off),
+  tf32: float32 with TF32 allowed (cuDNN and matmul),
+  bf16: torch.autocast(bfloat16) around the forward pass (the backward follows its dtypes),
+with torch.cuda.synchronize() around every timed loop. --runs gives several (model,
+precision) pairs in one run, e.g. resnet18:fp32,resnet18:bf16,resnet18:bf16:cls (":cls" or
+":ins" also times the engine's ParchGrad saliency; engine only on the GPU).
+
+Needs PyTorch; torchvision when it is there (else the torchvision-shaped models of
+tools/gpu_models_check.py):
   /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models resnet18,vgg16
+  python3 tools/bench_vs_pytorch.py --bin BUILD/parchgrad --device cuda --batch 256 \\
+      --runs resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -18,6 +34,7 @@ import sys
 import time
 
 DEFAULT_MODELS = "resnet18,resnet50,vgg16"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args():
@@ -25,81 +42,158 @@ def parse_args():
     ap.add_argument("--bin", default="build/parchgrad", help="engine binary (default: %(default)s)")
     ap.add_argument("--models", default=DEFAULT_MODELS,
                     help="comma-separated torchvision names (default: %(default)s)")
+    ap.add_argument("--runs", help="model:precision[:cls|:ins] pairs, comma-separated (replaces --models/--precision)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                    help="cuda only: the engine's --precision and PyTorch's matching mode (default fp32)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (cpu device)")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
+    ap.add_argument("--md-out", help="also write the tables, with a header on the machine and settings, here")
     ap.add_argument("--winograd", action="store_true",
                     help="run the engine with Winograd F(2x2,3x3) for its 3x3 stride-1 convolutions")
     ap.add_argument("--parchgrad", action="store_true",
                     help="also time ParchGrad cls and ins: the engine against the PyTorch reference "
-                         "implementation (hooks on nn.Conv2d, per-sample loop; tests/python/parchgrad_ref.py)")
-    return ap.parse_args()
+                         "implementation (hooks on nn.Conv2d, per-sample loop; tests/python/parchgrad_ref.py; "
+                         "cpu only, needs torchvision and scipy)")
+    args = ap.parse_args()
+    if args.runs:
+        args.plan = []
+        for item in args.runs.split(","):
+            parts = item.strip().split(":")
+            if len(parts) not in (2, 3) or parts[1] not in ("fp32", "tf32", "bf16") or \
+                    (len(parts) == 3 and parts[2] not in ("cls", "ins")):
+                ap.error(f"--runs: '{item}' is not model:fp32|tf32|bf16[:cls|:ins]")
+            args.plan.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    else:
+        pg = "cls,ins" if args.parchgrad else None
+        args.plan = [(m.strip(), args.precision, pg) for m in args.models.split(",") if m.strip()]
+    if args.device == "cpu" and any(p != "fp32" for _, p, _ in args.plan):
+        ap.error("--precision tf32/bf16 needs --device cuda")
+    if args.device == "cuda" and args.parchgrad:
+        ap.error("--parchgrad (the PyTorch reference) is cpu only; on cuda use --runs model:precision:cls")
+    return args
 
 
-def run_engine(args, model):
+def run_engine(args, model, precision, parchgrad):
     cmd = [args.bin, "bench", "--model", model, "--batch", str(args.batch),
-           "--size", str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup),
-           "--threads", str(args.threads), "--json"]
-    if args.parchgrad:
-        cmd += ["--parchgrad", "cls,ins"]
+           "--size", str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
+    if args.device == "cuda":
+        cmd += ["--device", "cuda", "--precision", precision]
+    else:
+        cmd += ["--threads", str(args.threads)]
+    if parchgrad:
+        cmd += ["--parchgrad", parchgrad]
     if args.winograd:
         cmd += ["--winograd"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("{")]
     if not lines:
-        sys.exit(f"{' '.join(cmd)}: no JSON line in output: {proc.stdout!r}")
+        raise RuntimeError(f"{' '.join(cmd)}: no JSON line in output: {proc.stdout!r}")
     return json.loads(lines[-1])
 
 
-def run_torch(args, model_name):
-    import torch
-    import torchvision
+def make_model(model_name):
+    """torchvision's constructor when it can be imported, else the same model built here."""
+    try:
+        import torchvision
+        return getattr(torchvision.models, model_name)(weights=None), "torchvision"
+    except Exception:  # absent, or built for another torch
+        sys.path.insert(0, HERE)
+        import gpu_models_check
+        return gpu_models_check.own_model(model_name), "own"
 
-    torch.set_num_threads(args.threads)
+
+def set_tf32(torch, allow):
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off: torch >= 2.9's fp32_precision
+    settings where they exist (the allow_tf32 flags are deprecated there), else the flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        conv.fp32_precision = "tf32" if allow else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if allow else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = allow
+
+
+def cuda_settings(torch, precision):
+    """PyTorch's fastest correct mode for the precision; returns the autocast context factory."""
+    torch.backends.cudnn.benchmark = True
+    set_tf32(torch, precision == "tf32")
+    if precision == "bf16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def run_torch(args, model_name, precision, parchgrad):
+    import torch
+
+    cuda = args.device == "cuda"
     torch.manual_seed(args.seed)
-    model = getattr(torchvision.models, model_name)(weights=None).eval()
+    if not cuda:
+        torch.set_num_threads(args.threads)
+    model, builder = make_model(model_name)
+    model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
-    idx = torch.arange(args.batch)
+    autocast = contextlib.nullcontext
+    if cuda:
+        autocast = cuda_settings(torch, precision)
+        model = model.cuda().to(memory_format=torch.channels_last)
+        x = x.cuda().contiguous(memory_format=torch.channels_last)
+    idx = torch.arange(args.batch, device=x.device)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(x)
 
     def saliency():
         xg = x.detach().clone().requires_grad_(True)
-        logits = model(xg)
-        prob = torch.softmax(logits, dim=1).detach()
+        with autocast():
+            logits = model(xg)
+        prob = torch.softmax(logits.float(), dim=1).detach()
         target = logits.detach().argmax(dim=1)
         seed = torch.zeros_like(logits)
-        seed[idx, target] = prob[idx, target]
+        seed[idx, target] = prob[idx, target].to(seed.dtype)
         logits.backward(seed)
-        return xg.grad
+        maps = xg.grad.abs().float().mean(dim=1)
+        return maps.cpu() if cuda else maps
 
     def timed(fn):
         for _ in range(args.warmup):
             fn()
+        sync()
         t0 = time.perf_counter()
         for _ in range(args.iters):
             fn()
+        sync()
         return args.batch * args.iters / (time.perf_counter() - t0)
 
-    out = {"forward_ips": timed(forward), "saliency_ips": timed(saliency),
+    out = {"forward_ips": timed(forward), "saliency_ips": timed(saliency), "builder": builder,
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
-    if args.parchgrad:
+    if cuda:
+        out.update({"torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                    "torch_device": torch.cuda.get_device_name(0), "cudnn_benchmark": True,
+                    "channels_last": True, "autocast_bf16": precision == "bf16",
+                    "allow_tf32": precision == "tf32"})
+    if parchgrad and not cuda:
         # The reference ParchGrad: forward hooks on every hooked nn.Conv2d, a tensor hook on its
         # output that edits the gradient one sample at a time. Random statistics of the same
         # shape as the engine's bench uses; reference defaults (quantile 0.1, ratio:0.5, gamma inf).
         import numpy as np
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+        sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
         import parchgrad_ref as ref
         rng = np.random.default_rng(args.seed)
         classes = model.fc.out_features if hasattr(model, "fc") else model.classifier[-1].out_features
@@ -111,22 +205,132 @@ def run_torch(args, model_name):
         with torch.no_grad():
             targets = model(x).argmax(dim=1).tolist()
         for mode in ("cls", "ins"):
-            cfg = ref.Config(mode)
-            out[f"parchgrad_{mode}_ips"] = timed(lambda: ref.attribute(model, stats, cfg, x, targets, "grad"))
+            if mode in parchgrad:
+                cfg = ref.Config(mode)
+                out[f"parchgrad_{mode}_ips"] = timed(lambda: ref.attribute(model, stats, cfg, x, targets, "grad"))
+    if cuda:
+        del model, x
+        torch.cuda.empty_cache()
     return out
+
+
+_SMI = []
+
+
+def nvidia_smi():
+    """nvidia-smi's name, driver, memory line (asked once)."""
+    if not _SMI:
+        _SMI.append(_ask_nvidia_smi())
+    return _SMI[0]
+
+
+def _ask_nvidia_smi():
+    try:
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=30)
+        return q.stdout.strip().splitlines()[0] if q.returncode == 0 and q.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def tables(args, rows):
+    lines = []
+    gpu = args.device == "cuda"
+    head = "| model | precision | batch |" if gpu else "| model | batch | threads |"
+    lines.append(head + " engine fwd img/s | torch fwd img/s | ratio | engine saliency img/s "
+                 "| torch saliency img/s | ratio |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|" if gpu else "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        name = r["model"] + (f" (+{r['parchgrad']} run)" if gpu and r["parchgrad"] else "")
+        lead = f"| {name} | {r['precision']} | {r['batch']} " if gpu else \
+            f"| {r['model']} | {r['batch']} | {r['threads']} "
+        lines.append(lead + f"| {r['engine_forward_ips']:.2f} | {r['torch_forward_ips']:.2f} "
+                     f"| {r['forward_ratio']:.2f} "
+                     f"| {r['engine_saliency_ips']:.2f} | {r['torch_saliency_ips']:.2f} "
+                     f"| {r['saliency_ratio']:.2f} |")
+    pg_rows = [r for r in rows if r["parchgrad"]]
+    with_reference = all("parchgrad_cls_ips" in r["torch_reported"] and "parchgrad_ins_ips" in r["torch_reported"]
+                         for r in pg_rows)
+    if pg_rows and (gpu or not with_reference):
+        lines += ["", "| model | precision | batch | mode | engine ParchGrad img/s | engine saliency img/s "
+                  "| ParchGrad / saliency |", "|---|---|---:|---|---:|---:|---:|"]
+        for r in pg_rows:
+            e = r["engine_reported"]
+            for mode in ("cls", "ins"):
+                if f"parchgrad_{mode}_ips" in e:
+                    lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | grad+{mode} "
+                                 f"| {e[f'parchgrad_{mode}_ips']:.2f} | {e['saliency_ips']:.2f} "
+                                 f"| {e[f'parchgrad_{mode}_ips'] / e['saliency_ips']:.2f} |")
+    elif pg_rows:
+        lines += ["", "| model | batch | engine grad+cls | reference grad+cls | ratio | engine grad+ins "
+                  "| reference grad+ins | ratio | engine cls / engine grad | engine ins / engine grad |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in pg_rows:
+            e, t = r["engine_reported"], r["torch_reported"]
+            lines.append(f"| {r['model']} | {r['batch']} "
+                         f"| {e['parchgrad_cls_ips']:.2f} | {t['parchgrad_cls_ips']:.2f} "
+                         f"| {e['parchgrad_cls_ips'] / t['parchgrad_cls_ips']:.2f} "
+                         f"| {e['parchgrad_ins_ips']:.2f} | {t['parchgrad_ins_ips']:.2f} "
+                         f"| {e['parchgrad_ins_ips'] / t['parchgrad_ins_ips']:.2f} "
+                         f"| {e['parchgrad_cls_ips'] / e['saliency_ips']:.2f} "
+                         f"| {e['parchgrad_ins_ips'] / e['saliency_ips']:.2f} |")
+    return "\n".join(lines)
+
+
+def report(args, rows, failed, final):
+    """The tables (printed when final) and the --md-out/--json-out files, rewritten after every
+    run so that a run cut short still leaves what it measured."""
+    first = rows[0]["torch_reported"] if rows else {}
+    if args.device == "cuda":
+        smi = nvidia_smi()
+        intro = (f"GPU: {smi or first.get('torch_device', '?')} (name, driver, memory; nvidia-smi); "
+                 f"engine device: {rows[0]['engine_reported'].get('device_name', '?') if rows else '?'}; "
+                 f"PyTorch {first.get('torch_version', '?')}, CUDA {first.get('torch_cuda', '?')}, "
+                 f"cuDNN {first.get('cudnn', '?')}, cuDNN benchmark mode, channels_last; "
+                 f"fp32 = strict float32 (TF32 off), tf32 = TF32 allowed, bf16 = autocast bfloat16 "
+                 f"(engine: --precision of the same name). Batch {args.batch}, {args.size}x{args.size}, "
+                 f"{args.warmup} warm-up + {args.iters} timed iterations, random weights; saliency includes "
+                 f"the map, the batch uploaded once.")
+    else:
+        intro = (f"image size {args.size}, {args.warmup} warm-up + {args.iters} timed iterations, "
+                 f"PyTorch {first.get('torch_version', '?')}")
+    md = tables(args, rows)
+    if failed:
+        md += "\n\nfailed: " + "; ".join(f"{f['run']}: {f['error'][:200]}" for f in failed)
+    if final:
+        print("\n" + intro + "\n\n" + md)
+    if args.md_out:
+        with open(args.md_out, "w") as f:
+            f.write(intro + "\n\n" + md + "\n")
+        if final:
+            print(f"\nwrote {args.md_out}", file=sys.stderr)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"settings": intro, "nvidia_smi": nvidia_smi() if args.device == "cuda" else None,
+                       "results": rows, "failed": failed}, f, indent=1)
+        if final:
+            print(f"\nwrote {args.json_out}", file=sys.stderr)
 
 
 def main():
     args = parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"engine binary not found: {args.bin} (use --bin)")
-    rows = []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        print(f"benchmarking {model} ...", file=sys.stderr, flush=True)
-        eng = run_engine(args, model)
-        ref = run_torch(args, model)
+    rows, failed = [], []
+    for model, precision, parchgrad in args.plan:
+        label = f"{model} {precision}" + (f" +{parchgrad}" if parchgrad else "")
+        print(f"benchmarking {label} ...", file=sys.stderr, flush=True)
+        try:  # one failed run is reported; the others still run
+            eng = run_engine(args, model, precision, parchgrad)
+            ref = run_torch(args, model, precision, parchgrad)
+        except Exception as e:
+            print(f"FAILED {label}: {e}", file=sys.stderr, flush=True)
+            failed.append({"run": label, "error": str(e)})
+            report(args, rows, failed, final=False)
+            continue
         rows.append({
-            "model": model, "batch": args.batch, "size": args.size, "threads": args.threads,
+            "model": model, "precision": precision, "parchgrad": parchgrad, "device": args.device,
+            "batch": args.batch, "size": args.size, "threads": args.threads,
             "iters": args.iters, "warmup": args.warmup,
             "engine_forward_ips": eng["forward_ips"], "torch_forward_ips": ref["forward_ips"],
             "forward_ratio": eng["forward_ips"] / ref["forward_ips"],
@@ -134,36 +338,11 @@ def main():
             "saliency_ratio": eng["saliency_ips"] / ref["saliency_ips"],
             "engine_reported": eng, "torch_reported": ref, "torch_version": ref["torch_version"],
         })
+        report(args, rows, failed, final=False)
 
-    print(f"\nimage size {args.size}, {args.warmup} warm-up + {args.iters} timed iterations, "
-          f"PyTorch {rows[0]['torch_version'] if rows else '?'}\n")
-    print("| model | batch | threads | engine fwd img/s | torch fwd img/s | ratio "
-          "| engine saliency img/s | torch saliency img/s | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['threads']} "
-              f"| {r['engine_forward_ips']:.2f} | {r['torch_forward_ips']:.2f} "
-              f"| {r['forward_ratio']:.2f} "
-              f"| {r['engine_saliency_ips']:.2f} | {r['torch_saliency_ips']:.2f} "
-              f"| {r['saliency_ratio']:.2f} |")
-    if args.parchgrad:
-        print("\n| model | batch | engine grad+cls | reference grad+cls | ratio | engine grad+ins "
-              "| reference grad+ins | ratio | engine cls / engine grad | engine ins / engine grad |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            e, t = r["engine_reported"], r["torch_reported"]
-            print(f"| {r['model']} | {r['batch']} "
-                  f"| {e['parchgrad_cls_ips']:.2f} | {t['parchgrad_cls_ips']:.2f} "
-                  f"| {e['parchgrad_cls_ips'] / t['parchgrad_cls_ips']:.2f} "
-                  f"| {e['parchgrad_ins_ips']:.2f} | {t['parchgrad_ins_ips']:.2f} "
-                  f"| {e['parchgrad_ins_ips'] / t['parchgrad_ins_ips']:.2f} "
-                  f"| {e['parchgrad_cls_ips'] / e['saliency_ips']:.2f} "
-                  f"| {e['parchgrad_ins_ips'] / e['saliency_ips']:.2f} |")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"results": rows}, f, indent=1)
-        print(f"\nwrote {args.json_out}", file=sys.stderr)
+    report(args, rows, failed, final=True)
+    return 1 if failed or not rows else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one command that checks the CUDA kernels on a GPU machine (bare: nvcc, a host C++
-# compiler; no package registry, no network). Run tools/vendor_gpu_deps.sh beforehand on
-# the development machine and carry `.vendor` to the GPU machine with the working tree.
+# The one command that checks the CUDA kernels and the engine's device path on a GPU machine
+# (bare: nvcc, CMake, a host C++ compiler, a Python with PyTorch; no package registry, no
+# network, no pkg-config). Run tools/vendor_gpu_deps.sh beforehand on the development machine
+# and carry `.vendor` to the GPU machine with the working tree.
 #
 #   bash tools/gpu_check.sh [--dry-run] OUTDIR
 #
@@ -10,6 +11,11 @@
 #   device      nvidia-smi's card/driver line (the architecture is taken from it)
 #   vendor      unpacks .vendor/lib/*.gz (OpenBLAS, libgfortran, libquadmath) into the build
 #               directory and checks their sha256 against .vendor/MANIFEST.txt
+#   deps        unpacks .vendor/deps.tar.gz (the engine build's headers and libraries: libzip,
+#               nlohmann-json, CLI11, stb, pugixml, Boost.Math, doctest) into BUILD_DIR/deps,
+#               checks every member's sha256, links the unpacked OpenBLAS into
+#               deps/lib/openblas-openmp, and puts libzip's own dependencies (libcrypto, libbz2,
+#               libz) beside it only where the machine's loader has none
 #   build       nvcc: kernels/cuda/*.cu, tests/cuda/test_kernels_gpu.cu, broken_kernels.cu;
 #               host compiler: the CPU twins of kernels/cpu (OpenMP when the compiler has
 #               it, else tests/cuda/omp_stub); nvcc: tests/cuda/test_tensor_core_hw.cu
@@ -25,7 +31,32 @@
 #   (compute-sanitizer looked up on PATH, next to nvcc, in /usr/local/cuda and in pip's
 #   nvidia/ packages; without it these four steps are SKIPped with a message)
 #   (synccheck, initcheck: with EXTRA_SANITIZERS=1)
-# --dry-run: env, vendor, build and host only (no device needed; exit 0 when they pass).
+#   engine      CMake: the whole project with PARCHGRAD_CUDA=ON against that prefix
+#               (-DPARCHGRAD_DEPS_PREFIX; nothing from pkg-config or system -dev packages),
+#               CMAKE_CUDA_ARCHITECTURES from the device step, targets parchgrad and
+#               parchgrad_unit, in BUILD_DIR/engine; then checks that no vendored library's
+#               header came from /usr/include (the compiler's dependency files) and that the
+#               binary resolves libzip to the vendored copy and finds cuDNN and cuBLAS (ldd).
+#               BUILD_DIR/engine/parchgrad-run runs it with the vendored libraries, the pip
+#               nvidia-* packages' and the toolkit's library directories on LD_LIBRARY_PATH
+#   unit        parchgrad_unit (doctest) of that build
+#   cli         that build on the bundled model: inspect, preprocess, gradient and saliency on
+#               the CPU; what --device cuda answers is noted
+#   models      tools/gpu_models_check.py: the 13 architectures with random weights, the cuda
+#               input gradient against the CPU backend and PyTorch on the GPU (1e-4), the
+#               bf16/tf32 maps against the fp32 map (3e-2, Spearman > 0.98); OUTDIR/models/
+#   bench       tools/bench_vs_pytorch.py --device cuda at batch 256, 224x224: resnet18 fp32,
+#               tf32 and bf16, resnet50 and vgg16 bf16, ParchGrad cls on resnet18 bf16, each
+#               beside PyTorch's best saliency in the same run; OUTDIR/bench.json and bench.md
+#               (a table to paste into BENCHMARKS.md)
+# One budget for all: the engine build starts (niced) right after deps and runs beside the
+# kernel build and the kernel steps; models runs beside the sanitizer steps (both check
+# correctness, not speed); bench runs last, alone on the GPU, and GPU_CHECK_RESERVE_S of the
+# budget is kept for it. engine, unit, cli, models and bench are listed after the others.
+# --dry-run (no device needed; exit 0 when they pass): env, vendor, deps, build, host, engine,
+# unit, cli, then `gpu_models_check.py --selftest` (small models of all 13 architectures through
+# the CPU backend against PyTorch on the CPU, the fallback model builder against torchvision) as
+# models, and a CPU smoke run of bench_vs_pytorch.py (resnet18, batch 2, 64x64) as bench.
 #
 # OUTDIR gets every log (build.log, <step>.log, timings.txt, summary.txt); the summary table
 # is printed last on stdout. Exit status: 0 when no step failed, 1 otherwise, 2 on bad usage.
@@ -35,7 +66,11 @@
 # nvidia-smi, else 90), JOBS (parallel compiles, default nproc), BUILD_DIR (default
 # ${TMPDIR:-/tmp}/parchgrad-gpu-build), GPU_CHECK_BUDGET_S (wall-clock budget for the whole
 # script, default 540: each step's timeout is cut to what is left), COMPUTE_SANITIZER,
-# EXTRA_SANITIZERS=1.
+# EXTRA_SANITIZERS=1, PYTHON (one that imports torch and numpy; default: the first of python3,
+# /usr/bin/python3, python that does), CMAKE (default cmake), GPU_CHECK_RESERVE_S (seconds kept
+# for bench, default 150), ENGINE_CMAKE_ARGS (more -D options for the engine's configure, e.g. a
+# cuDNN that cmake/cuda.cmake does not find), PG_DEPS_FALLBACKS=all (use every vendored fallback
+# library, even where the system has one).
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
@@ -58,6 +93,10 @@ BUILD=${BUILD_DIR:-${TMPDIR:-/tmp}/parchgrad-gpu-build}
 mkdir -p "$BUILD/obj" "$BUILD/lib" || exit 2
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 T0=$SECONDS
+# Seconds of the budget kept for the bench step (last, alone on the GPU): the steps before it
+# get their timeouts from what is left minus this.
+RESERVE=${GPU_CHECK_RESERVE_S:-150}
+[ "$DRY" = 1 ] && RESERVE=0
 
 # ---- step bookkeeping ------------------------------------------------------------------------
 NAMES=() STATES=() TIMES=() DETAILS=()
@@ -66,10 +105,11 @@ record() {  # name state seconds detail
   printf '[%-4s] %-12s %s\n' "$2" "$1" "$4"
 }
 left() { echo $((BUDGET - (SECONDS - T0))); }
-# step_timeout CAP: the cap, or what is left of the budget (minus a reserve), whichever is less.
+# step_timeout CAP: the cap, or what is left of the budget (minus a reserve: 10 s, and the
+# bench reserve unless a second argument says 0), whichever is less.
 step_timeout() {
   local l
-  l=$(($(left) - 10))
+  l=$(($(left) - 10 - ${2:-$RESERVE}))
   [ "$l" -lt "$1" ] && echo "$l" || echo "$1"
 }
 # run_logged LOG TIMEOUT CMD...: runs CMD with its output in LOG; returns its status
@@ -83,6 +123,31 @@ run_logged() {
   fi
   echo "+ $*" > "$log"
   timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
+}
+# run_appended LOG TIMEOUT CMD...: the same, appending to LOG.
+run_appended() {
+  local log=$1 t=$2
+  shift 2
+  if [ "$t" -lt 5 ]; then
+    echo "not run: time budget used up: $*" >> "$log"
+    return 124
+  fi
+  echo "+ $*" >> "$log"
+  timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
+}
+# Deferred records: the engine steps finish in the background and are listed after the others.
+LATER=()
+record_later() {
+  LATER+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4")
+  printf '[%-4s] %-12s %s\n' "$2" "$1" "$4"
+}
+flush_later() {
+  local r n st t d
+  for r in "${LATER[@]+"${LATER[@]}"}"; do
+    IFS=$'\t' read -r n st t d <<< "$r"
+    NAMES+=("$n") STATES+=("$st") TIMES+=("$t") DETAILS+=("$d")  # printed when it was recorded
+  done
+  LATER=()
 }
 # Counts of the test programs' PASS/FAIL lines, and the first FAIL line.
 test_detail() {
@@ -156,6 +221,32 @@ else
 fi
 env_detail="$env_detail, $(uname -m), sanitizer: ${SANITIZER:-none}"
 echo "compute-sanitizer: ${SANITIZER:-not found}" >> "$ENVLOG"
+# The engine steps: CMake, and a Python with PyTorch and numpy (the models and bench steps).
+find_python() {
+  local c
+  for c in "${PYTHON:-}" python3 /usr/bin/python3 python; do
+    [ -n "$c" ] && command -v "$c" > /dev/null 2>&1 || continue
+    "$c" -c 'import torch, numpy' > /dev/null 2>&1 && { command -v "$c"; return 0; }
+  done
+  return 1
+}
+CMAKE_BIN=$(command -v "${CMAKE:-cmake}" 2>/dev/null) || CMAKE_BIN=""
+PYTHON_BIN=$(find_python) || PYTHON_BIN=""
+TORCH_NOTE="no Python with torch+numpy"
+if [ -n "$PYTHON_BIN" ]; then
+  TORCH_NOTE=$("$PYTHON_BIN" -c 'import torch, numpy
+try:
+    import torchvision; tv = "torchvision " + torchvision.__version__
+except Exception:
+    tv = "no torchvision"
+print("torch %s (cuda %s), numpy %s, %s" % (torch.__version__, torch.version.cuda, numpy.__version__, tv))' 2>&1 | tail -1)
+fi
+{
+  echo "cmake: ${CMAKE_BIN:-not found} $([ -n "$CMAKE_BIN" ] && "$CMAKE_BIN" --version | head -1)"
+  echo "python: ${PYTHON_BIN:-none with torch and numpy}: $TORCH_NOTE"
+  echo "make: $(command -v make || echo none), ninja: $(command -v ninja || echo none)"
+} >> "$ENVLOG"
+env_detail="$env_detail, cmake $([ -n "$CMAKE_BIN" ] && "$CMAKE_BIN" --version | head -1 | grep -o '[0-9][0-9.]*' || echo MISSING), $TORCH_NOTE"
 if [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ]; then
   record env INFO 0 "$env_detail"
 else
@@ -164,6 +255,7 @@ fi
 
 # ---- device (nvidia-smi) ------------------------------------------------------------------------
 ARCH=${GPU_ARCH:-}
+DEVICE_SEEN=0
 if command -v nvidia-smi > /dev/null 2>&1; then
   nvidia-smi > "$OUTDIR/nvidia-smi.log" 2>&1
   line=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -1)
@@ -172,6 +264,7 @@ if command -v nvidia-smi > /dev/null 2>&1; then
   if [ -n "$line" ]; then
     cap=$(echo "$line" | awk -F', *' '{print $4}' | tr -d '.')
     [ -z "$ARCH" ] && [[ "$cap" =~ ^[0-9]+$ ]] && ARCH=$cap
+    DEVICE_SEEN=1
     record device INFO 0 "$line"
   else
     record device INFO 0 "nvidia-smi gave no GPU line: $(head -1 "$OUTDIR/nvidia-smi.log" | cut -c1-90)"
@@ -214,6 +307,217 @@ else
   else
     record vendor FAIL $((SECONDS - vstart)) "see vendor.log$arch_note"
   fi
+fi
+
+# ---- deps -----------------------------------------------------------------------------------------
+# The engine build's prefix: .vendor/deps.tar.gz unpacked into $BUILD/deps (include/, lib/), the
+# OpenBLAS of the vendor step linked in, libzip's dependencies added where the loader lacks them.
+DEPS=$BUILD/deps
+DLOG=$OUTDIR/deps.log
+: > "$DLOG"
+DEPS_OK=0
+# system_has_lib NAME: does the dynamic loader find NAME (x86-64) without help?
+system_has_lib() {
+  local d ldc
+  ldc=$(command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
+  if [ -x "$ldc" ] && "$ldc" -p 2>/dev/null | grep -Eq "^[[:space:]]+$1 \(.*x86-64"; then
+    return 0
+  fi
+  for d in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib64; do
+    [ -e "$d/$1" ] && return 0
+  done
+  return 1
+}
+dstart=$SECONDS
+MANIFEST=$ROOT/.vendor/MANIFEST.txt
+if [ ! -f "$ROOT/.vendor/deps.tar.gz" ]; then
+  record deps FAIL 0 ".vendor/deps.tar.gz missing: run this tree's tools/vendor_gpu_deps.sh and carry .vendor"
+else
+  dok=1
+  want=$(awk '$1 == "deps.tar.gz"' "$MANIFEST" | grep -o 'sha256=[0-9a-f]*' | cut -d= -f2)
+  have=$(sha256sum "$ROOT/.vendor/deps.tar.gz" | cut -d' ' -f1)
+  if [ "$want" != "$have" ]; then
+    echo "sha256 mismatch: deps.tar.gz ($have, manifest ${want:-none})" >> "$DLOG"
+    dok=0
+  fi
+  rm -rf "$DEPS"
+  mkdir -p "$DEPS"
+  tar -xzf "$ROOT/.vendor/deps.tar.gz" -C "$DEPS" >> "$DLOG" 2>&1 || { echo "tar failed" >> "$DLOG"; dok=0; }
+  # Every member against the manifest: files by sha256, symbolic links by presence.
+  awk '$1 ~ /^deps\// && $2 ~ /^sha256=/ { f = substr($1, 6); h = substr($2, 8); print h "  " f }' "$MANIFEST" \
+    > "$BUILD/deps.sha256"
+  nfiles=$(wc -l < "$BUILD/deps.sha256")
+  (cd "$DEPS" && sha256sum -c --quiet "$BUILD/deps.sha256") >> "$DLOG" 2>&1 ||
+    { echo "sha256 check of the unpacked members failed" >> "$DLOG"; dok=0; }
+  for l in $(awk '$1 ~ /^deps\// && $2 ~ /^link=/ { print substr($1, 6) }' "$MANIFEST"); do
+    [ -L "$DEPS/$l" ] && [ -e "$DEPS/$l" ] || { echo "missing or dangling link: $l" >> "$DLOG"; dok=0; }
+  done
+  [ "$nfiles" -gt 0 ] || { echo "the manifest lists no deps/ members" >> "$DLOG"; dok=0; }
+  # OpenBLAS (unpacked by the vendor step) where CMakeLists.txt looks for it in a prefix.
+  mkdir -p "$DEPS/lib/openblas-openmp"
+  if [ -f "$BUILD/lib/libopenblas.so.0" ]; then
+    ln -sf "$BUILD/lib/libopenblas.so.0" "$DEPS/lib/openblas-openmp/libopenblas.so.0"
+  else
+    echo "no unpacked OpenBLAS in $BUILD/lib (vendor step)" >> "$DLOG"
+    dok=0
+  fi
+  # libzip's own dependencies: the machine's where its loader has one, else the vendored copy
+  # next to libzip (found at link time through the rpath, at run time through parchgrad-run).
+  fallbacks=""
+  for f in "$DEPS"/lib/fallback/*; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f")
+    if [ "${PG_DEPS_FALLBACKS:-auto}" = all ] || ! system_has_lib "$n"; then
+      cp "$f" "$DEPS/lib/$n"
+      fallbacks="$fallbacks $n"
+    fi
+  done
+  echo "fallback libraries used:${fallbacks:- none (the system has them)}" >> "$DLOG"
+  if [ "$dok" = 1 ]; then
+    DEPS_OK=1
+    record deps PASS $((SECONDS - dstart)) "$nfiles files, sha256 ok, fallbacks:${fallbacks:- none} -> $DEPS"
+  else
+    record deps FAIL $((SECONDS - dstart)) "see deps.log"
+  fi
+fi
+
+# ---- engine: configure, build, unit, cli (in the background from here; recorded later) -----------
+# wait_detached STATUS_FILE PID_FILE: until STATUS_FILE has its "done" line or the process is gone.
+wait_detached() {
+  local pid
+  while ! grep -q '^done' "$1" 2> /dev/null; do
+    pid=$(cat "$2" 2> /dev/null)
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2> /dev/null; then
+      grep -q '^done' "$1" 2> /dev/null || echo "the background job ended without its last line" >> "$1"
+      return
+    fi
+    sleep 1
+  done
+}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+EBUILD=$BUILD/engine
+ELOG=$OUTDIR/engine.log
+ESTAT=$BUILD/engine.status
+: > "$ELOG"
+: > "$ESTAT"
+ENGINE_PID=""
+# The engine's run-time library path: OpenBLAS's libgfortran/libquadmath ($BUILD/lib), libzip and
+# its fallbacks ($DEPS/lib), the pip nvidia-* packages' lib directories (cuDNN, cuBLAS), the
+# toolkit's.
+engine_ld_path() {
+  local dirs=("$BUILD/lib" "$DEPS/lib") d nv
+  if [ -n "$PYTHON_BIN" ]; then
+    while IFS= read -r d; do dirs+=("$d"); done < <("$PYTHON_BIN" - 2>/dev/null <<'EOF'
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit(0)
+seen = []
+for root in list(nvidia.__path__):
+    for lib in sorted(glob.glob(root + "/*/lib/*.so*") + glob.glob(root + "/*/lib64/*.so*")):
+        d = os.path.dirname(lib)
+        if d not in seen:
+            seen.append(d)
+print("\n".join(seen))
+EOF
+    )
+  fi
+  nv=$(dirname "$(dirname "$NVCC_BIN")")
+  for d in "$nv/lib64" "$nv/lib" "$nv"/targets/*/lib; do
+    [ -d "$d" ] && dirs+=("$d")
+  done
+  (IFS=:; echo "${dirs[*]}")
+}
+# The engine build's own checks of the command line (host only), in $BUILD/cli.
+cli_checks() {
+  local run=$EBUILD/parchgrad-run w=$ROOT/assets/default/resnet_synth.pth d=$BUILD/cli log=$OUTDIR/cli.log
+  local ex rc=0
+  rm -rf "$d"
+  mkdir -p "$d"
+  mapfile -t ex < <(ls "$ROOT"/assets/default/examples/*.png | head -2)
+  run_appended "$log" 60 "$run" --version || rc=1
+  run_appended "$log" 60 "$run" inspect "$w" || rc=1
+  run_appended "$log" 60 "$run" preprocess "${ex[0]}" -o "$d/x.npy" || rc=1
+  run_appended "$log" 60 "$run" gradient --device cpu --weights "$w" --input "$d/x.npy" \
+    --logits-out "$d/logits.npy" --grad-out "$d/grad.npy" || rc=1
+  run_appended "$log" 60 "$run" saliency --device cpu --weights "$w" --out "$d/maps" "${ex[@]}" || rc=1
+  for f in "$d/grad.npy" "$d/maps/results.jsonl"; do
+    [ -s "$f" ] || { echo "missing: $f" >> "$log"; rc=1; }
+  done
+  [ "$(ls "$d"/maps/*.png 2>/dev/null | wc -l)" = "${#ex[@]}" ] || { echo "saliency wrote no PNG per image" >> "$log"; rc=1; }
+  # What the device path says (here or on the GPU; not a failure either way).
+  run_appended "$log" 60 "$run" gradient --device cuda --weights "$w" --input "$d/x.npy" --grad-out "$d/grad_cuda.npy"
+  echo "cuda_rc $?" >> "$log"
+  return $rc
+}
+engine_job() {
+  local t0=$SECONDS gen extra=() rc pypath="" had
+  # Ninja when there is one, else make ($CMAKE_GENERATOR, as CMake reads it, wins); a build
+  # directory made with another generator is started afresh.
+  if [ -n "${CMAKE_GENERATOR:-}" ]; then
+    gen=$CMAKE_GENERATOR
+  elif command -v ninja > /dev/null 2>&1; then
+    gen=Ninja
+  elif command -v make > /dev/null 2>&1; then
+    gen="Unix Makefiles"
+  else
+    echo "neither ninja nor make found: CMake has no generator" >> "$ELOG"
+    echo "configure 127 0" >> "$ESTAT"
+    return
+  fi
+  had=$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$EBUILD/CMakeCache.txt" 2> /dev/null)
+  if [ -n "$had" ] && [ "$had" != "$gen" ]; then
+    echo "$EBUILD was made with '$had', not '$gen': starting it afresh" >> "$ELOG"
+    rm -rf "$EBUILD/CMakeCache.txt" "$EBUILD/CMakeFiles"
+  fi
+  # nvcc refuses host compilers newer than it knows: the same test as the build step's.
+  printf '__global__ void k() {}\nint main() { k<<<1, 1>>>(); return 0; }\n' > "$BUILD/engine_probe.cu"
+  if ! "$NVCC_BIN" -ccbin "$CXX_BIN" "$BUILD/engine_probe.cu" -o "$BUILD/engine_probe" >> "$ELOG" 2>&1 &&
+      grep -qi unsupported "$ELOG"; then
+    extra+=(-DCMAKE_CUDA_FLAGS=-allow-unsupported-compiler)
+  fi
+  # cmake/cuda.cmake asks `python3` for the pip nvidia-* packages: let that be $PYTHON_BIN.
+  [ -n "$PYTHON_BIN" ] && pypath="$(dirname "$PYTHON_BIN"):"
+  # shellcheck disable=SC2206  # ENGINE_CMAKE_ARGS is a list of words on purpose
+  extra+=(${ENGINE_CMAKE_ARGS:-})
+  PATH="$pypath$PATH" run_appended "$ELOG" "$(step_timeout 120)" nice -n 5 "$CMAKE_BIN" -S "$ROOT" -B "$EBUILD" \
+    -G "$gen" -DCMAKE_BUILD_TYPE=Release -DPARCHGRAD_CUDA=ON -DPARCHGRAD_DEPS_PREFIX="$DEPS" \
+    -DCMAKE_CXX_COMPILER="$CXX_BIN" -DCMAKE_CUDA_COMPILER="$NVCC_BIN" -DCMAKE_CUDA_HOST_COMPILER="$CXX_BIN" \
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSYSTEM_PYTHON="${PYTHON_BIN:-python3-not-found}" "${extra[@]}"
+  rc=$?
+  echo "configure $rc $((SECONDS - t0))" >> "$ESTAT"
+  [ "$rc" = 0 ] || return
+  run_appended "$ELOG" "$(step_timeout 420)" nice -n 5 "$CMAKE_BIN" --build "$EBUILD" -j "$JOBS" \
+    --target parchgrad parchgrad_unit
+  rc=$?
+  echo "build $rc $((SECONDS - t0))" >> "$ESTAT"
+  [ "$rc" = 0 ] || return
+  t0=$SECONDS
+  run_logged "$OUTDIR/unit.log" "$(step_timeout 180)" env OPENBLAS_NUM_THREADS=1 PG_RUN_BINARY=tests/parchgrad_unit \
+    nice -n 5 "$EBUILD/parchgrad-run"
+  echo "unit $? $((SECONDS - t0))" >> "$ESTAT"
+  t0=$SECONDS
+  : > "$OUTDIR/cli.log"
+  cli_checks
+  echo "cli $? $((SECONDS - t0))" >> "$ESTAT"
+}
+if [ "$DEPS_OK" = 1 ] && [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ] && [ -n "$CMAKE_BIN" ]; then
+  ENGINE_LD=$(engine_ld_path)
+  mkdir -p "$EBUILD"
+  cat > "$EBUILD/parchgrad-run" <<EOF
+#!/usr/bin/env bash
+# Made by tools/gpu_check.sh: runs this build's parchgrad (or \$PG_RUN_BINARY, relative to the build
+# directory) with the vendored, pip nvidia-* and toolkit library directories on its path.
+export LD_LIBRARY_PATH="$ENGINE_LD\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$EBUILD/\${PG_RUN_BINARY:-parchgrad}" "\$@"
+EOF
+  chmod +x "$EBUILD/parchgrad-run"
+  echo "run-time library path: $ENGINE_LD" >> "$ELOG"
+  # Detached (not one of this shell's jobs, which the build step waits for); "done" marks its end.
+  rm -f "$BUILD/engine.pid"
+  ( (echo "$BASHPID" > "$BUILD/engine.pid"; engine_job; echo done >> "$ESTAT") > /dev/null 2>&1 & )
+  ENGINE_PID=started
 fi
 
 # ---- build ----------------------------------------------------------------------------------------
@@ -269,7 +573,8 @@ if [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ]; then
     o=$(basename "$cu" .cu)_cu.o
     compile "$o" "$NVCC_BIN" "${NVFLAGS[@]}" "${OMP_NV[@]}" -c "$cu" -o "$BUILD/obj/$o"
   done
-  for cpp in kernels/cpu/relu.cpp kernels/cpu/pool.cpp kernels/cpu/channel_stats.cpp kernels/cpu/conv2d.cpp; do
+  for cpp in kernels/cpu/relu.cpp kernels/cpu/pool.cpp kernels/cpu/channel_stats.cpp kernels/cpu/conv2d.cpp \
+             kernels/cpu/elementwise.cpp kernels/cpu/seed.cpp kernels/cpu/maps.cpp kernels/cpu/preprocess.cpp; do
     o=$(basename "$cpp" .cpp)_cpp.o
     compile "$o" "$CXX_BIN" "${CXXFLAGS[@]}" "${OMP_CXX[@]}" -c "$cpp" -o "$BUILD/obj/$o"
   done
@@ -381,6 +686,122 @@ sanitizer_step() {
   fi
 }
 
+# ---- engine results, and the models step started beside the sanitizers ------------------------------
+ENGINE_COLLECTED=0
+ENGINE_OK=0
+MODELS_PID=""
+# Headers of vendored libraries that must not come from the system.
+VENDORED_RE='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest)'
+# estat NAME: "rc seconds" of one engine job stage, empty when it did not run.
+estat() { awk -v n="$1" '$1 == n { print $2, $3 }' "$ESTAT" 2>/dev/null | tail -1; }
+# Is there a device for the engine? The probe's answer, or nvidia-smi's when the probe did not run.
+engine_device() {
+  [ "$HAVE_DEVICE" = 1 ] && return 0
+  [ "$BUILD_OK" != 1 ] && [ "$DEVICE_SEEN" = 1 ]
+}
+collect_engine() {
+  [ "$ENGINE_COLLECTED" = 1 ] && return
+  ENGINE_COLLECTED=1
+  local why cfg bld rc secs deps_list nsys nvend isys missing h lddout zip cudnn cublas nf detail st
+  if [ -z "$ENGINE_PID" ]; then
+    why="no deps prefix"
+    [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ] || why="no nvcc or no host compiler"
+    [ -n "$CMAKE_BIN" ] || why="no cmake"
+    record_later engine FAIL 0 "not built: $why"
+    record_later unit SKIP 0 "engine not built"
+    record_later cli SKIP 0 "engine not built"
+    return
+  fi
+  wait_detached "$ESTAT" "$BUILD/engine.pid"
+  cfg=$(estat configure)
+  bld=$(estat build)
+  if [ "${cfg%% *}" != 0 ]; then
+    record_later engine FAIL "${cfg##* }" "configure failed (exit ${cfg%% *}): $(grep -m1 -E 'CMake Error|error' "$ELOG" | cut -c1-100) (see engine.log)"
+  elif [ "${bld%% *}" != 0 ]; then
+    record_later engine FAIL "${bld##* }" "build failed (exit ${bld%% *}$([ "${bld%% *}" = 124 ] && echo ', timed out')): $(grep -m1 -E 'error|Error' "$ELOG" | cut -c1-100)"
+  else
+    # Which headers the compiler read: its dependency files (Makefiles) or ninja's log.
+    if [ -f "$EBUILD/build.ninja" ]; then
+      (cd "$EBUILD" && ninja -t deps) > "$BUILD/engine.deps" 2> /dev/null
+    else
+      find "$EBUILD" -name '*.o.d' -exec cat {} + > "$BUILD/engine.deps" 2> /dev/null
+    fi
+    deps_list=$BUILD/engine.headers
+    tr -s ' \\' '\n' < "$BUILD/engine.deps" | sed 's/:$//' | sort -u > "$deps_list"
+    grep -E "$VENDORED_RE" "$deps_list" > "$OUTDIR/engine_system_headers.txt"
+    nsys=$(wc -l < "$OUTDIR/engine_system_headers.txt")
+    nvend=$(grep -c "^$DEPS/include/" "$deps_list")
+    missing=""
+    for h in CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h \
+             boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h; do
+      grep -qx "$DEPS/include/$h" "$deps_list" || missing="$missing $h"
+    done
+    isys=$(grep -c -- "-isystem $DEPS/include" "$EBUILD/compile_commands.json" 2> /dev/null)
+    lddout=$(LD_LIBRARY_PATH="$ENGINE_LD" ldd "$EBUILD/parchgrad" 2>&1)
+    echo "$lddout" > "$OUTDIR/engine_ldd.txt"
+    nf=$(grep -c 'not found' <<< "$lddout")
+    zip=$(grep -o 'libzip.so.4 => [^ ]*' <<< "$lddout" | awk '{print $3}')
+    cudnn=$(grep -o 'libcudnn.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
+    cublas=$(grep -o 'libcublas.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
+    detail="sm_$ARCH, -j$JOBS, ${bld##* } s; headers: $nvend vendored, $nsys from the system"
+    [ -n "$missing" ] && detail="$detail, vendored not seen:$missing"
+    detail="$detail; -isystem $DEPS/include in $isys compile commands; libzip ${zip:-?}, cuDNN ${cudnn:-?}, cuBLAS ${cublas:-?}"
+    [ "$nf" = 0 ] || detail="$detail; ldd: $nf not found (engine_ldd.txt)"
+    if [ "$nsys" = 0 ] && [ -z "$missing" ] && [ "$nf" = 0 ] && [ "$zip" = "$DEPS/lib/libzip.so.4" ]; then
+      ENGINE_OK=1
+      st=PASS
+    else
+      st=FAIL
+    fi
+    record_later engine $st "${bld##* }" "$detail"
+  fi
+  # parchgrad_unit
+  rc=$(estat unit)
+  if [ -z "$rc" ]; then
+    record_later unit SKIP 0 "engine not built"
+  else
+    secs=${rc##* }
+    rc=${rc%% *}
+    detail=$(grep -m1 '^\[doctest\] test cases' "$OUTDIR/unit.log" | sed 's/\[doctest\] //; s/  */ /g')
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+    record_later unit $st "$secs" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); ${detail:-no doctest summary (see unit.log)}"
+  fi
+  # the command line on the bundled model
+  rc=$(estat cli)
+  if [ -z "$rc" ]; then
+    record_later cli SKIP 0 "engine not built"
+  else
+    secs=${rc##* }
+    rc=${rc%% *}
+    detail="inspect, preprocess, gradient, saliency on the CPU"
+    if grep -q '^cuda_rc 0' "$OUTDIR/cli.log"; then
+      detail="$detail; --device cuda: ran"
+    else
+      detail="$detail; --device cuda: $(grep -v '^+' "$OUTDIR/cli.log" | grep -m1 -E 'error|device' | cut -c1-110)"
+    fi
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; detail="failed (see cli.log); $detail"; fi
+    record_later cli $st "$secs" "$detail"
+  fi
+}
+# The models step beside the sanitizers: up to 300 s, no model started after two thirds of that.
+start_models() {
+  local t
+  [ "$DRY" = 1 ] && return
+  [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ] && engine_device || return
+  t=$(step_timeout 300)
+  [ "$t" -ge 60 ] || return
+  rm -f "$BUILD/models.rc" "$BUILD/models.status" "$BUILD/models.pid"
+  MODELS_START=$SECONDS
+  ( (
+    echo "$BASHPID" > "$BUILD/models.pid"
+    run_logged "$OUTDIR/models.log" "$t" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" "$ROOT/tools/gpu_models_check.py" \
+      --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --time-limit $((t * 2 / 3)) --timeout 150
+    echo $? > "$BUILD/models.rc"
+    echo done > "$BUILD/models.status"
+  ) > /dev/null 2>&1 & )
+  MODELS_PID=started
+}
+
 if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
   if [ "$HAVE_DEVICE" != 1 ]; then
     for s in "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "no CUDA device"; done
@@ -402,6 +823,10 @@ if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
     grep '^TIME' "$OUTDIR/kernels.log" > "$OUTDIR/timings.txt"
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
     record kernels $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(test_detail "$OUTDIR/kernels.log"); $(grep -c '^TIME' "$OUTDIR/timings.txt") timings"
+    # the engine build (background since deps) should be done by now; its models step runs
+    # beside the sanitizers
+    collect_engine
+    start_models
     # sanitizers, each with its positive control
     if [ -z "$SANITIZER" ]; then
       for s in memcheck+ memcheck racecheck+ racecheck; do record "$s" SKIP 0 "compute-sanitizer not found"; done
@@ -417,6 +842,90 @@ if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
       fi
     fi
   fi
+fi
+
+# ---- engine, unit, cli, models, bench -----------------------------------------------------------------
+collect_engine
+flush_later
+# models: the 13 architectures on the device (started beside the sanitizers, or here when the
+# kernel steps did not run), or the self-test
+[ -z "$MODELS_PID" ] && start_models
+models_detail() {  # LOG: the script's last summary lines
+  local last worst
+  last=$(grep -E '^models: ' "$1" | tail -1)
+  worst=$(grep -E '^worst: ' "$1" | tail -1 | cut -c8-)
+  echo "${last:-no summary line (see $(basename "$1"))}${worst:+; worst $worst}"
+}
+if [ "$DRY" = 1 ]; then
+  if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
+    s0=$SECONDS
+    run_logged "$OUTDIR/models.log" "$(step_timeout 420)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+      "$ROOT/tools/gpu_models_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --selftest \
+      --threads "$JOBS" --jobs 1
+    rc=$?
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+    record models $st $((SECONDS - s0)) "selftest (CPU): exit $rc; $(models_detail "$OUTDIR/models.log")"
+  else
+    record models SKIP 0 "selftest needs the engine build and a Python with torch"
+  fi
+elif [ -n "$MODELS_PID" ]; then
+  wait_detached "$BUILD/models.status" "$BUILD/models.pid"
+  rc=$(cat "$BUILD/models.rc" 2> /dev/null || echo 1)
+  if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+  record models $st $((SECONDS - MODELS_START)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(models_detail "$OUTDIR/models.log")"
+elif ! engine_device; then
+  record models SKIP 0 "no CUDA device"
+elif [ "$ENGINE_OK" != 1 ]; then
+  record models SKIP 0 "engine not built"
+elif [ -z "$PYTHON_BIN" ]; then
+  record models FAIL 0 "no Python that imports torch and numpy (set PYTHON)"
+else
+  record models FAIL 0 "not started: time budget used up"
+fi
+# bench: last, alone on the GPU, with the reserve kept for it
+bench_detail() {  # JSON: one "model/precision[+pg] saliency ratio" per run
+  "$PYTHON_BIN" - "$1" 2> /dev/null <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+parts = []
+for r in d["results"]:
+    lab = r["model"] + ("/" + r["precision"] if r["device"] == "cuda" else "")
+    parts.append("%s %.0f img/s (%.2fx torch)" % (lab, r["engine_saliency_ips"], r["saliency_ratio"]))
+    for m in ("cls", "ins"):
+        v = r["engine_reported"].get("parchgrad_%s_ips" % m)
+        if v:
+            parts.append("%s+%s %.0f img/s" % (lab, m, v))
+parts += ["FAILED " + f["run"] for f in d.get("failed", [])]
+print(", ".join(parts))
+EOF
+}
+BENCH_RUNS=resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
+if [ "$DRY" = 1 ]; then
+  if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
+    s0=$SECONDS
+    run_logged "$OUTDIR/bench.log" "$(step_timeout 180)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+      "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cpu --runs resnet18:fp32 \
+      --batch 2 --size 64 --iters 1 --warmup 1 --threads "$JOBS" --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
+    rc=$?
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+    record bench $st $((SECONDS - s0)) "CPU smoke run (resnet18, batch 2, 64x64): exit $rc; $(bench_detail "$OUTDIR/bench.json")"
+  else
+    record bench SKIP 0 "smoke run needs the engine build and a Python with torch"
+  fi
+elif ! engine_device; then
+  record bench SKIP 0 "no CUDA device"
+elif [ "$ENGINE_OK" != 1 ]; then
+  record bench SKIP 0 "engine not built"
+elif [ -z "$PYTHON_BIN" ]; then
+  record bench FAIL 0 "no Python that imports torch and numpy (set PYTHON)"
+else
+  s0=$SECONDS
+  run_logged "$OUTDIR/bench.log" "$(step_timeout 300 0)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+    "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cuda --runs "$BENCH_RUNS" \
+    --batch "${BENCH_BATCH:-256}" --size 224 --iters 8 --warmup 3 --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
+  rc=$?
+  if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+  record bench $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(bench_detail "$OUTDIR/bench.json")"
 fi
 
 # ---- summary (last on stdout) ----------------------------------------------------------------------

@@ -1,0 +1,855 @@
+#!/usr/bin/env python3
+"""The engine's device path on all 13 architectures, against its CPU backend and PyTorch on the GPU.
+
+For each of resnet18/34/50/101/152 and vgg11/13/16/19 with and without BatchNorm:
+  * a torchvision-shaped model with random weights (torchvision's constructor when it can be
+    imported, else the same layers and tensor names built here), with random BatchNorm
+    statistics, non-zero biases and ReLU inputs moved away from zero on the test batch (so that
+    rounding rarely decides a ReLU), written as .safetensors;
+  * one random batch (default 2 images of 224x224) as .npy, the target of each image its
+    PyTorch top-1 class;
+  * `parchgrad gradient --device cuda` and `--device cpu` on that batch, and the reference
+    input gradient from PyTorch on the GPU in strict float32 (cuDNN and matmul TF32 off) of the
+    engine's seed onehot(target) * softmax(logits)[target];
+  * `parchgrad saliency --device cuda --precision bf16` and `--precision tf32` (map = mean over
+    RGB of |grad|) against the float32 map made from the cuda gradient.
+Criteria (max relative error = max |a - b| / max |b| over the batch):
+  cuda gradient vs the CPU backend <= 1e-4, cuda gradient vs PyTorch GPU <= 1e-4,
+  bf16 and tf32 maps vs the float32 map <= 3e-2, with Spearman rank correlation > 0.98
+  (the worst image; ranks from numpy's argsort, ties averaged).
+Also reported, to tell a real error from a rounding-decided ReLU or max-pool window (which moves
+the gradient of a few pixels by up to 1e-2, README's numerical notes): the per-image L2 relative
+error, the number of pixels beyond the tolerance, and the logits' error.
+
+Prints one JSON line per model (also written to OUT/models.jsonl), then a table (also
+OUT/models.md). Exit status: 0 when every criterion held for every model, 1 when one failed or
+a model did not run (time limit, engine error), 2 on bad usage.
+
+--selftest (no GPU needed): small models of all 13 architectures (widths / 8, 10 classes, 64x64
+inputs), written by this script's own builder, through `--device cpu` against PyTorch on the CPU,
+the saliency map file against the gradient, and, when torchvision is there, the builder's tensor
+names and shapes against torchvision's for the full-size models.
+
+Needs numpy and torch; torchvision is optional.
+  python3 tools/gpu_models_check.py --bin BUILD/parchgrad --out OUTDIR [--models resnet18,vgg16]
+"""
+import argparse
+import concurrent.futures as futures
+import contextlib
+import copy
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
+           "resnet50": ("bottleneck", (3, 4, 6, 3)), "resnet101": ("bottleneck", (3, 4, 23, 3)),
+           "resnet152": ("bottleneck", (3, 8, 36, 3))}
+VGG_CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+# Cheapest first, so that a time limit leaves out the most expensive ones.
+ARCHS = ["resnet18", "resnet34", "vgg11", "vgg11_bn", "resnet50", "vgg13", "vgg13_bn", "vgg16",
+         "vgg16_bn", "resnet101", "vgg19", "vgg19_bn", "resnet152"]
+GRAD_TOL = 1e-4
+MAX_EXCLUDED = 0.25  # of the pixels: beyond this, excluding them would leave too little checked
+AMBIGUITY_TAU = 1e-5  # a unit this close (relative to its channel's RMS) to its decision is ambiguous
+MAP_TOL = 3e-2
+SPEARMAN_MIN = 0.98
+
+
+# ---- torchvision-shaped models without torchvision -----------------------------------------------
+# The same module tree and tensor names as torchvision's ResNet (v1.5: the stride on the 3x3 conv
+# of a bottleneck) and VGG, with optional narrower widths for the self-test.
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        skip = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + skip)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != planes * 4:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes * 4))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        skip = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + skip)
+
+
+class ResNet(nn.Module):
+    def __init__(self, kind, depths, num_classes, widths=(64, 128, 256, 512)):
+        super().__init__()
+        block = BasicBlock if kind == "basic" else Bottleneck
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = widths[0]
+        for i, (planes, depth) in enumerate(zip(widths, depths)):
+            blocks = []
+            for j in range(depth):
+                blocks.append(block(cin, planes, 2 if (j == 0 and i > 0) else 1))
+                cin = planes * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class VGG(nn.Module):
+    def __init__(self, config, batch_norm, num_classes, hidden=4096):
+        super().__init__()
+        layers, cin = [], 3
+        for v in config:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            layers.append(nn.Conv2d(cin, v, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(v))
+            layers.append(nn.ReLU(inplace=True))
+            cin = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(nn.Linear(cin * 49, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def own_model(arch, num_classes=1000, width_div=1, hidden=4096):
+    if arch in RESNETS:
+        kind, depths = RESNETS[arch]
+        return ResNet(kind, depths, num_classes, tuple(w // width_div for w in (64, 128, 256, 512)))
+    config = [v if v == "M" else v // width_div for v in VGG_CONFIGS[arch.replace("_bn", "")]]
+    return VGG(config, arch.endswith("_bn"), num_classes, hidden)
+
+
+def set_tf32(torch, allow):
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off: torch >= 2.9's fp32_precision
+    settings where they exist (the allow_tf32 flags are deprecated there), else the flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        conv.fp32_precision = "tf32" if allow else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if allow else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = allow
+
+
+def torchvision_models():
+    try:
+        import torchvision
+        return torchvision.models
+    except Exception:  # absent, or built for another torch
+        return None
+
+
+def build_model(arch, seed, builder, device="cpu", **small):
+    """builder: 'torchvision' or 'own'; small: width_div/hidden/num_classes for the own builder."""
+    torch.manual_seed(seed)  # the constructors' initialisers use the global generator
+    # Initialised where it will run when this torch can (2.0: a device as context manager).
+    where = torch.device(device) if hasattr(torch, "set_default_device") else contextlib.nullcontext()
+    with where:
+        if builder == "torchvision":
+            model = getattr(torchvision_models(), arch)(weights=None)
+        else:
+            model = own_model(arch, **small)
+    return model.eval()
+
+
+# ---- conditioning ---------------------------------------------------------------------------------
+
+def randomise(model, seed):
+    """Random BatchNorm statistics and affine parameters (so that folding is exercised), the last
+    BatchNorm of each residual branch damped (deep random ResNets otherwise blow up), and
+    non-zero conv/linear biases."""
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def rnd(shape, lo=0.0, hi=1.0):
+        return (torch.rand(shape, generator=gen) * (hi - lo) + lo)
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(rnd(c, -0.1, 0.1))
+                m.running_var.copy_(rnd(c, 0.5, 2.0))
+                m.weight.copy_(rnd(c, 0.5, 1.5))
+                m.bias.copy_(rnd(c, -0.1, 0.1))
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(rnd(m.bias.shape, -0.05, 0.05))
+        for m in model.modules():  # residual blocks: the BatchNorm that ends the branch
+            if hasattr(m, "bn3"):
+                m.bn3.weight.mul_(0.3)
+            elif hasattr(m, "bn2") and hasattr(m, "conv2"):
+                m.bn2.weight.mul_(0.3)
+
+
+def relu_calls_feeding_pools(model, x):
+    """Which ReLU calls of one forward pass (by call number) are followed by a max-pool."""
+    events = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: events.append(kind))
+             for m in model.modules()
+             for kind in (("relu",) if isinstance(m, nn.ReLU) else ("pool",) if isinstance(m, nn.MaxPool2d) else ())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    feeds, k = set(), 0
+    for i, kind in enumerate(events):
+        if kind == "relu":
+            if i + 1 < len(events) and events[i + 1] == "pool":
+                feeds.add(k)
+            k += 1
+    return feeds
+
+
+def condition(model, x, margin=3.5, pool_margin=2.5, seed=0):
+    """Keeps rounding from deciding ReLUs and max-pool windows on x, as far as biases can.
+
+    Every ReLU input channel's mean on x is moved to +margin or -margin standard deviations (the
+    sign drawn at random) by shifting the bias of the layer that produced it (for the ReLU after a
+    residual sum: the last BatchNorm that ran, whose output is a term of that sum). A ReLU whose
+    output goes into a max-pool gets -pool_margin: mostly zero, so that a pooling window rarely
+    holds two positive values that could tie. Then the last Linear layer is scaled so that the
+    logits on x have a standard deviation of 3. Returns the logits of the conditioned model on x.
+    """
+    feeds_pool = relu_calls_feeding_pools(model, x)
+    gen = torch.Generator().manual_seed(seed + 2)
+    last = {}
+    calls = [0]
+
+    def remember(mod, inputs, output):
+        last["m"] = mod
+
+    def shift(mod, inputs):
+        z = inputs[0]
+        if z.dim() == 4:
+            mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
+            sd = torch.clamp(sd, min=1e-3 * float(sd.mean()) + 1e-30)
+        else:  # a classifier ReLU: too few samples per feature, the spread across features
+            mu = z.mean(dim=0)
+            sd = torch.full_like(mu, float(mu.std()) + 1e-30)
+        if calls[0] in feeds_pool:
+            target = -pool_margin * sd
+        else:
+            sign = (torch.rand(mu.shape, generator=gen) < 0.5).to(z.dtype).to(z.device) * 2 - 1
+            target = sign * margin * sd
+        calls[0] += 1
+        delta = target - mu
+        last["m"].bias.add_(delta)
+        view = (1, -1) + (1,) * (z.dim() - 2)
+        return (z + delta.view(view),)
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            handles.append(m.register_forward_hook(remember))
+        elif isinstance(m, nn.ReLU):
+            handles.append(m.register_forward_pre_hook(shift))
+    # (ResNet convs have no bias: the BatchNorm after each is the producer; a VGG conv without
+    # BatchNorm has one. Every producer met here has a bias.)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        lin = model.fc if hasattr(model, "fc") else model.classifier[-1]
+        scale = 3.0 / max(float(logits.std()), 1e-30)
+        lin.weight.mul_(scale)
+        lin.bias.mul_(scale)
+        return model(x)
+
+
+def ambiguous_pixels(model, x, tau=1e-5):
+    """The input pixels whose gradient a rounding-decided unit could move.
+
+    In float64, a ReLU input within tau * (its channel's RMS) of zero, or a max-pool window whose
+    two largest (positive) inputs are that close, is a decision two correct float32
+    implementations may take differently; flipping it changes the input gradient only where that
+    unit's (or those two units') own input gradient is non-zero. Returns (count of such units,
+    bool [N, H, W]: pixels inside the union of those supports)."""
+    md = copy.deepcopy(model).double()
+    for m in md.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x64 = x.detach().double().requires_grad_(True)
+    found = []  # (tensor, mask of the ambiguous units in it)
+
+    def rms_of(z):
+        dims = (0, 2, 3) if z.dim() == 4 else (0,)
+        r = z.pow(2).mean(dim=dims).sqrt()
+        return r.view((1, -1) + (1,) * (z.dim() - 2))
+
+    def relu_pre(mod, inputs):
+        z = inputs[0]
+        mask = z.abs() < tau * rms_of(z)
+        if bool(mask.any()):
+            found.append((z, mask))
+
+    def pool_pre(mod, inputs):
+        z = inputs[0]
+        n, c, h, w = z.shape
+        ks, st, pd = (v if isinstance(v, tuple) else (v, v) for v in (mod.kernel_size, mod.stride, mod.padding))
+        pad = (pd[1], pd[1], pd[0], pd[0])
+        vals = F.unfold(F.pad(z.detach().reshape(n * c, 1, h, w), pad, value=float("-inf")), ks, stride=st)
+        where = F.unfold(F.pad(torch.arange(h * w, dtype=z.dtype, device=z.device).reshape(1, 1, h, w), pad,
+                               value=-1.0), ks, stride=st)[0].long()
+        top, arg = vals.topk(2, dim=1)
+        rms = rms_of(z).reshape(1, c).expand(n, c).reshape(n * c, 1)
+        amb = ((top[:, 0] - top[:, 1]) < tau * rms) & (top[:, 0] > 0)
+        if bool(amb.any()):
+            nc, win = amb.nonzero(as_tuple=True)
+            mask = torch.zeros(n * c * h * w, dtype=torch.bool, device=z.device)
+            for k in (0, 1):
+                mask[nc * (h * w) + where[arg[nc, k, win], win]] = True
+            found.append((z, mask.reshape(z.shape)))
+
+    hooks = []
+    for m in md.modules():
+        if isinstance(m, nn.ReLU):
+            hooks.append(m.register_forward_pre_hook(relu_pre))
+        elif isinstance(m, nn.MaxPool2d):
+            hooks.append(m.register_forward_pre_hook(pool_pre))
+    try:
+        md(x64)
+    finally:
+        for h in hooks:
+            h.remove()
+    count = sum(int(mk.sum()) for _, mk in found)
+    if not found:
+        return 0, np.zeros((x.shape[0], x.shape[2], x.shape[3]), bool)
+    gen = torch.Generator().manual_seed(5)
+    # Random positive weights: the sum's gradient vanishes only where every unit's does.
+    seeds = [mk.double() * (0.5 + torch.rand(mk.shape, generator=gen, dtype=torch.float64)).to(mk.device)
+             for _, mk in found]
+    (g,) = torch.autograd.grad([z for z, _ in found], x64, grad_outputs=seeds, allow_unused=True)
+    if g is None:
+        return count, np.zeros((x.shape[0], x.shape[2], x.shape[3]), bool)
+    return count, (g.abs().amax(dim=1) > 0).cpu().numpy()
+
+
+# ---- files ----------------------------------------------------------------------------------------
+
+_ST_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}
+
+
+def write_safetensors(path, tensors):
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in tensors.items()}
+    header, offset = {}, 0
+    for name, a in arrays.items():
+        header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for a in arrays.values():
+            f.write(a.tobytes())
+    os.replace(tmp, path)
+
+
+# ---- measures -------------------------------------------------------------------------------------
+
+def max_rel(a, b):
+    """max |a - b| / max |b| over the whole batch."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-300))
+
+
+def l2_rel(a, b):
+    """Worst per-image ||a - b|| / ||b||."""
+    a = np.asarray(a, np.float64).reshape(a.shape[0], -1)
+    b = np.asarray(b, np.float64).reshape(b.shape[0], -1)
+    return float(np.max(np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(b, axis=1), 1e-300)))
+
+
+def beyond(a, b, tol):
+    """How many elements differ by more than tol * max |b|."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return int((np.abs(a - b) > tol * np.abs(b).max()).sum())
+
+
+def ranks(v):
+    """Ranks 0..n-1 of v, tied values sharing their mean rank."""
+    v = np.asarray(v).ravel()
+    order = np.argsort(v, kind="mergesort")
+    sorted_v = v[order]
+    first = np.concatenate(([True], sorted_v[1:] != sorted_v[:-1]))
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, v.size))
+    mean_rank = starts + (counts - 1) / 2.0
+    out = np.empty(v.size, np.float64)
+    out[order] = mean_rank[group]
+    return out
+
+
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def max_rel_outside(a, b, excluded):
+    """max_rel over the pixels not in excluded ([N, H, W] bool), relative to max |b| of all."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = np.abs(a - b)
+    d[np.broadcast_to(excluded[:, None], d.shape)] = 0
+    return float(d.max() / max(float(np.abs(b).max()), 1e-300))
+
+
+def grad_ok(rec, key, strict):
+    """The gradient criterion: within GRAD_TOL, or (unless strict) within it outside the pixels
+    that rounding-decided units could move, those covering at most MAX_EXCLUDED of the batch."""
+    if rec[key] <= GRAD_TOL:
+        return True
+    return (not strict and rec.get(key + "_outside", 1.0) <= GRAD_TOL
+            and rec.get("ambiguous_px_frac", 1.0) <= MAX_EXCLUDED)
+
+
+def grad_map(g):
+    """The engine's grad map: mean over the colour channels of |dL/dx|, [N, H, W]."""
+    return np.abs(np.asarray(g, np.float64)).mean(axis=1)
+
+
+def self_test_measures():
+    v = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    assert np.allclose(ranks(v), [3, 0.5, 4, 0.5, 5, 7, 2, 6]), ranks(v)
+    assert abs(spearman(v, v * 2 + 1) - 1) < 1e-12 and abs(spearman(v, -v) + 1) < 1e-12
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=500), rng.normal(size=500)
+    # Spearman = Pearson of the ranks = 1 - 6 sum d^2 / (n (n^2 - 1)) without ties.
+    d = ranks(a) - ranks(b)
+    assert abs(spearman(a, b) - (1 - 6 * (d * d).sum() / (500 * (500 ** 2 - 1)))) < 1e-12
+
+
+# ---- the engine -----------------------------------------------------------------------------------
+
+class Engine:
+    def __init__(self, binary, timeout, log):
+        self.binary, self.timeout, self.log = binary, timeout, log
+        self.lock = threading.Lock()
+        self.device_line = None
+
+    def run(self, args):
+        cmd = [self.binary] + args
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+            rc, err = proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired:
+            rc, err = 124, f"timed out after {self.timeout} s"
+        secs = time.time() - t0
+        with self.lock:
+            with open(self.log, "a") as f:
+                f.write(f"+ {' '.join(cmd)}\n  exit {rc}, {secs:.1f} s\n")
+                if err.strip():
+                    f.write("".join("  | " + ln + "\n" for ln in err.strip().splitlines()[-20:]))
+            for ln in err.splitlines():
+                if ln.startswith("device: ") and self.device_line is None:
+                    self.device_line = ln[len("device: "):]
+        if rc != 0:
+            lines = err.strip().splitlines()
+            errors = [ln for ln in lines if "error" in ln.lower()]
+            last = (errors or lines or [""])[-1]
+            what = [args[0]] + [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--device", "--precision")]
+            raise RuntimeError(f"{' '.join(what)} exited {rc}: {last[:200]}")
+        return secs
+
+    def gradient(self, weights, x_path, targets, prefix, device, threads):
+        args = ["gradient", "--weights", weights, "--input", x_path, "--target=" + ",".join(map(str, targets)),
+                "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy", "--device", device]
+        if threads:
+            args += ["--threads", str(threads)]
+        self.run(args)
+        return np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy")
+
+    def saliency(self, weights, x_path, targets, out_dir, device, precision, threads):
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        args = ["saliency", "--weights", weights, "--target=" + ",".join(map(str, targets)), "--out", out_dir,
+                "--device", device, "--batch", str(len(targets))]
+        if precision:
+            args += ["--precision", precision]
+        if threads:
+            args += ["--threads", str(threads)]
+        self.run(args + [x_path])
+        stem = os.path.splitext(os.path.basename(x_path))[0]
+        names = [stem] if len(targets) == 1 else [f"{stem}_{n}" for n in range(len(targets))]
+        return np.stack([np.load(os.path.join(out_dir, n + ".npy")) for n in names])
+
+
+# ---- one model --------------------------------------------------------------------------------------
+
+def prepare(arch, args, device, builder, work):
+    """Builds, conditions and writes one model and its batch; the PyTorch reference on device."""
+    seed = 1000 + ARCHS.index(arch)
+    small = {}
+    if args.selftest:
+        small = {"width_div": 8, "hidden": 64, "num_classes": 10}
+    t0 = time.time()
+    model = build_model(arch, seed, builder, device, **small)
+    randomise(model, seed)
+    gen = torch.Generator().manual_seed(seed + 3)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
+    model = model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    xd = x.to(device)
+    logits = condition(model, xd, seed=seed)
+    targets = logits.argmax(dim=1).tolist()
+    # The reference: the engine's seed, strict float32.
+    xg = xd.clone().requires_grad_(True)
+    out = model(xg)
+    prob = torch.softmax(out, dim=1).detach()
+    idx = torch.arange(args.batch, device=device)
+    t = torch.tensor(targets, device=device)
+    seed_grad = torch.zeros_like(out)
+    seed_grad[idx, t] = prob[idx, t]
+    out.backward(seed_grad)
+    ref_logits = out.detach().cpu().numpy().astype(np.float64)
+    ref_grad = xg.grad.detach().cpu().numpy().astype(np.float64)
+    del xg, out
+    amb_count, amb_px = ambiguous_pixels(model, xd, AMBIGUITY_TAU)
+    weights = os.path.join(work, f"{arch}.safetensors")
+    write_safetensors(weights, model.state_dict())
+    x_path = os.path.join(work, f"{arch}_x.npy")
+    np.save(x_path, x.numpy().astype(np.float32))
+    del model, xd
+    if device != "cpu":
+        torch.cuda.empty_cache()
+    return {"weights": weights, "x": x_path, "targets": targets, "ref_logits": ref_logits, "ref_grad": ref_grad,
+            "prepare_s": time.time() - t0, "builder": builder, "ambiguous_units": amb_count,
+            "ambiguous_px": amb_px}
+
+
+def check_model(arch, prep, engine, args, work):
+    """Runs the engine on one prepared model; returns the JSON record."""
+    t0 = time.time()
+    amb = prep["ambiguous_px"]
+    rec = {"model": arch, "batch": args.batch, "size": args.size, "targets": prep["targets"],
+           "builder": prep["builder"], "ok": False, "ambiguous_units": prep["ambiguous_units"],
+           "ambiguous_px_frac": float(amb.mean())}
+    w, x, tg = prep["weights"], prep["x"], prep["targets"]
+    pre = os.path.join(work, arch)
+    try:
+        if args.selftest:
+            logits_cpu, g_cpu = engine.gradient(w, x, tg, pre + "_cpu", "cpu", args.threads)
+            rec["cpu_vs_torch"] = max_rel(g_cpu, prep["ref_grad"])
+            rec["cpu_vs_torch_outside"] = max_rel_outside(g_cpu, prep["ref_grad"], amb)
+            rec["cpu_vs_torch_l2"] = l2_rel(g_cpu, prep["ref_grad"])
+            rec["logits_cpu_vs_torch"] = max_rel(logits_cpu, prep["ref_logits"])
+            m = engine.saliency(w, x, tg, pre + "_map_cpu", "cpu", None, args.threads)
+            rec["map_file_vs_grad"] = max_rel(m, grad_map(g_cpu))
+            rec["ok"] = (grad_ok(rec, "cpu_vs_torch", args.strict) and rec["logits_cpu_vs_torch"] <= GRAD_TOL
+                         and rec["map_file_vs_grad"] <= 1e-5)
+        else:
+            with futures.ThreadPoolExecutor(max_workers=4) as pool:
+                cpu = pool.submit(engine.gradient, w, x, tg, pre + "_cpu", "cpu", args.threads)
+                # (the device runs get 2 CPU threads each: several of them overlap)
+                cuda = pool.submit(engine.gradient, w, x, tg, pre + "_cuda", "cuda", 2)
+                maps = {p: pool.submit(engine.saliency, w, x, tg, pre + "_map_" + p, "cuda", p, 2)
+                        for p in ("bf16", "tf32")}
+                logits_cpu, g_cpu = cpu.result()
+                logits_cuda, g_cuda = cuda.result()
+                maps = {p: f.result() for p, f in maps.items()}
+            ref = prep["ref_grad"]
+            rec["cuda_vs_cpu"] = max_rel(g_cuda, g_cpu)
+            rec["cuda_vs_torch"] = max_rel(g_cuda, ref)
+            rec["cpu_vs_torch"] = max_rel(g_cpu, ref)
+            rec["cuda_vs_cpu_outside"] = max_rel_outside(g_cuda, g_cpu, amb)
+            rec["cuda_vs_torch_outside"] = max_rel_outside(g_cuda, ref, amb)
+            rec["cuda_vs_cpu_l2"] = l2_rel(g_cuda, g_cpu)
+            rec["cuda_vs_torch_l2"] = l2_rel(g_cuda, ref)
+            rec["cuda_vs_cpu_beyond"] = beyond(g_cuda, g_cpu, GRAD_TOL)
+            rec["cuda_vs_torch_beyond"] = beyond(g_cuda, ref, GRAD_TOL)
+            rec["logits_cuda_vs_torch"] = max_rel(logits_cuda, prep["ref_logits"])
+            rec["logits_cuda_vs_cpu"] = max_rel(logits_cuda, logits_cpu)
+            m32 = grad_map(g_cuda)
+            ok_maps = True
+            for p, m in maps.items():
+                rec[f"{p}_map_rel"] = max_rel(m, m32)
+                rec[f"{p}_spearman"] = min(spearman(m[n], m32[n]) for n in range(m.shape[0]))
+                ok_maps &= rec[f"{p}_map_rel"] <= MAP_TOL and rec[f"{p}_spearman"] > SPEARMAN_MIN
+            rec["ok"] = bool(grad_ok(rec, "cuda_vs_cpu", args.strict) and grad_ok(rec, "cuda_vs_torch", args.strict)
+                             and ok_maps)
+    except Exception as e:  # an engine failure is this model's failure, the others still run
+        rec["error"] = str(e)
+    rec["engine_s"] = round(time.time() - t0, 1)
+    rec["prepare_s"] = round(prep["prepare_s"], 1)
+    if not args.keep:
+        for f in os.listdir(work):
+            if f.startswith(arch + "_") or f == arch + ".safetensors":
+                p = os.path.join(work, f)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    return rec
+
+
+def names_and_shapes_vs_torchvision(tv):
+    """The own builder's state dict against torchvision's, by name and shape, for every arch."""
+    bad = []
+    for arch in ARCHS:
+        torch.manual_seed(0)
+        want = {k: tuple(v.shape) for k, v in getattr(tv, arch)(weights=None).state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in own_model(arch).state_dict().items()}
+        if want != have:
+            missing = sorted(set(want) - set(have))[:3]
+            extra = sorted(set(have) - set(want))[:3]
+            shapes = [k for k in set(want) & set(have) if want[k] != have[k]][:3]
+            bad.append(f"{arch}: missing {missing} unexpected {extra} shapes {shapes}")
+    return bad
+
+
+# ---- report -------------------------------------------------------------------------------------------
+
+def fmt(v, spec=".2e"):
+    return "-" if v is None else format(v, spec)
+
+
+def table(records, selftest):
+    if selftest:
+        lines = ["| model | cpu vs torch (max rel) | outside ambiguous | ambiguous units (px) | L2 | logits "
+                 "| map file vs grad | result |",
+                 "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in records:
+            lines.append(f"| {r['model']} | {fmt(r.get('cpu_vs_torch'))} | {fmt(r.get('cpu_vs_torch_outside'))} "
+                         f"| {ambiguity(r)} | {fmt(r.get('cpu_vs_torch_l2'))} "
+                         f"| {fmt(r.get('logits_cpu_vs_torch'))} | {fmt(r.get('map_file_vs_grad'))} "
+                         f"| {status(r)} |")
+        return "\n".join(lines)
+    lines = ["| model | cuda vs cpu | cuda vs torch | outside ambiguous (cpu / torch) | ambiguous units (px) "
+             "| cpu vs torch | L2 vs cpu / torch | logits vs torch | bf16 map | bf16 rho | tf32 map | tf32 rho "
+             "| result |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in records:
+        lines.append(
+            f"| {r['model']} | {fmt(r.get('cuda_vs_cpu'))} | {fmt(r.get('cuda_vs_torch'))} "
+            f"| {fmt(r.get('cuda_vs_cpu_outside'))} / {fmt(r.get('cuda_vs_torch_outside'))} | {ambiguity(r)} "
+            f"| {fmt(r.get('cpu_vs_torch'))} | {fmt(r.get('cuda_vs_cpu_l2'))} / {fmt(r.get('cuda_vs_torch_l2'))} "
+            f"| {fmt(r.get('logits_cuda_vs_torch'))} | {fmt(r.get('bf16_map_rel'))} | {fmt(r.get('bf16_spearman'), '.4f')} "
+            f"| {fmt(r.get('tf32_map_rel'))} | {fmt(r.get('tf32_spearman'), '.4f')} | {status(r)} |")
+    return "\n".join(lines)
+
+
+def ambiguity(r):
+    if "ambiguous_units" not in r:
+        return "-"
+    return f"{r['ambiguous_units']} ({100 * r['ambiguous_px_frac']:.1f}%)"
+
+
+def status(r):
+    if r.get("skipped"):
+        return "SKIP (" + r["skipped"] + ")"
+    if r.get("error"):
+        return "ERROR: " + r["error"][:80]
+    if not r["ok"]:
+        return "FAIL"
+    keys = ("cuda_vs_cpu", "cuda_vs_torch") if "cuda_vs_cpu" in r else ("cpu_vs_torch",)
+    return "ok*" if any(r[k] > GRAD_TOL for k in keys) else "ok"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", required=True, help="the engine (a CUDA build, or any build for --selftest)")
+    ap.add_argument("--out", required=True, help="directory for models.jsonl, models.md, engine.log and scratch")
+    ap.add_argument("--models", default=",".join(ARCHS), help="comma-separated (default: all 13, cheapest first)")
+    ap.add_argument("--batch", type=int, default=None, help="images per batch (default 2)")
+    ap.add_argument("--size", type=int, default=None, help="image height and width (default 224; 64 with --selftest)")
+    ap.add_argument("--threads", type=int, default=4, help="CPU threads of each CPU-backend run (default 4)")
+    ap.add_argument("--jobs", type=int, default=3, help="models whose engine runs overlap (default 3)")
+    ap.add_argument("--time-limit", type=float, default=0, help="start no model after this many seconds (0: none)")
+    ap.add_argument("--timeout", type=int, default=180, help="seconds for one engine run (default 180)")
+    ap.add_argument("--builder", choices=("auto", "torchvision", "own"), default="auto",
+                    help="model constructor: torchvision when importable (auto), or this script's")
+    ap.add_argument("--selftest", action="store_true", help="CPU only: small models, --device cpu vs PyTorch CPU")
+    ap.add_argument("--keep", action="store_true", help="keep the weight files and outputs in OUT/scratch")
+    ap.add_argument("--strict", action="store_true",
+                    help="the gradient criterion on every pixel, rounding-decided units or not")
+    args = ap.parse_args()
+    args.batch = args.batch or 2
+    args.size = args.size or (64 if args.selftest else 224)
+    return args
+
+
+def main():
+    args = parse_args()
+    start = time.time()
+    if not os.path.exists(args.bin):
+        print(f"gpu_models_check: engine not found: {args.bin}", file=sys.stderr)
+        return 2
+    archs = [a.strip() for a in args.models.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in ARCHS]
+    if unknown:
+        print(f"gpu_models_check: unknown models {unknown} (know {ARCHS})", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    work = os.path.join(args.out, "scratch")
+    os.makedirs(work, exist_ok=True)
+    log = os.path.join(args.out, "engine.log")
+    open(log, "w").close()
+    self_test_measures()
+    tv = torchvision_models()
+    builder = args.builder
+    if builder == "auto":
+        builder = "own" if args.selftest or tv is None else "torchvision"
+    if builder == "torchvision" and tv is None:
+        print("gpu_models_check: --builder torchvision, but torchvision cannot be imported", file=sys.stderr)
+        return 2
+    header = {"torch": torch.__version__, "torchvision": getattr(sys.modules.get("torchvision"), "__version__", None),
+              "builder": builder, "batch": args.batch, "size": args.size, "selftest": args.selftest}
+    if args.selftest:
+        device = "cpu"
+        torch.set_num_threads(max(1, args.threads))
+    else:
+        if not torch.cuda.is_available():
+            print("gpu_models_check: PyTorch sees no CUDA device (use --selftest without a GPU)", file=sys.stderr)
+            return 1
+        device = "cuda"
+        set_tf32(torch, False)
+        torch.backends.cudnn.benchmark = False
+        header["torch_device"] = torch.cuda.get_device_name(0)
+    print(json.dumps({"header": header}), flush=True)
+
+    engine = Engine(args.bin, args.timeout, log)
+    records, extra_failures = [], []
+    if args.selftest and tv is not None:
+        bad = names_and_shapes_vs_torchvision(tv)
+        extra_failures += bad
+        print(json.dumps({"names_and_shapes_vs_torchvision": "ok" if not bad else bad}), flush=True)
+
+    # Models are prepared one at a time here (PyTorch on the GPU); the engine runs of up to
+    # --jobs models overlap in a pool.
+    pool = futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    pending = []
+    for arch in archs:
+        if args.time_limit and time.time() - start > args.time_limit:
+            records.append({"model": arch, "ok": False, "skipped": "time limit"})
+            continue
+        while sum(not f.done() for _, f in pending) >= max(1, args.jobs):
+            time.sleep(0.05)
+        try:
+            prep = prepare(arch, args, device, builder, work)
+        except Exception as e:
+            records.append({"model": arch, "ok": False, "error": f"preparing: {e}"})
+            continue
+        pending.append((arch, pool.submit(check_model, arch, prep, engine, args, work)))
+    for arch, f in pending:
+        rec = f.result()
+        records.append(rec)
+        print(json.dumps(rec), flush=True)
+    pool.shutdown()
+    records.sort(key=lambda r: archs.index(r["model"]))
+    for r in records:
+        if r.get("skipped") or (r.get("error", "").startswith("preparing")):
+            print(json.dumps(r), flush=True)
+
+    with open(os.path.join(args.out, "models.jsonl"), "w") as f:
+        f.write(json.dumps({"header": header, "device": engine.device_line}) + "\n")
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    md = table(records, args.selftest)
+    crit = ("criteria: cpu vs torch <= 1e-4 (gradient and logits), map file = mean |grad| within 1e-5"
+            if args.selftest else
+            f"criteria: cuda vs cpu and vs torch <= {GRAD_TOL:g} (max |a-b| / max |b|); bf16/tf32 map vs fp32 map "
+            f"<= {MAP_TOL:g}, Spearman > {SPEARMAN_MIN}")
+    if not args.strict:
+        crit += (f". ok*: a gradient beyond {GRAD_TOL:g} on every pixel but within it outside the pixels that "
+                 f"rounding-decided units (ReLU inputs or max-pool top-2 gaps within {AMBIGUITY_TAU:g} of their "
+                 f"channel's RMS, in float64) can move, those at most {MAX_EXCLUDED:.0%} of the pixels "
+                 f"(--strict: every pixel)")
+    title = (f"{len(records)} models, batch {args.batch}, {args.size}x{args.size}, builder {builder}, "
+             f"torch {torch.__version__}" + (f", engine device: {engine.device_line}" if engine.device_line else ""))
+    with open(os.path.join(args.out, "models.md"), "w") as f:
+        f.write(title + "\n\n" + md + "\n\n" + crit + "\n")
+    print("\n" + title + "\n\n" + md + "\n\n" + crit)
+    nbad = sum(not r["ok"] for r in records) + len(extra_failures)
+    keys = (["cpu_vs_torch", "map_file_vs_grad"] if args.selftest else
+            ["cuda_vs_cpu", "cuda_vs_torch", "bf16_map_rel", "tf32_map_rel"])
+    worst = []
+    for k in keys:
+        vals = [(r[k], r["model"]) for r in records if r.get(k) is not None]
+        if vals:
+            v, m = max(vals)
+            worst.append(f"{k} {v:.2e} ({m})")
+    for k in ([] if args.selftest else ["bf16_spearman", "tf32_spearman"]):
+        vals = [(r[k], r["model"]) for r in records if r.get(k) is not None]
+        if vals:
+            v, m = min(vals)
+            worst.append(f"{k} {v:.4f} ({m})")
+    print("worst: " + (", ".join(worst) if worst else "nothing measured"))
+    print(f"models: {sum(r['ok'] for r in records)} of {len(archs)} ok, {nbad} failed or not run, "
+          f"{time.time() - start:.0f} s")
+    return 0 if nbad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
