@@ -111,15 +111,10 @@ def make_model(model_name):
 
 
 def set_tf32(torch, allow):
-    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off: torch >= 2.9's fp32_precision
-    settings where they exist (the allow_tf32 flags are deprecated there), else the flags."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        conv.fp32_precision = "tf32" if allow else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "tf32" if allow else "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = allow
-        torch.backends.cuda.matmul.allow_tf32 = allow
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off (gpu_models_check.set_tf32)."""
+    sys.path.insert(0, HERE)
+    import gpu_models_check
+    gpu_models_check.set_tf32(torch, allow)
 
 
 def cuda_settings(torch, precision):
