@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/maps.h"
 #include "nn/error.h"
 #if PARCHGRAD_GPU
 #include "nn/gpu/ops.h"
@@ -145,31 +146,25 @@ Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x)
   return model.forward(ctx, ag::Var{on_device ? x.to(Device::cuda) : x, -1}).value.to(Device::cpu);
 }
 
-Tensor input_gradient_map(const Tensor& x, const Tensor& g) {
-  const int64_t N = g.dim(0), C = g.dim(1), HW = g.dim(2) * g.dim(3);
-  Tensor m({N, g.dim(2), g.dim(3)});
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t i = 0; i < HW; ++i) {
-      float s = 0.f;
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t j = (n * C + c) * HW + i;
-        s += std::fabs(x[j] * g[j]);
-      }
-      m[n * HW + i] = s / float(C);
-    }
+namespace {
+// The host twin of the device map kernels (kernels/cpu/maps.h), so both backends make the
+// same map bit for bit.
+Tensor host_map(const Tensor& g, const Tensor* x, kernels::cpu::MapKind kind) {
+  kernels::cpu::ChannelMapParams p;
+  p.N = int(g.dim(0));
+  p.C = int(g.dim(1));
+  p.HW = g.dim(2) * g.dim(3);
+  p.kind = kind;
+  Tensor m({g.dim(0), g.dim(2), g.dim(3)});
+  kernels::cpu::channel_map(p, g.data(), x ? x->data() : nullptr, m.data());
   return m;
+}
+}  // namespace
+
+Tensor input_gradient_map(const Tensor& x, const Tensor& g) {
+  return host_map(g, &x, kernels::cpu::MapKind::abs_input_x_grad);
 }
 
-Tensor gradient_map(const Tensor& g) {
-  const int64_t N = g.dim(0), C = g.dim(1), HW = g.dim(2) * g.dim(3);
-  Tensor m({N, g.dim(2), g.dim(3)});
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t i = 0; i < HW; ++i) {
-      float s = 0.f;
-      for (int64_t c = 0; c < C; ++c) s += std::fabs(g[(n * C + c) * HW + i]);
-      m[n * HW + i] = s / float(C);
-    }
-  return m;
-}
+Tensor gradient_map(const Tensor& g) { return host_map(g, nullptr, kernels::cpu::MapKind::abs_grad); }
 
 }  // namespace pg

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu/maps.h"
 #include "nn/error.h"
 
 namespace pg {
@@ -83,7 +84,7 @@ void run_copies(const nn::Model& model, nn::Context& ctx, const Tensor& copies, 
 
 // Map of one sample from the clean-input gradient (grad, inputgrad) or Grad-CAM.
 void direct_maps(const Tensor& x, const GradientResult& r, Method method, Explanation& ex) {
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), HW = H * W, per = C * HW;
+  const int64_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HW = H * W;
   if (method == Method::GradCAM) {
     const Tensor& A = r.feature;
     const Tensor& G = r.feature_grad;
@@ -104,7 +105,6 @@ void direct_maps(const Tensor& x, const GradientResult& r, Method method, Explan
   }
   // grad and inputgrad: the map was made where the gradient is (input_gradients).
   if (r.map.numel() != N * HW) throw Error("internal error: no saliency map for " + std::string(method_name(method)));
-  (void)per;
   ex.maps = r.map.reshape({N, H, W});
 }
 
@@ -220,13 +220,15 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
       t[j] = ex.targets[n];
     }
   }
+  kernels::cpu::ChannelMapParams mp;  // one copy's grad map (the twin of the device's)
+  mp.N = 1;
+  mp.C = int(C);
+  mp.HW = HW;
+  std::vector<float> m1(HW);
   run_copies(model, ctx, noisy, t, opt.max_batch, hook, [&](int64_t j, const float* g) {
     const int64_t n = j / M;
-    for (int64_t i = 0; i < HW; ++i) {
-      float s = 0;
-      for (int64_t c = 0; c < C; ++c) s += std::fabs(g[c * HW + i]);
-      ex.maps[n * HW + i] += s / float(C) / float(M);
-    }
+    kernels::cpu::channel_map(mp, g, nullptr, m1.data());
+    for (int64_t i = 0; i < HW; ++i) ex.maps[n * HW + i] += m1[i] / float(M);
   });
   return ex;
 }
