@@ -126,35 +126,29 @@ ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
   }
   if (hooked) ctx.hook->on_forward(site, gap);
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    Context* c = &ctx;
-    ctx.tape->record([this, p, in_id, out_id, hooked, c, threads, wino](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor scale;
-      if (hooked) scale = c->hook->on_backward(site, g);
-      if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
-        throw Error(site.name + ": hook returned a scale of shape " + scale.shape_str());
-      Tensor dx({p.N, p.C, p.H, p.W});
-      profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
-                          2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
-      if (wino) {
-        WinogradWeights& ww = *winograd;
-        std::call_once(ww.dgrad_once, [&] {
-          ww.dgrad.resize(kc::winograd_weight_floats(p));
-          kc::winograd_dgrad_weights(p, weight.data(), ww.dgrad.data());
-        });
-        kc::winograd_dgrad(p, g.data(), ww.dgrad.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
-                           c->scratch(kc::winograd_workspace_floats(p, threads)));
-      } else {
-        kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
-                         c->scratch(kc::conv2d_workspace_floats(p, threads)));
-      }
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  Context* c = &ctx;
+  record_backward(ctx, x, out, [this, p, hooked, c, threads, wino](Tensor g) {
+    Tensor scale;
+    if (hooked) scale = c->hook->on_backward(site, g);
+    if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
+      throw Error(site.name + ": hook returned a scale of shape " + scale.shape_str());
+    Tensor dx({p.N, p.C, p.H, p.W});
+    profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
+                        2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
+    if (wino) {
+      WinogradWeights& ww = *winograd;
+      std::call_once(ww.dgrad_once, [&] {
+        ww.dgrad.resize(kc::winograd_weight_floats(p));
+        kc::winograd_dgrad_weights(p, weight.data(), ww.dgrad.data());
+      });
+      kc::winograd_dgrad(p, g.data(), ww.dgrad.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
+                         c->scratch(kc::winograd_workspace_floats(p, threads)));
+    } else {
+      kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
+                       c->scratch(kc::conv2d_workspace_floats(p, threads)));
+    }
+    return dx;
+  });
   return out;
 }
 
@@ -166,17 +160,11 @@ ag::Var Linear::forward(Context& ctx, const ag::Var& x) const {
   Tensor y({N, outf});
   kc::linear_forward(N, in, outf, x.value.data(), weight.data(), bias.empty() ? nullptr : bias.data(), y.data());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([this, N, in, outf, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({N, in});
-      kc::linear_backward(N, in, outf, g.data(), weight.data(), dx.data());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [this, N, in, outf](Tensor g) {
+    Tensor dx({N, in});
+    kc::linear_backward(N, in, outf, g.data(), weight.data(), dx.data());
+    return dx;
+  });
   return out;
 }
 
@@ -212,18 +200,12 @@ ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
     kc::maxpool2d_forward(p, x.value.data(), y.data(), record ? argmax->data() : nullptr);
   }
   ag::Var out{y, -1};
-  if (record) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([p, argmax, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({p.N, p.C, p.H, p.W});
-      profile::Scope prof("maxpool bwd");
-      kc::maxpool2d_backward(p, g.data(), argmax->data(), dx.data());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [p, argmax](Tensor g) {
+    Tensor dx({p.N, p.C, p.H, p.W});
+    profile::Scope prof("maxpool bwd");
+    kc::maxpool2d_backward(p, g.data(), argmax->data(), dx.data());
+    return dx;
+  });
   return out;
 }
 
@@ -237,18 +219,13 @@ ag::Var relu(Context& ctx, ag::Var x) {
     profile::Scope prof("relu fwd");
     kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
   }
-  if (record) {
-    const int in_id = x.id, out_id = ctx.tape->new_value();
-    x.id = out_id;
-    ctx.tape->record([mask, n, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      profile::Scope prof("relu bwd");
-      kc::relu_backward(g.data(), n, mask->data());
-      tape.accumulate(in_id, std::move(g));
-    });
-  }
-  return x;
+  ag::Var out{x.value, -1};  // in place
+  record_backward(ctx, x, out, [mask, n](Tensor g) {
+    profile::Scope prof("relu bwd");
+    kc::relu_backward(g.data(), n, mask->data());
+    return g;
+  });
+  return out;
 }
 
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
@@ -258,17 +235,11 @@ ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   Tensor y({s[0], s[1], P, Q});
   kc::adaptive_avgpool2d_forward(NC, H, W, P, Q, x.value.data(), y.data());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([s, NC, H, W, P, Q, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx(s);
-      kc::adaptive_avgpool2d_backward(NC, H, W, P, Q, g.data(), dx.data());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [s, NC, H, W, P, Q](Tensor g) {
+    Tensor dx(s);
+    kc::adaptive_avgpool2d_backward(NC, H, W, P, Q, g.data(), dx.data());
+    return dx;
+  });
   return out;
 }
 
@@ -279,25 +250,24 @@ ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
   Tensor y({p.N, p.C, p.P, p.Q});
   kc::avgpool2d_forward(p, x.value.data(), y.data());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([p, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({p.N, p.C, p.H, p.W});
-      kc::avgpool2d_backward(p, g.data(), dx.data());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [p](Tensor g) {
+    Tensor dx({p.N, p.C, p.H, p.W});
+    kc::avgpool2d_backward(p, g.data(), dx.data());
+    return dx;
+  });
   return out;
 }
 
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   if (a.value.shape() != b.value.shape())
     throw Error("add: shapes " + a.value.shape_str() + " and " + b.value.shape_str() + " differ");
-  PG_DEVICE_DISPATCH(a.value.is_cuda() || b.value.is_cuda(), dev::add(ctx, std::move(a), b));
-  {
+  if (a.value.is_cuda() || b.value.is_cuda()) {
+#if PARCHGRAD_GPU
+    dev::add_inplace(a.value, b.value);
+#else
+    throw Error("this build of parchgrad has no CUDA backend");
+#endif
+  } else {
     profile::Scope prof("add fwd");
     float* pa = a.value.data();
     const float* pb = b.value.data();
@@ -324,14 +294,7 @@ ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
 ag::Var flatten(Context& ctx, const ag::Var& x) {
   const auto s = x.value.shape();
   ag::Var out{x.value.reshape({s[0], x.value.numel() / s[0]}), -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([s, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (!g.empty()) tape.accumulate(in_id, g.reshape(s));
-    });
-  }
+  record_backward(ctx, x, out, [s](Tensor g) { return g.reshape(s); });
   return out;
 }
 

@@ -27,6 +27,21 @@ struct Context {
   ag::Var feature;
 };
 
+// The backward step of a one-input layer, for the CPU layers here and the device ones
+// (nn/gpu/ops.h) alike: when the pass has a tape and x is on it, gives `out` a new tape id
+// and records a step that takes out's gradient g (nothing to do when none reached it) and
+// adds back(g) into x's gradient. back may return g itself, edited in place.
+template <class Back>
+void record_backward(Context& ctx, const ag::Var& x, ag::Var& out, Back back) {
+  if (!ctx.tape || x.id < 0) return;
+  const int in_id = x.id;
+  out.id = ctx.tape->new_value();
+  ctx.tape->record([in_id, out_id = out.id, back = std::move(back)](ag::Tape& tape) {
+    Tensor g = tape.take(out_id);
+    if (!g.empty()) tape.accumulate(in_id, back(std::move(g)));
+  });
+}
+
 // When on, 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) where eligible
 // (kernels/cpu/winograd.h); off (the default) uses im2col + SGEMM everywhere. Off by default
 // because its rounding, though within 1e-6 of the direct method per layer, moves more ReLU and

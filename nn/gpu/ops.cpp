@@ -95,39 +95,33 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     ctx.hook->on_forward(conv.site, gap.to(Device::cpu));
   }
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    Context* c = &ctx;
-    const Conv2d* cv = &conv;
-    ctx.tape->record([cv, p, in_id, out_id, hooked, c](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor scale;
-      if (hooked) scale = c->hook->on_backward(cv->site, g);
-      if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
-        throw Error(cv->site.name + ": hook returned a scale of shape " + scale.shape_str());
-      const Tensor scale_dev = scale.empty() ? Tensor() : scale.to(Device::cuda);
-      const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
-      const Conv2d::DeviceWeights& dw = device_weights(*cv);
-      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
-      if (g_options.dgrad_library || !kcu::conv_dgrad_supported(p)) {
-        if (s) {
-          kcu::SampleChannelScaleParams sp;
-          sp.N = p.N;
-          sp.K = p.K;
-          sp.HW = p.out_plane();
-          kcu::launch_sample_channel_scale(sp, g.dptr(), s, g.dptr(), compute());
-        }
-        gpu::conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
-      } else {
-        auto ws = device_buffer(kcu::conv_dgrad_workspace_bytes(p));
-        kcu::launch_conv_dgrad(p, g_options.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
-                               compute());
+  Context* c = &ctx;
+  const Conv2d* cv = &conv;
+  record_backward(ctx, x, out, [cv, p, hooked, c](Tensor g) {
+    Tensor scale;
+    if (hooked) scale = c->hook->on_backward(cv->site, g);
+    if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
+      throw Error(cv->site.name + ": hook returned a scale of shape " + scale.shape_str());
+    const Tensor scale_dev = scale.empty() ? Tensor() : scale.to(Device::cuda);
+    const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
+    const Conv2d::DeviceWeights& dw = device_weights(*cv);
+    Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+    if (g_options.dgrad_library || !kcu::conv_dgrad_supported(p)) {
+      if (s) {
+        kcu::SampleChannelScaleParams sp;
+        sp.N = p.N;
+        sp.K = p.K;
+        sp.HW = p.out_plane();
+        kcu::launch_sample_channel_scale(sp, g.dptr(), s, g.dptr(), compute());
       }
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+      gpu::conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
+    } else {
+      auto ws = device_buffer(kcu::conv_dgrad_workspace_bytes(p));
+      kcu::launch_conv_dgrad(p, g_options.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
+                             compute());
+    }
+    return dx;
+  });
   return out;
 }
 
@@ -141,18 +135,12 @@ ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
   gpu::linear_forward(N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
                       y.dptr());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    const Linear* l = &lin;
-    ctx.tape->record([l, N, in, outf, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({N, in}, Device::cuda);
-      gpu::linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  const Linear* l = &lin;
+  record_backward(ctx, x, out, [l, N, in, outf](Tensor g) {
+    Tensor dx({N, in}, Device::cuda);
+    gpu::linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
+    return dx;
+  });
   return out;
 }
 
@@ -165,17 +153,11 @@ ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) 
   kcu::launch_maxpool_forward(p, x.value.dptr(), y.dptr(), record ? static_cast<int32_t*>(argmax.get()) : nullptr,
                               compute());
   ag::Var out{y, -1};
-  if (record) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([p, argmax, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
-      kcu::launch_maxpool_backward(p, g.dptr(), static_cast<const int32_t*>(argmax.get()), dx.dptr(), compute());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [p, argmax](Tensor g) {
+    Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+    kcu::launch_maxpool_backward(p, g.dptr(), static_cast<const int32_t*>(argmax.get()), dx.dptr(), compute());
+    return dx;
+  });
   return out;
 }
 
@@ -188,17 +170,12 @@ ag::Var relu(Context& ctx, ag::Var x) {
   if (record) mask = device_buffer(size_t(kcu::relu_mask_words32(rp.n)) * sizeof(uint32_t));
   kcu::launch_relu_forward(rp, x.value.dptr(), x.value.dptr(), record ? static_cast<uint32_t*>(mask.get()) : nullptr,
                            compute());
-  if (record) {
-    const int in_id = x.id, out_id = ctx.tape->new_value();
-    x.id = out_id;
-    ctx.tape->record([mask, rp, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      kcu::launch_relu_backward(rp, g.dptr(), static_cast<const uint32_t*>(mask.get()), g.dptr(), compute());
-      tape.accumulate(in_id, std::move(g));
-    });
-  }
-  return x;
+  ag::Var out{x.value, -1};  // in place
+  record_backward(ctx, x, out, [mask, rp](Tensor g) {
+    kcu::launch_relu_backward(rp, g.dptr(), static_cast<const uint32_t*>(mask.get()), g.dptr(), compute());
+    return g;
+  });
+  return out;
 }
 
 ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
@@ -206,17 +183,11 @@ ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) 
   Tensor y({p.N, p.C, p.P, p.Q}, Device::cuda);
   kcu::launch_avgpool_forward(p, x.value.dptr(), y.dptr(), compute());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([p, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
-      kcu::launch_avgpool_backward(p, g.dptr(), dx.dptr(), compute());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [p](Tensor g) {
+    Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
+    kcu::launch_avgpool_backward(p, g.dptr(), dx.dptr(), compute());
+    return dx;
+  });
   return out;
 }
 
@@ -232,37 +203,12 @@ ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   Tensor y({s[0], s[1], P, Q}, Device::cuda);
   kcu::launch_adaptive_avgpool_forward(ap, x.value.dptr(), y.dptr(), compute());
   ag::Var out{y, -1};
-  if (ctx.tape && x.id >= 0) {
-    out.id = ctx.tape->new_value();
-    const int in_id = x.id, out_id = out.id;
-    ctx.tape->record([s, ap, in_id, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor dx(s, Device::cuda);
-      kcu::launch_adaptive_avgpool_backward(ap, g.dptr(), dx.dptr(), compute());
-      tape.accumulate(in_id, std::move(dx));
-    });
-  }
+  record_backward(ctx, x, out, [s, ap](Tensor g) {
+    Tensor dx(s, Device::cuda);
+    kcu::launch_adaptive_avgpool_backward(ap, g.dptr(), dx.dptr(), compute());
+    return dx;
+  });
   return out;
-}
-
-ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
-  require_device(a.value, "add");
-  require_device(b.value, "add");
-  kcu::launch_add(a.value.numel(), a.value.dptr(), b.value.dptr(), a.value.dptr(), compute());
-  if (ctx.tape && (a.id >= 0 || b.id >= 0)) {
-    const int ia = a.id, ib = b.id, out_id = ctx.tape->new_value();
-    a.id = out_id;
-    ctx.tape->record([ia, ib, out_id](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      // Each branch gets its own copy: hooks may edit a gradient in place.
-      if (ia >= 0 && ib >= 0) tape.accumulate(ib, g.clone());
-      else if (ib >= 0) tape.accumulate(ib, std::move(g));
-      if (ia >= 0 && !g.empty()) tape.accumulate(ia, std::move(g));
-    });
-  }
-  return a;
 }
 
 void add_inplace(Tensor& a, const Tensor& b) {

@@ -36,9 +36,9 @@ ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x);
 ag::Var relu(Context& ctx, ag::Var x);
 ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x);
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q);
-ag::Var add(Context& ctx, ag::Var a, const ag::Var& b);
 
-// a += b (device tensors of equal size): the tape's gradient accumulation.
+// a += b (device tensors of equal size): the residual add (nn::add records its backward) and
+// the tape's gradient accumulation.
 void add_inplace(Tensor& a, const Tensor& b);
 
 // ParchGrad's fused reduction on a device gradient g [N, C, H, W] (dL/dy of the conv):
