@@ -3,15 +3,25 @@
 
 For each model, runs `parchgrad bench --json` and then the same workload in PyTorch with the
 same batch, image size, warm-up and iteration counts (on the CPU also the same thread count):
-  forward:  logits of a random batch (no autograd),
+  forward:  logits of a random batch (no autograd; PyTorch eager),
   saliency: forward + backward of the seed onehot(t) * softmax(logits)[t] to the input, and the
-            map mean_c |dL/dx| (on the GPU the batch is uploaded once and the maps come back,
-            as the engine's bench does).
+            map mean_c |dL/dx| (on the GPU the batch is uploaded once and the maps come back to
+            host memory every batch, as the engine's bench does through its pinned staging
+            buffers: PyTorch's with a non_blocking copy into a preallocated pinned host buffer,
+            waited for; its rate with the maps kept on the GPU is reported beside it, for
+            comparison only).
+PyTorch's saliency step is timed eager and, with --compile (default: on --device cuda),
+torch.compile'd (default mode): the first call, which compiles, is timed apart and reported as
+the compile time, not in the rate; a torch.compile that fails is reported in the table and
+the eager figure stands. The saliency ratio is the engine over PyTorch's best: the faster of
+eager and compiled, with the pinned copy. A (model, precision) pair's PyTorch side is measured
+once per run of this script (a second run of the pair, e.g. with :cls, reuses it).
 Both use random weights. Prints a Markdown table; --json-out also writes the numbers, --md-out
 the table with a header naming the machine and the settings.
 
 --device cuda runs both on the GPU: the engine with `--device cuda --precision P`, PyTorch at its
-best for the same precision: cuDNN benchmark mode, channels_last, and
+best for the same precision: cuDNN benchmark mode, channels_last, parameters frozen (only the
+input requires grad), and
   fp32: strict float32 (cuDNN and matmul TF32 off),
   tf32: float32 with TF32 allowed (cuDNN and matmul),
   bf16: torch.autocast(bfloat16) around the forward pass (the backward follows its dtypes),
@@ -54,6 +64,9 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
     ap.add_argument("--md-out", help="also write the tables, with a header on the machine and settings, here")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                    help="also time torch.compile'd PyTorch saliency (default mode; compilation timed apart): "
+                         "auto = on --device cuda only (default)")
     ap.add_argument("--winograd", action="store_true",
                     help="run the engine with Winograd F(2x2,3x3) for its 3x3 stride-1 convolutions")
     ap.add_argument("--parchgrad", action="store_true",
@@ -145,6 +158,8 @@ def run_torch(args, model_name, precision, parchgrad):
         model = model.cuda().to(memory_format=torch.channels_last)
         x = x.cuda().contiguous(memory_format=torch.channels_last)
     idx = torch.arange(args.batch, device=x.device)
+    # The maps' host buffer, allocated once (the engine's bench also copies into pinned memory).
+    pinned = torch.empty((args.batch, args.size, args.size), pin_memory=True) if cuda else None
 
     def sync():
         if cuda:
@@ -154,17 +169,35 @@ def run_torch(args, model_name, precision, parchgrad):
         with torch.no_grad(), autocast():
             model(x)
 
-    def saliency():
-        xg = x.detach().clone().requires_grad_(True)
-        with autocast():
+    bf16 = cuda and precision == "bf16"
+
+    def saliency_step(xin):
+        """One saliency batch, the maps left where they were made: the one function that is
+        timed eager and, torch.compile'd, compiled (only the input requires grad). (torch.autocast
+        written out, no context-manager factory, for torch.compile's tracer.)"""
+        xg = xin.detach().requires_grad_(True)
+        if bf16:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(xg)
+        else:
             logits = model(xg)
         prob = torch.softmax(logits.float(), dim=1).detach()
         target = logits.detach().argmax(dim=1)
         seed = torch.zeros_like(logits)
         seed[idx, target] = prob[idx, target].to(seed.dtype)
-        logits.backward(seed)
-        maps = xg.grad.abs().float().mean(dim=1)
-        return maps.cpu() if cuda else maps
+        (grad,) = torch.autograd.grad(logits, xg, seed)
+        return grad.abs().float().mean(dim=1)
+
+    def to_host(step):
+        """The step with its maps copied into the pinned buffer and waited for (on the CPU the
+        maps are in host memory already)."""
+        if not cuda:
+            return lambda: step(x)
+
+        def run():
+            pinned.copy_(step(x), non_blocking=True)
+            torch.cuda.current_stream().synchronize()
+        return run
 
     def timed(fn):
         for _ in range(args.warmup):
@@ -176,8 +209,18 @@ def run_torch(args, model_name, precision, parchgrad):
         sync()
         return args.batch * args.iters / (time.perf_counter() - t0)
 
-    out = {"forward_ips": timed(forward), "saliency_ips": timed(saliency), "builder": builder,
+    out = {"forward_ips": timed(forward), "eager_saliency_ips": timed(to_host(saliency_step)), "builder": builder,
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if cuda:
+        out["eager_kept_ips"] = timed(lambda: saliency_step(x))
+    if compile_wanted(args):
+        out.update(time_compiled(torch, saliency_step, x, to_host, timed, sync, cuda))
+    else:
+        out["compiled_error"] = ("not run (--compile off)" if args.compile == "off"
+                                 else "not run on the CPU (--compile on to time it)")
+    # PyTorch at its best: the faster of eager and compiled, the maps in host memory.
+    out["saliency_ips"], out["torch_best"] = max((out["eager_saliency_ips"], "eager"),
+                                                 (out.get("compiled_saliency_ips", 0.0), "compiled"))
     if cuda:
         out.update({"torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                     "torch_device": torch.cuda.get_device_name(0), "cudnn_benchmark": True,
@@ -204,9 +247,40 @@ def run_torch(args, model_name, precision, parchgrad):
                 cfg = ref.Config(mode)
                 out[f"parchgrad_{mode}_ips"] = timed(lambda: ref.attribute(model, stats, cfg, x, targets, "grad"))
     if cuda:
-        del model, x
+        del model, x, pinned
         torch.cuda.empty_cache()
     return out
+
+
+def compile_wanted(args):
+    return args.compile == "on" or (args.compile == "auto" and args.device == "cuda")
+
+
+def time_compiled(torch, step, x, to_host, timed, sync, cuda):
+    """torch.compile(step) (default mode), timed like the eager step: the first call (tracing and
+    compilation) timed apart as compile_s, then the warm-up and timed iterations. A failure (no
+    torch.compile, no compiler for Inductor, a graph it cannot handle) is returned as
+    compiled_error, not raised."""
+    if not hasattr(torch, "compile"):
+        return {"compiled_error": f"torch {torch.__version__} has no torch.compile"}
+    dynamo = getattr(torch, "_dynamo", None)
+    if dynamo is not None:
+        dynamo.reset()  # a fresh cache: no recompile limit reached by earlier runs' models
+    try:
+        t0 = time.perf_counter()
+        compiled = torch.compile(step)
+        compiled(x)
+        sync()
+        out = {"compile_s": time.perf_counter() - t0, "compiled_saliency_ips": timed(to_host(compiled))}
+        if cuda:
+            out["compiled_kept_ips"] = timed(lambda: compiled(x))
+        return out
+    except Exception as e:  # reported in the table; eager PyTorch still counts
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        return {"compiled_error": f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]}
+    finally:
+        if dynamo is not None:
+            dynamo.reset()
 
 
 _SMI = []
@@ -228,21 +302,47 @@ def _ask_nvidia_smi():
         return None
 
 
+def compiled_cells(t, gpu):
+    """The compiled-PyTorch saliency cell and the compile-time cell of one run."""
+    err = t.get("compiled_error")
+    if err:
+        return ("not run" if err.startswith("not run") else "failed (below)"), "-"
+    ips = f"{t['compiled_saliency_ips']:.2f}" + (f" / {t['compiled_kept_ips']:.2f}" if gpu else "")
+    return ips, f"{t['compile_s']:.1f}"
+
+
 def tables(args, rows):
     lines = []
     gpu = args.device == "cuda"
     head = "| model | precision | batch |" if gpu else "| model | batch | threads |"
-    lines.append(head + " engine fwd img/s | torch fwd img/s | ratio | engine saliency img/s "
-                 "| torch saliency img/s | ratio |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|" if gpu else "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    where = ": pinned copy / maps kept on the GPU" if gpu else ""
+    lines.append(head + " engine fwd img/s | torch fwd img/s (eager) | ratio | engine saliency img/s "
+                 f"| torch eager saliency img/s{where} | torch compiled saliency img/s{where} | compile s "
+                 "| ratio to torch's best |")
+    lines.append(("|---|---|---:|" if gpu else "|---|---:|---:|") + "---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        t = r["torch_reported"]
         name = r["model"] + (f" (+{r['parchgrad']} run)" if gpu and r["parchgrad"] else "")
         lead = f"| {name} | {r['precision']} | {r['batch']} " if gpu else \
             f"| {r['model']} | {r['batch']} | {r['threads']} "
+        eager = f"{t['eager_saliency_ips']:.2f}" + (f" / {t['eager_kept_ips']:.2f}" if gpu else "")
+        compiled, compile_s = compiled_cells(t, gpu)
+        best = "" if t.get("compiled_error", "").startswith("not run") else f" ({t['torch_best']})"
         lines.append(lead + f"| {r['engine_forward_ips']:.2f} | {r['torch_forward_ips']:.2f} "
                      f"| {r['forward_ratio']:.2f} "
-                     f"| {r['engine_saliency_ips']:.2f} | {r['torch_saliency_ips']:.2f} "
-                     f"| {r['saliency_ratio']:.2f} |")
+                     f"| {r['engine_saliency_ips']:.2f} | {eager} | {compiled} | {compile_s} "
+                     f"| {r['saliency_ratio']:.2f}{best} |")
+    notes = []
+    for r in rows:
+        err = r["torch_reported"].get("compiled_error")
+        note = f"torch.compile failed, {r['model']} {r['precision']}: {err}"
+        if err and not err.startswith("not run") and note not in notes:
+            notes.append(note)
+    not_run = {r["torch_reported"]["compiled_error"] for r in rows
+               if r["torch_reported"].get("compiled_error", "").startswith("not run")}
+    notes += [f"torch.compile: {n}" for n in sorted(not_run)]
+    if notes:
+        lines += [""] + notes
     pg_rows = [r for r in rows if r["parchgrad"]]
     with_reference = all("parchgrad_cls_ips" in r["torch_reported"] and "parchgrad_ins_ips" in r["torch_reported"]
                          for r in pg_rows)
@@ -283,12 +383,19 @@ def report(args, rows, failed, final):
                  f"PyTorch {first.get('torch_version', '?')}, CUDA {first.get('torch_cuda', '?')}, "
                  f"cuDNN {first.get('cudnn', '?')}, cuDNN benchmark mode, channels_last; "
                  f"fp32 = strict float32 (TF32 off), tf32 = TF32 allowed, bf16 = autocast bfloat16 "
-                 f"(engine: --precision of the same name). Batch {args.batch}, {args.size}x{args.size}, "
-                 f"{args.warmup} warm-up + {args.iters} timed iterations, random weights; saliency includes "
-                 f"the map, the batch uploaded once.")
+                 f"(engine: --precision of the same name); parameters frozen, only the input requires grad. "
+                 f"Batch {args.batch}, {args.size}x{args.size}, {args.warmup} warm-up + {args.iters} timed "
+                 f"iterations, random weights; saliency includes the map, the batch uploaded once, and the "
+                 f"maps in host memory every batch (the engine: through its pinned staging buffers; PyTorch's "
+                 f"'pinned copy': a non_blocking copy into a preallocated pinned buffer, waited for); 'maps kept "
+                 f"on the GPU': PyTorch without that copy, for comparison only. "
+                 f"Compiled: torch.compile of the same saliency step (default mode), its compilation (the "
+                 f"first call) not in the rate. The saliency ratio is the engine over PyTorch's best, the "
+                 f"faster of eager and compiled, pinned copy; the forward pass is PyTorch eager.")
     else:
         intro = (f"image size {args.size}, {args.warmup} warm-up + {args.iters} timed iterations, "
-                 f"PyTorch {first.get('torch_version', '?')}")
+                 f"PyTorch {first.get('torch_version', '?')}; the saliency ratio is the engine over PyTorch's "
+                 f"best (eager, or compiled with --compile on)")
     md = tables(args, rows)
     if failed:
         md += "\n\nfailed: " + "; ".join(f"{f['run']}: {f['error'][:200]}" for f in failed)
@@ -312,12 +419,20 @@ def main():
     if not os.path.exists(args.bin):
         sys.exit(f"engine binary not found: {args.bin} (use --bin)")
     rows, failed = [], []
+    torch_done = {}
     for model, precision, parchgrad in args.plan:
         label = f"{model} {precision}" + (f" +{parchgrad}" if parchgrad else "")
         print(f"benchmarking {label} ...", file=sys.stderr, flush=True)
         try:  # one failed run is reported; the others still run
             eng = run_engine(args, model, precision, parchgrad)
-            ref = run_torch(args, model, precision, parchgrad)
+            # PyTorch's side of a (model, precision) pair is the same workload whatever the engine's
+            # ParchGrad mode on the GPU: timed (and compiled) once per run of this script.
+            key = (model, precision, None if args.device == "cuda" else parchgrad)
+            if key not in torch_done:
+                torch_done[key] = run_torch(args, model, precision, parchgrad)
+            else:
+                print(f"  (PyTorch: the {model} {precision} figures measured above)", file=sys.stderr, flush=True)
+            ref = torch_done[key]
         except Exception as e:
             print(f"FAILED {label}: {e}", file=sys.stderr, flush=True)
             failed.append({"run": label, "error": str(e)})
@@ -330,7 +445,7 @@ def main():
             "engine_forward_ips": eng["forward_ips"], "torch_forward_ips": ref["forward_ips"],
             "forward_ratio": eng["forward_ips"] / ref["forward_ips"],
             "engine_saliency_ips": eng["saliency_ips"], "torch_saliency_ips": ref["saliency_ips"],
-            "saliency_ratio": eng["saliency_ips"] / ref["saliency_ips"],
+            "saliency_ratio": eng["saliency_ips"] / ref["saliency_ips"], "torch_best": ref["torch_best"],
             "engine_reported": eng, "torch_reported": ref, "torch_version": ref["torch_version"],
         })
         report(args, rows, failed, final=False)
