@@ -196,27 +196,45 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
     return ex;
   }
 
-  // SmoothGrad.
-  const int M = opt.sg_noise.empty() ? opt.sg_samples : int(opt.sg_noise.dim(0));
+  // SmoothGrad. Every sample's noise depends on the sample alone, never on the batch: with
+  // a seed each sample draws from its own generator started at that seed (the same M
+  // standard-normal draws for every sample, scaled by its value range); fixed noise is taken
+  // per sample by its index in the run.
+  const Tensor& fixed = opt.sg_noise;
+  const bool shared_noise = !fixed.empty() && fixed.ndim() == 4;
+  const int M = fixed.empty() ? opt.sg_samples : int(fixed.dim(0));
   if (M < 1) throw Error("--sg-samples must be at least 1");
-  if (!opt.sg_noise.empty() && (opt.sg_noise.ndim() != 5 || opt.sg_noise.dim(1) != N || opt.sg_noise.numel() != M * N * per))
-    throw Error("--sg-noise: expected shape [M, " + std::to_string(N) + ", 3, " + std::to_string(H) + ", " +
-                std::to_string(W) + "], got " + opt.sg_noise.shape_str());
+  if (!opt.sample_ids.empty() && int64_t(opt.sample_ids.size()) != N)
+    throw Error("internal error: " + std::to_string(opt.sample_ids.size()) + " sample ids for " +
+                std::to_string(N) + " samples");
+  auto id_of = [&](int64_t n) { return opt.sample_ids.empty() ? n : opt.sample_ids[size_t(n)]; };
+  if (!fixed.empty()) {
+    const int64_t d = fixed.ndim();
+    const bool shape_ok = (d == 4 || d == 5) && fixed.dim(d - 3) == C && fixed.dim(d - 2) == H && fixed.dim(d - 1) == W;
+    if (!shape_ok)
+      throw Error("--sg-noise: expected shape [M, 3, " + std::to_string(H) + ", " + std::to_string(W) + "] or [M, S, 3, " +
+                  std::to_string(H) + ", " + std::to_string(W) + "] (S samples in the run), got " + fixed.shape_str());
+    if (!shared_noise)
+      for (int64_t n = 0; n < N; ++n)
+        if (id_of(n) >= fixed.dim(1))
+          throw Error("--sg-noise: holds noise for " + std::to_string(fixed.dim(1)) + " samples, sample " +
+                      std::to_string(id_of(n) + 1) + " of the run has none");
+  }
   const int64_t copies = N * M;
   Tensor noisy({copies, C, H, W});
   std::vector<int> t(copies);
-  std::mt19937_64 rng(opt.seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
   for (int64_t n = 0; n < N; ++n) {
     const float* xn = x.data() + n * per;
     const auto mm = std::minmax_element(xn, xn + per);
     const float sigma = float(opt.sg_sigma) * (*mm.second - *mm.first);
+    std::mt19937_64 rng(opt.seed);
+    std::normal_distribution<float> normal(0.f, 1.f);
     for (int m = 0; m < M; ++m) {
       const int64_t j = n * M + m;
-      for (int64_t k = 0; k < per; ++k) {
-        const float e = opt.sg_noise.empty() ? sigma * normal(rng) : opt.sg_noise[(int64_t(m) * N + n) * per + k];
-        noisy[j * per + k] = xn[k] + e;
-      }
+      const float* e = fixed.empty()       ? nullptr
+                       : shared_noise      ? fixed.data() + int64_t(m) * per
+                                           : fixed.data() + (int64_t(m) * fixed.dim(1) + id_of(n)) * per;
+      for (int64_t k = 0; k < per; ++k) noisy[j * per + k] = xn[k] + (e ? e[k] : sigma * normal(rng));
       t[j] = ex.targets[n];
     }
   }

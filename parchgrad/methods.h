@@ -20,7 +20,11 @@ struct MethodOptions {
   int sg_samples = 25;
   double sg_sigma = 0.15;  // fraction of each input's value range
   uint64_t seed = 0;
-  Tensor sg_noise;         // optional fixed noise [M, N, 3, H, W] (already scaled)
+  // Optional fixed SmoothGrad noise (already scaled): [M, 3, H, W], the same for every
+  // sample, or [M, S, 3, H, W], one per sample of the whole run, taken by sample_ids.
+  Tensor sg_noise;
+  // The index of each sample of x in the run (for [M, S, ...] noise); empty: 0 .. N-1.
+  std::vector<int64_t> sample_ids;
   int max_batch = 32;      // images per pass for IG/SmoothGrad copies (memory bound)
 };
 

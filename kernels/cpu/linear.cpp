@@ -1,20 +1,75 @@
 #include "kernels/cpu/linear.h"
 
+#include <algorithm>
 #include <cstdint>
-
-#include "kernels/cpu/blas.h"
+#include <cstring>
 
 namespace pg::kernels::cpu {
 
+// Written here rather than as one SGEMM over the batch: a BLAS call over [N, in] rounds a
+// sample's row according to N (its threading, blocking and micro-kernel tails), and the
+// logits and gradients must not depend on the other samples of the batch. Each output
+// element below is computed by the same code path in the same order whatever N and the
+// thread count; the threads split the output columns, never a sum.
+
+namespace {
+
+// Lanes of the dot product: element k adds into lane k mod kLanes, in increasing k, and the
+// lanes are summed pairwise in a fixed tree at the end. Contiguous lanes let the compiler use
+// vector registers without reordering any sum.
+constexpr int kLanes = 16;
+
+float dot(const float* a, const float* b, int n) {
+  float acc[kLanes] = {};
+  int k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * b[k + j];
+  for (int j = 0; k + j < n; ++j) acc[j] += a[k + j] * b[k + j];
+  for (int width = kLanes / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+  return acc[0];
+}
+
+// Output features per parallel chunk: the chunk's weight rows are read from memory once
+// and reused for every sample from cache.
+constexpr int kRowsPerChunk = 16;
+// Input features per parallel chunk of the backward pass.
+constexpr int kColsPerChunk = 512;
+
+}  // namespace
+
 void linear_forward(int N, int in, int out, const float* x, const float* w, const float* b, float* y) {
-  blas::sgemm(false, true, N, out, in, 1.f, x, in, w, in, 0.f, y, out);
-  if (b)
-    for (int n = 0; n < N; ++n)
-      for (int o = 0; o < out; ++o) y[int64_t(n) * out + o] += b[o];
+  const int chunks = (out + kRowsPerChunk - 1) / kRowsPerChunk;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c) {
+    const int o0 = c * kRowsPerChunk, o1 = std::min(out, o0 + kRowsPerChunk);
+    for (int n = 0; n < N; ++n) {
+      const float* xn = x + int64_t(n) * in;
+      float* yn = y + int64_t(n) * out;
+      for (int o = o0; o < o1; ++o) {
+        const float v = dot(xn, w + int64_t(o) * in, in);
+        yn[o] = b ? v + b[o] : v;
+      }
+    }
+  }
 }
 
 void linear_backward(int N, int in, int out, const float* dy, const float* w, float* dx) {
-  blas::sgemm(false, false, N, in, out, 1.f, dy, out, w, in, 0.f, dx, in);
+  // dx[n, :] = sum over o, in increasing o, of dy[n, o] * w[o, :].
+  const int chunks = (in + kColsPerChunk - 1) / kColsPerChunk;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c) {
+    const int i0 = c * kColsPerChunk, len = std::min(in, i0 + kColsPerChunk) - i0;
+    for (int n = 0; n < N; ++n) std::memset(dx + int64_t(n) * in + i0, 0, sizeof(float) * len);
+    for (int o = 0; o < out; ++o) {
+      const float* wo = w + int64_t(o) * in + i0;
+      for (int n = 0; n < N; ++n) {
+        const float d = dy[int64_t(n) * out + o];
+        float* dxn = dx + int64_t(n) * in + i0;
+        for (int i = 0; i < len; ++i) dxn[i] += d * wo[i];
+      }
+    }
+  }
 }
 
 }  // namespace pg::kernels::cpu

@@ -52,6 +52,60 @@ const Linear::DeviceWeights& device_weights(const Linear& lin) {
   return d;
 }
 
+// Library calls (cuDNN, cuBLAS) choose their algorithm, tiling and reduction split from the
+// whole call's shape, so a sample's bits can depend on how many samples share the call. With
+// --deterministic every library call is made one sample at a time, always with the shape of
+// one sample, so that a sample's result depends on nothing but the sample: batch invariance.
+// The project's own kernels need no such loop: their tiles never span two samples and their
+// reductions run in a fixed order.
+bool per_sample_calls(int N) { return g_options.deterministic && N > 1; }
+
+// Runs call(x_n, y_n) for every sample n, where sample n's input has xs floats and its output
+// ys. Every call sees its operands aligned as the start of a batch is (256 bytes): a library
+// may choose its kernel by the pointers' alignment, so a sample that starts at an odd offset
+// goes through aligned buffers.
+template <class F>
+void each_sample(int N, const float* x, int64_t xs, float* y, int64_t ys, F call) {
+  if (xs % 64 == 0 && ys % 64 == 0) {
+    for (int n = 0; n < N; ++n) call(x + n * xs, y + n * ys);
+    return;
+  }
+  auto bx = device_buffer(size_t(xs) * sizeof(float)), by = device_buffer(size_t(ys) * sizeof(float));
+  float* ax = static_cast<float*>(bx.get());
+  float* ay = static_cast<float*>(by.get());
+  for (int n = 0; n < N; ++n) {
+    gpu::copy(ax, x + n * xs, size_t(xs) * sizeof(float));
+    call(ax, ay);
+    gpu::copy(y + n * ys, ay, size_t(ys) * sizeof(float));
+  }
+}
+
+void lib_conv_forward(const kernels::Conv2dParams& p, const float* x, const float* w, float* y) {
+  if (!per_sample_calls(p.N)) return gpu::conv_forward(p, x, w, y);
+  kernels::Conv2dParams one = p;
+  one.N = 1;
+  each_sample(p.N, x, int64_t(p.C) * p.in_plane(), y, int64_t(p.K) * p.out_plane(),
+              [&](const float* xn, float* yn) { gpu::conv_forward(one, xn, w, yn); });
+}
+
+void lib_conv_backward_data(const kernels::Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  if (!per_sample_calls(p.N)) return gpu::conv_backward_data(p, dy, w, dx);
+  kernels::Conv2dParams one = p;
+  one.N = 1;
+  each_sample(p.N, dy, int64_t(p.K) * p.out_plane(), dx, int64_t(p.C) * p.in_plane(),
+              [&](const float* dyn, float* dxn) { gpu::conv_backward_data(one, dyn, w, dxn); });
+}
+
+void lib_linear_forward(int N, int in, int out, const float* x, const float* w, const float* b, float* y) {
+  if (!per_sample_calls(N)) return gpu::linear_forward(N, in, out, x, w, b, y);
+  each_sample(N, x, in, y, out, [&](const float* xn, float* yn) { gpu::linear_forward(1, in, out, xn, w, b, yn); });
+}
+
+void lib_linear_backward(int N, int in, int out, const float* dy, const float* w, float* dx) {
+  if (!per_sample_calls(N)) return gpu::linear_backward(N, in, out, dy, w, dx);
+  each_sample(N, dy, out, dx, in, [&](const float* dyn, float* dxn) { gpu::linear_backward(1, in, out, dyn, w, dxn); });
+}
+
 void require_device(const Tensor& t, const char* what) {
   if (!t.is_cuda()) throw Error(std::string("internal error: ") + what + " got a host tensor on the device path");
 }
@@ -74,7 +128,7 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const Conv2d::DeviceWeights& dw = device_weights(conv);
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
-  gpu::conv_forward(p, x.value.dptr(), dw.weight.dptr(), y.dptr());
+  lib_conv_forward(p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
     kcu::ChannelAffineParams ap;
     ap.N = p.N;
@@ -114,7 +168,7 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
         sp.HW = p.out_plane();
         kcu::launch_sample_channel_scale(sp, g.dptr(), s, g.dptr(), compute());
       }
-      gpu::conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
+      lib_conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
     } else {
       auto ws = device_buffer(kcu::conv_dgrad_workspace_bytes(p));
       kcu::launch_conv_dgrad(p, g_options.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
@@ -132,13 +186,13 @@ ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
     throw Error("linear: input " + x.value.shape_str() + " does not match weight " + lin.weight.shape_str());
   const Linear::DeviceWeights& dw = device_weights(lin);
   Tensor y({N, outf}, Device::cuda);
-  gpu::linear_forward(N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
+  lib_linear_forward(N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
                       y.dptr());
   ag::Var out{y, -1};
   const Linear* l = &lin;
   record_backward(ctx, x, out, [l, N, in, outf](Tensor g) {
     Tensor dx({N, in}, Device::cuda);
-    gpu::linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
+    lib_linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
     return dx;
   });
   return out;

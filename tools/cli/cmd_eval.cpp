@@ -510,6 +510,7 @@ struct Loaded {
   std::vector<uint8_t> mask;
   json box;  // status when there is no usable mask: none / invalid / error
   bool has_mask = false;
+  int64_t index = 0;  // position in the data set's image list (fixed SmoothGrad noise)
 };
 
 void run_eval(const EvalOptions& o) {
@@ -614,6 +615,8 @@ void run_eval(const EvalOptions& o) {
         }
       } else {
         Config& c = configs[ci++];
+        c.method.sample_ids.clear();
+        for (const Loaded& l : chunk) c.method.sample_ids.push_back(l.index);
         maps = explain(*model, ctx, X, {targets}, c.method, c.hook.get())[0].maps;
       }
       for (int64_t b : todo) {
@@ -642,13 +645,15 @@ void run_eval(const EvalOptions& o) {
     chunk.clear();
   };
 
-  for (const auto& it : items) {
+  for (size_t item_index = 0; item_index < items.size(); ++item_index) {
+    const EvalItem& it = items[item_index];
     if (all_done(it)) {
       progress.advance();
       continue;
     }
     Loaded L;
     L.item = it;
+    L.index = int64_t(item_index);
     std::string failure;
     int orig_w = 0, orig_h = 0;
     try {

@@ -50,6 +50,7 @@ struct SaliencyOptions {
 struct Sample {
   std::string input;  // file path
   int index = -1;     // sample index inside a batched .npy, else -1
+  int64_t run_index = 0;  // position among all samples of the run (fixed SmoothGrad noise)
   std::string name;   // output file stem
   Tensor x;           // [3, H, W]; empty for an image left to the device to normalise
   io::Image8 crop;    // images: the resized and cropped pixels (overlays; device input)
@@ -245,7 +246,12 @@ void run_saliency(const SaliencyOptions& o) {
     }
     // explanations[config][set]
     std::vector<std::vector<Explanation>> exps;
-    for (auto& c : configs) exps.push_back(explain(*model, ctx, xin, sets, c.method, c.hook.get()));
+    std::vector<int64_t> ids;
+    for (const Sample& s : pending) ids.push_back(s.run_index);
+    for (auto& c : configs) {
+      c.method.sample_ids = ids;
+      exps.push_back(explain(*model, ctx, xin, sets, c.method, c.hook.get()));
+    }
     const int64_t H = xin.dim(2), W = xin.dim(3);
     std::ofstream results(results_path, std::ios::app);
     if (!results) throw file_error(results_path, "cannot append");
@@ -322,6 +328,7 @@ void run_saliency(const SaliencyOptions& o) {
     }
     for (auto& s : samples) {
       s.target = (targets.size() == 1 || multi_one) ? targets[0] : targets[sample_counter];
+      s.run_index = sample_counter;
       ++sample_counter;
       if (!pending.empty() && (pending[0].shape() != s.shape() || int(pending.size()) >= o.batch)) flush();
       pending.push_back(std::move(s));

@@ -20,7 +20,7 @@ void add_method_flags(CLI::App* s, MethodFlags& f) {
   s->add_option("--ig-steps", f.ig_steps, "integrated gradients steps")->capture_default_str();
   s->add_option("--sg-samples", f.sg_samples, "SmoothGrad noisy copies")->capture_default_str();
   s->add_option("--sg-sigma", f.sg_sigma, "SmoothGrad noise, fraction of the input range")->capture_default_str();
-  s->add_option("--sg-noise", f.sg_noise, "fixed SmoothGrad noise .npy [M, N, 3, H, W]");
+  s->add_option("--sg-noise", f.sg_noise, "fixed SmoothGrad noise .npy: [M, 3, H, W] for every sample, or [M, S, 3, H, W] for the S samples of the run in input order");
   s->add_option("--seed", f.seed, "SmoothGrad noise seed")->capture_default_str();
 }
 
