@@ -44,7 +44,11 @@
 #               the CPU; what --device cuda answers is noted
 #   models      tools/gpu_models_check.py: the 13 architectures with random weights, the cuda
 #               input gradient against the CPU backend and PyTorch on the GPU (1e-4), the
-#               bf16/tf32 maps against the fp32 map (3e-2, Spearman > 0.98); OUTDIR/models/
+#               bf16/tf32 maps against PyTorch float64, no farther than 1.5x PyTorch's own
+#               autocast-bf16 / TF32 map is, Spearman no lower than PyTorch's - 0.005; OUTDIR/models/
+#   invariance  tools/gpu_invariance_check.py: resnet18 and vgg11_bn (random weights), examples
+#               and flat-colour images, maps of --batch 1, 8 and 3 bitwise equal with
+#               --deterministic (fp32, bf16, --dgrad cudnn); without it, differences reported
 #   bench       tools/bench_vs_pytorch.py --device cuda at batch 256, 224x224: resnet18 fp32,
 #               tf32 and bf16, resnet50 and vgg16 bf16, ParchGrad cls on resnet18 bf16, each
 #               beside PyTorch's best saliency in the same run; OUTDIR/bench.json and bench.md
@@ -882,6 +886,38 @@ elif [ -z "$PYTHON_BIN" ]; then
 else
   record models FAIL 0 "not started: time budget used up"
 fi
+# invariance: an image's map bitwise the same at --batch 1, 8 and 3 with --deterministic
+# (fp32, bf16, --dgrad cudnn), and what happens without it (tools/gpu_invariance_check.py)
+inv_detail() {
+  local last
+  last=$(grep -E '^invariance: ' "$1" | tail -1)
+  echo "${last:-no summary line (see $(basename "$1"))}"
+}
+if [ "$DRY" = 1 ]; then
+  if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
+    s0=$SECONDS
+    run_logged "$OUTDIR/invariance.log" "$(step_timeout 180)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+      "$ROOT/tools/gpu_invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --selftest
+    rc=$?
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+    record invariance $st $((SECONDS - s0)) "selftest (CPU): exit $rc; $(inv_detail "$OUTDIR/invariance.log")"
+  else
+    record invariance SKIP 0 "selftest needs the engine build and a Python with torch"
+  fi
+elif ! engine_device; then
+  record invariance SKIP 0 "no CUDA device"
+elif [ "$ENGINE_OK" != 1 ]; then
+  record invariance SKIP 0 "engine not built"
+elif [ -z "$PYTHON_BIN" ]; then
+  record invariance FAIL 0 "no Python that imports torch and numpy (set PYTHON)"
+else
+  s0=$SECONDS
+  run_logged "$OUTDIR/invariance.log" "$(step_timeout 240)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+    "$ROOT/tools/gpu_invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --timeout 120
+  rc=$?
+  if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+  record invariance $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(inv_detail "$OUTDIR/invariance.log")"
+fi
 # bench: last, alone on the GPU, with the reserve kept for it
 bench_detail() {  # JSON: one "model/precision[+pg] saliency ratio" per run
   "$PYTHON_BIN" - "$1" 2> /dev/null <<'EOF'
@@ -899,7 +935,7 @@ parts += ["FAILED " + f["run"] for f in d.get("failed", [])]
 print(", ".join(parts))
 EOF
 }
-BENCH_RUNS=resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
+BENCH_RUNS=${BENCH_RUNS:-resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls}
 if [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
