@@ -4,7 +4,7 @@ include_guard(GLOBAL)
 # pg_add_simt_cuda_sources(<target> FILES a.cu [b.cu ...])
 #
 # Adds each .cu file to <target> compiled by the host C++ compiler against
-# kernels/simt/cuda_compat.h. For every file a one-line wrapper
+# kernels/simt/cuda_compat.h (through kernels/cuda/compat.h). For every file a one-line wrapper
 # <build>/simt_cu/<target>/<path_as_identifier>.cpp that #includes it is generated and
 # added to the target. A wrapper (rather than LANGUAGE CXX on the .cu, which is a
 # directory-scoped property and also needs `-x c++`) works from any CMakeLists, on targets

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile checks of the CUDA side of the SIMT runtime (kernels/simt), with nvcc and no GPU:
 #   1. the runtime's test kernels (tests/simt_kernels/test_kernels.cu, which use every
-#      device path of kernels/simt/cuda_compat.h and tensor_core.h) compile for sm_90;
+#      device path of kernels/cuda/compat.h and ptx.h) compile for sm_90;
 #      ptxas's register and shared-memory use per kernel is printed;
 #   2. the PTX holds the intended instructions (mma.sync tf32/bf16, ldmatrix, cp.async);
 #   3. the SASS holds HMMA (tensor-core MMA), LDSM (ldmatrix) and LDGSTS (cp.async), when
@@ -39,7 +39,7 @@ else
   fail=1
 fi
 
-# 2. PTX: the instructions tensor_core.h emits.
+# 2. PTX: the instructions kernels/cuda/ptx.h emits.
 if "$NVCC" "${FLAGS[@]}" -ptx tests/simt_kernels/test_kernels.cu -o "$OUT/test_kernels.ptx"; then
   for ins in "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" \
              "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" \

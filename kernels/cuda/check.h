@@ -16,7 +16,7 @@
 
 #include <string>
 
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
 #include "nn/error.h"
 
 namespace pg::kernels::cuda {

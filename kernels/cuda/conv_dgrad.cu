@@ -32,8 +32,8 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/portable.h"
-#include "kernels/simt/tensor_core.h"
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/ptx.h"
+#include "kernels/cuda/compat.h"
 #include "nn/error.h"
 
 namespace pg::kernels::cuda {

@@ -3,7 +3,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/portable.h"
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
 
 PG_NO_FP_CONTRACT  // bit-identical to the CPU twin (portable.h)
 

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
 
 #if PG_SIMT && defined(__clang__)
 #define PG_NO_FP_CONTRACT _Pragma("clang fp contract(off)")

@@ -3,7 +3,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/portable.h"
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
 
 namespace pg::kernels::cuda {
 namespace {

@@ -2,7 +2,7 @@
 #include "kernels/cuda/seed.h"
 
 #include "kernels/cuda/check.h"
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
 
 namespace pg::kernels::cuda {
 namespace {

@@ -1,9 +1,7 @@
-// The one header a kernel .cu file includes to compile under nvcc or under g++.
-//
-// Under nvcc (__CUDACC__) it includes the CUDA runtime and bf16 headers and defines the
-// project's portability macros as the real thing. Under a host compiler it maps the part
-// of CUDA's device surface the project's kernels use onto the SIMT runtime (simt.h), so
-// the same source runs on the CPU, one fiber per CUDA thread.
+// The CPU execution mode's side of kernels/cuda/compat.h: under a host compiler it maps the
+// part of CUDA's device surface the project's kernels use onto the SIMT runtime (simt.h), so
+// the same source runs on the CPU, one fiber per CUDA thread. nvcc builds never include it
+// (kernels/cuda/nvcc.h is their side).
 //
 // Portability macros (both modes):
 //   PG_SIMT                          1 on the host runtime, 0 under nvcc
@@ -34,24 +32,8 @@
 #pragma once
 
 #if defined(__CUDACC__)
-
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
-#include <cstdint>
-
-#define PG_SIMT 0
-#define PG_HOST_DEVICE __host__ __device__
-#define PG_DEVICE_INLINE __device__ __forceinline__
-// One extern declaration of an untyped array for all kernels of a file (nvcc rejects
-// `extern __shared__` arrays of different types with the same name in one file).
-#define PG_DYNAMIC_SMEM(type, name)                                      \
-  extern __shared__ __align__(16) unsigned char pg_dynamic_smem_raw_[]; \
-  type* name = reinterpret_cast<type*>(pg_dynamic_smem_raw_)
-#define PG_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
-  kernel<<<(grid), (block), (smem_bytes), (stream)>>>(__VA_ARGS__)
-
-#else  // host: the SIMT runtime
+#error "kernels/simt is the CPU execution mode: kernels compiled by nvcc include kernels/cuda/compat.h"
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -298,5 +280,3 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {__nv_b
 inline __nv_bfloat162 __float22bfloat162_rn(float2 f) { return {__nv_bfloat16(f.x), __nv_bfloat16(f.y)}; }
 inline float __low2float(__nv_bfloat162 h) { return static_cast<float>(h.x); }
 inline float __high2float(__nv_bfloat162 h) { return static_cast<float>(h.y); }
-
-#endif  // __CUDACC__

@@ -3,7 +3,7 @@
 // completion (run once, on the last lane's fiber) gathers the fragments into warp-wide
 // arrays, computes what the PTX ISA defines (tensor_core.h's pg::simt::tc models) and
 // scatters each lane's results back.
-#include "kernels/simt/tensor_core.h"
+#include "kernels/simt/ptx_host.h"
 
 #include <string>
 

@@ -18,7 +18,8 @@
 #include <random>
 #include <vector>
 
-#include "kernels/simt/cuda_compat.h"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/ptx.h"
 #include "kernels/simt/tensor_core.h"
 
 namespace {

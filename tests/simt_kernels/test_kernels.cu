@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "kernels/simt/cuda_compat.h"
-#include "kernels/simt/tensor_core.h"
+#include "kernels/simt/ptx_host.h"
 
 namespace simt_test {
 
