@@ -1,9 +1,7 @@
 #include "autograd/tape.h"
 
+#include "nn/backend.h"
 #include "nn/error.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-#endif
 
 namespace pg::ag {
 
@@ -17,17 +15,7 @@ void Tape::accumulate(int id, Tensor g) {
   }
   if (cur.numel() != g.numel()) throw Error("tape: gradient shape mismatch " + cur.shape_str() + " vs " + g.shape_str());
   if (cur.device() != g.device()) throw Error("tape: gradients on different devices for " + cur.shape_str());
-  if (cur.is_cuda()) {
-#if PARCHGRAD_GPU
-    nn::dev::add_inplace(cur, g);
-#endif
-    return;
-  }
-  float* c = cur.data();
-  const float* a = g.data();
-  const int64_t n = cur.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) c[i] += a[i];
+  nn::backend(cur.device()).add_inplace(cur, g);
 }
 
 Tensor Tape::take(int id) {

@@ -17,7 +17,7 @@
 # compiled as host C++ against the SIMT runtime (cmake/simt.cmake's wrapper method).
 #
 # pg_add_device_backend(<target>) gives the engine library its device backend
-# (PARCHGRAD_DEVICE_BACKEND = cuda | simt | none) and defines PARCHGRAD_GPU=1 on it (PUBLIC)
+# (PARCHGRAD_DEVICE_BACKEND = cuda | simt | none): nn/gpu/ops.cpp and a runtime, or nn/no_device.cpp
 # when there is one:
 #   cuda  (nvcc found, PARCHGRAD_CUDA ON/AUTO): nn/gpu/ops.cpp + nn/gpu/runtime_cuda.cpp,
 #         linked with parchgrad_cuda, the CUDA runtime, cuDNN and cuBLAS (all required);
@@ -113,12 +113,13 @@ message(STATUS "parchgrad device backend: ${PARCHGRAD_DEVICE_BACKEND}")
 
 function(pg_add_device_backend target)
   if(PARCHGRAD_DEVICE_BACKEND STREQUAL "none")
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/no_device.cpp)
     return()
   endif()
-  target_compile_definitions(${target} PUBLIC PARCHGRAD_GPU=1)
   target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/ops.cpp)
   if(PARCHGRAD_DEVICE_BACKEND STREQUAL "simt")
     target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/runtime_simt.cpp)
+    target_link_libraries(${target} PUBLIC parchgrad_simt)
     pg_add_cuda_host_objects(${target})
   else()
     target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/nn/gpu/runtime_cuda.cpp)

@@ -12,32 +12,18 @@
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
 #include "kernels/cpu/winograd.h"
+#include "nn/backend.h"
 #include "nn/error.h"
 #include "nn/profile.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-// A layer whose input lives on the device runs there (nn/gpu/ops.h).
-#define PG_DEVICE_DISPATCH(cond, call) \
-  if (cond) return call
-#else
-#define PG_DEVICE_DISPATCH(cond, call) \
-  if (cond) throw Error("this build of parchgrad has no CUDA backend")
-#endif
 
 namespace pg::nn {
 
 namespace kc = pg::kernels::cpu;
 
-namespace {
-bool winograd_default() {
+bool winograd_from_environment() {
   const char* e = std::getenv("PARCHGRAD_WINOGRAD");
   return e && std::string(e) == "1";
 }
-bool g_winograd = winograd_default();
-}  // namespace
-
-void set_winograd(bool on) { g_winograd = on; }
-bool winograd_enabled() { return g_winograd; }
 
 float* Context::scratch(size_t floats) {
   if (workspace.size() < floats) workspace.resize(floats);
@@ -94,78 +80,11 @@ kernels::Conv2dParams Conv2d::params(const std::vector<int64_t>& s) const {
 }
 
 ag::Var Conv2d::forward(Context& ctx, const ag::Var& x) const {
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::conv2d(ctx, *this, x));
-  const kernels::Conv2dParams p = params(x.value.shape());
-  const int threads = omp_get_max_threads();
-  Tensor y({p.N, p.K, p.P, p.Q});
-  const bool hooked = ctx.hook && ctx.hook->hooks(site);
-  kc::ConvEpilogue epi;
-  epi.bias = bias.empty() ? nullptr : bias.data();
-  Tensor gap;
-  if (hooked) {
-    gap = Tensor({p.N, p.K});
-    epi.gap = gap.data();
-    epi.raw_scale = site.bn_scale;
-    epi.raw_shift = site.bn_shift;
-  }
-  const double flops = 2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S;
-  const bool wino = g_winograd && kc::winograd_eligible(p);
-  if (wino) {
-    profile::Scope prof("conv fwd 3x3", flops);
-    WinogradWeights& ww = *winograd;
-    std::call_once(ww.fwd_once, [&] {
-      ww.fwd.resize(kc::winograd_weight_floats(p));
-      kc::winograd_forward_weights(p, weight.data(), ww.fwd.data());
-    });
-    kc::winograd_forward(p, x.value.data(), ww.fwd.data(), epi, y.data(),
-                         ctx.scratch(kc::winograd_workspace_floats(p, threads)));
-  } else {
-    profile::Scope prof(p.is_pointwise() ? "conv fwd 1x1" : p.R == 3 ? "conv fwd 3x3" : "conv fwd other", flops);
-    kc::conv2d_forward(p, x.value.data(), weight.data(), epi, y.data(),
-                       ctx.scratch(kc::conv2d_workspace_floats(p, threads)));
-  }
-  if (hooked) ctx.hook->on_forward(site, gap);
-  ag::Var out{y, -1};
-  Context* c = &ctx;
-  record_backward(ctx, x, out, [this, p, hooked, c, threads, wino](Tensor g) {
-    Tensor scale;
-    if (hooked) scale = c->hook->on_backward(site, g);
-    if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
-      throw Error(site.name + ": hook returned a scale of shape " + scale.shape_str());
-    Tensor dx({p.N, p.C, p.H, p.W});
-    profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
-                        2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
-    if (wino) {
-      WinogradWeights& ww = *winograd;
-      std::call_once(ww.dgrad_once, [&] {
-        ww.dgrad.resize(kc::winograd_weight_floats(p));
-        kc::winograd_dgrad_weights(p, weight.data(), ww.dgrad.data());
-      });
-      kc::winograd_dgrad(p, g.data(), ww.dgrad.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
-                         c->scratch(kc::winograd_workspace_floats(p, threads)));
-    } else {
-      kc::conv2d_dgrad(p, g.data(), weight.data(), scale.empty() ? nullptr : scale.data(), dx.data(),
-                       c->scratch(kc::conv2d_workspace_floats(p, threads)));
-    }
-    return dx;
-  });
-  return out;
+  return backend(x.value.device()).conv2d(ctx, *this, x);
 }
 
 ag::Var Linear::forward(Context& ctx, const ag::Var& x) const {
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::linear(ctx, *this, x));
-  const int N = int(x.value.dim(0)), in = int(weight.dim(1)), outf = int(weight.dim(0));
-  if (x.value.ndim() != 2 || x.value.dim(1) != in)
-    throw Error("linear: input " + x.value.shape_str() + " does not match weight " + weight.shape_str());
-  Tensor y({N, outf});
-  kc::linear_forward(N, in, outf, x.value.data(), weight.data(), bias.empty() ? nullptr : bias.data(), y.data());
-  ag::Var out{y, -1};
-  record_backward(ctx, x, out, [this, N, in, outf](Tensor g) {
-    Tensor dx({N, in});
-    kc::linear_backward(N, in, outf, g.data(), weight.data(), dx.data());
-    return dx;
-  });
-  return out;
+  return backend(x.value.device()).linear(ctx, *this, x);
 }
 
 namespace {
@@ -190,90 +109,33 @@ kernels::Pool2dParams pool_params(const char* what, const Tensor& x, int kernel,
 
 ag::Var MaxPool2d::forward(Context& ctx, const ag::Var& x) const {
   const kernels::Pool2dParams p = pool_params("maxpool", x.value, kernel, stride, pad, ceil_mode, false);
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::maxpool(ctx, p, x));
-  Tensor y({p.N, p.C, p.P, p.Q});
-  const bool record = ctx.tape && x.id >= 0;
-  std::shared_ptr<std::vector<int32_t>> argmax;
-  if (record) argmax = std::make_shared<std::vector<int32_t>>(y.numel());
-  {
-    profile::Scope prof("maxpool fwd");
-    kc::maxpool2d_forward(p, x.value.data(), y.data(), record ? argmax->data() : nullptr);
-  }
-  ag::Var out{y, -1};
-  record_backward(ctx, x, out, [p, argmax](Tensor g) {
-    Tensor dx({p.N, p.C, p.H, p.W});
-    profile::Scope prof("maxpool bwd");
-    kc::maxpool2d_backward(p, g.data(), argmax->data(), dx.data());
-    return dx;
-  });
-  return out;
+  return backend(x.value.device()).maxpool(ctx, p, x);
 }
 
 ag::Var relu(Context& ctx, ag::Var x) {
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::relu(ctx, std::move(x)));
-  const int64_t n = x.value.numel();
-  const bool record = ctx.tape && x.id >= 0;
-  std::shared_ptr<std::vector<uint64_t>> mask;
-  if (record) mask = std::make_shared<std::vector<uint64_t>>(kc::relu_mask_words(n));
-  {
-    profile::Scope prof("relu fwd");
-    kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
-  }
-  ag::Var out{x.value, -1};  // in place
-  record_backward(ctx, x, out, [mask, n](Tensor g) {
-    profile::Scope prof("relu bwd");
-    kc::relu_backward(g.data(), n, mask->data());
-    return g;
-  });
-  return out;
+  Backend& b = backend(x.value.device());
+  return b.relu(ctx, std::move(x));
 }
 
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::adaptive_avgpool(ctx, x, P, Q));
-  const auto s = x.value.shape();
-  const int NC = int(s[0] * s[1]), H = int(s[2]), W = int(s[3]);
-  Tensor y({s[0], s[1], P, Q});
-  kc::adaptive_avgpool2d_forward(NC, H, W, P, Q, x.value.data(), y.data());
-  ag::Var out{y, -1};
-  record_backward(ctx, x, out, [s, NC, H, W, P, Q](Tensor g) {
-    Tensor dx(s);
-    kc::adaptive_avgpool2d_backward(NC, H, W, P, Q, g.data(), dx.data());
-    return dx;
-  });
-  return out;
+  return backend(x.value.device()).adaptive_avgpool(ctx, x, P, Q);
 }
 
 ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad, bool ceil_mode,
                 bool count_include_pad) {
   const kernels::Pool2dParams p = pool_params("avgpool", x.value, kernel, stride, pad, ceil_mode, count_include_pad);
-  PG_DEVICE_DISPATCH(x.value.is_cuda(), dev::avgpool(ctx, p, x));
-  Tensor y({p.N, p.C, p.P, p.Q});
-  kc::avgpool2d_forward(p, x.value.data(), y.data());
-  ag::Var out{y, -1};
-  record_backward(ctx, x, out, [p](Tensor g) {
-    Tensor dx({p.N, p.C, p.H, p.W});
-    kc::avgpool2d_backward(p, g.data(), dx.data());
-    return dx;
-  });
-  return out;
+  return backend(x.value.device()).avgpool(ctx, p, x);
 }
 
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   if (a.value.shape() != b.value.shape())
     throw Error("add: shapes " + a.value.shape_str() + " and " + b.value.shape_str() + " differ");
-  if (a.value.is_cuda() || b.value.is_cuda()) {
-#if PARCHGRAD_GPU
-    dev::add_inplace(a.value, b.value);
-#else
-    throw Error("this build of parchgrad has no CUDA backend");
-#endif
-  } else {
+  if (a.value.device() != b.value.device())
+    throw Error("add: operands on different devices (" + std::string(device_name(a.value.device())) + ", " +
+                device_name(b.value.device()) + ")");
+  {
     profile::Scope prof("add fwd");
-    float* pa = a.value.data();
-    const float* pb = b.value.data();
-    const int64_t n = a.value.numel();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) pa[i] += pb[i];
+    backend(a.value.device()).add_inplace(a.value, b.value);
   }
   if (ctx.tape && (a.id >= 0 || b.id >= 0)) {
     const int ia = a.id, ib = b.id, out_id = ctx.tape->new_value();

@@ -9,15 +9,27 @@
 #include "autograd/hooks.h"
 #include "autograd/tape.h"
 #include "kernels/params.h"
+#include "nn/backend.h"
 #include "nn/tensor.h"
 
 namespace pg::nn {
+
+// Whether PARCHGRAD_WINOGRAD=1 is set (the default of Context::winograd).
+bool winograd_from_environment();
 
 // Per-pass state: the tape (nullptr for a forward-only pass), the conv hook (nullptr for
 // none) and the scratch buffer shared by the convolutions.
 struct Context {
   // Where the model runs: the methods of parchgrad/ move inputs there and results back.
   Device device = Device::cpu;
+  // The device path's settings (--precision, --dgrad, --deterministic).
+  DeviceOptions device_options;
+  // When on, 3x3 stride-1 convolutions on the CPU use Winograd F(2x2, 3x3) where eligible
+  // (kernels/cpu/winograd.h); off uses im2col + SGEMM everywhere. Off by default because its
+  // rounding, though within 1e-6 of the direct method per layer, moves more ReLU and max-pool
+  // decisions of deep VGGs across their thresholds than the PyTorch parity tests allow.
+  // PARCHGRAD_WINOGRAD=1 in the environment turns it on.
+  bool winograd = winograd_from_environment();
   ag::Tape* tape = nullptr;
   ag::ConvHook* hook = nullptr;
   std::vector<float> workspace;
@@ -28,7 +40,7 @@ struct Context {
 };
 
 // The backward step of a one-input layer, for the CPU layers here and the device ones
-// (nn/gpu/ops.h) alike: when the pass has a tape and x is on it, gives `out` a new tape id
+// (nn/gpu/ops.cpp) alike: when the pass has a tape and x is on it, gives `out` a new tape id
 // and records a step that takes out's gradient g (nothing to do when none reached it) and
 // adds back(g) into x's gradient. back may return g itself, edited in place.
 template <class Back>
@@ -42,14 +54,6 @@ void record_backward(Context& ctx, const ag::Var& x, ag::Var& out, Back back) {
   });
 }
 
-// When on, 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) where eligible
-// (kernels/cpu/winograd.h); off (the default) uses im2col + SGEMM everywhere. Off by default
-// because its rounding, though within 1e-6 of the direct method per layer, moves more ReLU and
-// max-pool decisions of deep VGGs across their thresholds than the PyTorch parity tests allow.
-// The environment turns it on with PARCHGRAD_WINOGRAD=1. Not thread-safe: set it before
-// running models.
-void set_winograd(bool on);
-bool winograd_enabled();
 
 // Conv2d with an optional BatchNorm (inference form) folded in at load time.
 class Conv2d {

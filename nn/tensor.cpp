@@ -5,10 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include "nn/backend.h"
 #include "nn/error.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/runtime.h"
-#endif
 
 namespace pg {
 
@@ -22,37 +20,13 @@ int64_t product(const std::vector<int64_t>& s) {
   return n;
 }
 
-std::shared_ptr<float> allocate(int64_t n) {
-  // 64-byte aligned so vector loads and BLAS panels are aligned.
-  size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
-  bytes = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-}
-
-#if !PARCHGRAD_GPU
-[[noreturn]] void no_gpu() {
-  throw Error("this build of parchgrad has no CUDA backend (nvcc was not found when it was configured)");
-}
-#endif
-
-std::shared_ptr<float> allocate_device(int64_t n) {
-#if PARCHGRAD_GPU
-  void* p = gpu::alloc(static_cast<size_t>(n) * sizeof(float));
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { gpu::free(q); });
-#else
-  (void)n;
-  no_gpu();
-#endif
-}
 }  // namespace
 
 const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 Tensor::Tensor(std::vector<int64_t> shape, Device device) : shape_(std::move(shape)), device_(device) {
   numel_ = product(shape_);
-  data_ = device == Device::cpu ? allocate(numel_) : allocate_device(numel_);
+  data_ = nn::backend(device).allocate(numel_);
 }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape, Device device) {
@@ -78,9 +52,7 @@ void Tensor::fill(float v) {
     return;
   }
   if (v != 0.0f) throw Error("internal error: fill(" + std::to_string(v) + ") of a device tensor");
-#if PARCHGRAD_GPU
-  gpu::zero(data_.get(), static_cast<size_t>(numel_) * sizeof(float));
-#endif
+  nn::backend(device_).zero(data_.get(), static_cast<size_t>(numel_) * sizeof(float));
 }
 
 Tensor Tensor::reshape(std::vector<int64_t> shape) const {
@@ -111,9 +83,7 @@ Tensor Tensor::clone() const {
     std::memcpy(t.data(), data(), numel_ * sizeof(float));
     return t;
   }
-#if PARCHGRAD_GPU
-  gpu::copy(t.data_.get(), data_.get(), numel_ * sizeof(float));
-#endif
+  nn::backend(device_).copy(t.data_.get(), data_.get(), numel_ * sizeof(float));
   return t;
 }
 
@@ -121,14 +91,10 @@ Tensor Tensor::to(Device device) const {
   if (device == device_) return *this;
   Tensor t(shape_, device);
   if (!numel_) return t;
-#if PARCHGRAD_GPU
   if (device == Device::cuda)
-    gpu::upload(t.data_.get(), data_.get(), numel_ * sizeof(float));
+    nn::device_backend().upload(t.data_.get(), data_.get(), numel_ * sizeof(float));
   else
-    gpu::download(t.data_.get(), data_.get(), numel_ * sizeof(float));
-#else
-  no_gpu();
-#endif
+    nn::device_backend().download(t.data_.get(), data_.get(), numel_ * sizeof(float));
   return t;
 }
 

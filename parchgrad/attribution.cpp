@@ -5,9 +5,7 @@
 
 #include "kernels/cpu/maps.h"
 #include "nn/error.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-#endif
+#include "nn/backend.h"
 
 namespace pg {
 
@@ -97,9 +95,7 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
       r.targets = resolve_targets(r.logits, target_sets[j]);
       Tensor seed;
       if (on_device) {
-#if PARCHGRAD_GPU
-        seed = nn::dev::probability_seed(logits.value, r.targets, probs.empty() ? &probs : nullptr);
-#endif
+        seed = nn::device_backend().probability_seed(logits.value, r.targets, probs.empty() ? &probs : nullptr);
       } else {
         seed = probability_seed(probs, r.targets);
       }
@@ -110,10 +106,8 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
       if (opt.map != BackwardOptions::Map::none) {
         const bool ig = opt.map == BackwardOptions::Map::inputgrad;
         if (g.is_cuda()) {
-#if PARCHGRAD_GPU
-          r.map = nn::dev::channel_map(g, ig ? &in.value : nullptr, ig ? nn::dev::MapKind::input_x_grad
-                                                                       : nn::dev::MapKind::grad);
-#endif
+          r.map = nn::device_backend().channel_map(g, ig ? &in.value : nullptr,
+                                                   ig ? nn::MapKind::input_x_grad : nn::MapKind::grad);
         } else {
           r.map = ig ? input_gradient_map(in.value, g) : gradient_map(g);
         }

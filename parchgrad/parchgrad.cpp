@@ -4,9 +4,7 @@
 #include <cmath>
 
 #include "nn/error.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-#endif
+#include "nn/backend.h"
 
 namespace pg {
 
@@ -133,23 +131,20 @@ Tensor ParchGradHook::on_backward(const ag::ConvSite& site, Tensor& grad) {
       kept[n] += select[n * C + c];
     }
   }
-  // Section 5: the spatial variances of S_H and S_L of the raw conv output gradient. A
-  // device gradient is reduced on the device in one pass (nn/gpu/ops.h), except for the
-  // exact-variance option, which needs S_H and S_L themselves and reads a host copy.
+  // Section 5: the spatial variances of S_H and S_L of the raw conv output gradient, M and N,
+  // from the fused reduction of the gradient's own backend (the kernels/cpu twin on the host,
+  // kernels/cuda on the device). The exact-variance option needs S_H and S_L themselves and
+  // computes them here, from a host copy of a device gradient.
   const bool exact = !std::isinf(opt_.gamma) && opt_.exact_variance;
-  std::vector<double> devM, devN;
+  std::vector<double> bM, bN;
   Tensor host_grad;
   const Tensor* g_host = &grad;
-  if (grad.is_cuda()) {
-    bool any = false;
-    for (int64_t n = 0; n < N; ++n) any = any || (kept[n] != 0 && kept[n] != C);
-    if (any && !exact) {
-#if PARCHGRAD_GPU
-      nn::dev::spatial_variances(grad, site.bn_scale, select, devM, devN);
-#endif
-    } else if (any) {
-      host_grad = grad.to(Device::cpu);
-    }
+  bool any = false;
+  for (int64_t n = 0; n < N; ++n) any = any || (kept[n] != 0 && kept[n] != C);
+  if (any && !exact) {
+    nn::backend(grad.device()).spatial_variances(grad, site.bn_scale, select, bM, bN);
+  } else if (any && grad.is_cuda()) {
+    host_grad = grad.to(Device::cpu);
     g_host = &host_grad;
   }
   Tensor scale({N, C});
@@ -168,9 +163,9 @@ Tensor ParchGradHook::on_backward(const ag::ConvSite& site, Tensor& grad) {
       continue;
     }
     double M, Nv;
-    if (!devM.empty()) {
-      M = devM[n];
-      Nv = devN[n];
+    if (!bM.empty()) {
+      M = bM[n];
+      Nv = bN[n];
     } else {
       // S_H and S_L in one pass over the sample's gradient.
       std::fill(sh.begin(), sh.end(), 0.0);

@@ -1,4 +1,13 @@
-#include "nn/gpu/ops.h"
+// The device backend (nn/backend.h) of a build with one: every layer on device tensors by the
+// project's kernels (kernels/cuda) or a library call (nn/gpu/runtime.h: cuDNN, cuBLAS), each
+// recording its backward step on the same tape, ParchGrad's device reduction, the seed, the
+// maps and the input normalisation. With PARCHGRAD_CUDA=SIM the same code runs on the host
+// SIMT runtime (nn/gpu/runtime_simt.cpp).
+#include <string>
+#include <vector>
+
+#include "nn/backend.h"
+#include "nn/layers.h"
 
 #include <memory>
 #include <mutex>
@@ -15,13 +24,12 @@
 #include "nn/error.h"
 #include "nn/gpu/runtime.h"
 
-namespace pg::nn::dev {
+namespace pg::nn {
+namespace dev {
 
 namespace kcu = pg::kernels::cuda;
 
 namespace {
-
-DeviceOptions g_options;
 
 cudaStream_t compute() { return gpu::stream(gpu::Stage::compute); }
 
@@ -58,7 +66,7 @@ const Linear::DeviceWeights& device_weights(const Linear& lin) {
 // one sample, so that a sample's result depends on nothing but the sample: batch invariance.
 // The project's own kernels need no such loop: their tiles never span two samples and their
 // reductions run in a fixed order.
-bool per_sample_calls(int N) { return g_options.deterministic && N > 1; }
+bool per_sample_calls(bool deterministic, int N) { return deterministic && N > 1; }
 
 // Runs call(x_n, y_n) for every sample n, where sample n's input has xs floats and its output
 // ys. Every call sees its operands aligned as the start of a batch is (256 bytes): a library
@@ -80,29 +88,29 @@ void each_sample(int N, const float* x, int64_t xs, float* y, int64_t ys, F call
   }
 }
 
-void lib_conv_forward(const kernels::Conv2dParams& p, const float* x, const float* w, float* y) {
-  if (!per_sample_calls(p.N)) return gpu::conv_forward(p, x, w, y);
+void lib_conv_forward(bool det, const kernels::Conv2dParams& p, const float* x, const float* w, float* y) {
+  if (!per_sample_calls(det, p.N)) return gpu::conv_forward(p, x, w, y);
   kernels::Conv2dParams one = p;
   one.N = 1;
   each_sample(p.N, x, int64_t(p.C) * p.in_plane(), y, int64_t(p.K) * p.out_plane(),
               [&](const float* xn, float* yn) { gpu::conv_forward(one, xn, w, yn); });
 }
 
-void lib_conv_backward_data(const kernels::Conv2dParams& p, const float* dy, const float* w, float* dx) {
-  if (!per_sample_calls(p.N)) return gpu::conv_backward_data(p, dy, w, dx);
+void lib_conv_backward_data(bool det, const kernels::Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  if (!per_sample_calls(det, p.N)) return gpu::conv_backward_data(p, dy, w, dx);
   kernels::Conv2dParams one = p;
   one.N = 1;
   each_sample(p.N, dy, int64_t(p.K) * p.out_plane(), dx, int64_t(p.C) * p.in_plane(),
               [&](const float* dyn, float* dxn) { gpu::conv_backward_data(one, dyn, w, dxn); });
 }
 
-void lib_linear_forward(int N, int in, int out, const float* x, const float* w, const float* b, float* y) {
-  if (!per_sample_calls(N)) return gpu::linear_forward(N, in, out, x, w, b, y);
+void lib_linear_forward(bool det, int N, int in, int out, const float* x, const float* w, const float* b, float* y) {
+  if (!per_sample_calls(det, N)) return gpu::linear_forward(N, in, out, x, w, b, y);
   each_sample(N, x, in, y, out, [&](const float* xn, float* yn) { gpu::linear_forward(1, in, out, xn, w, b, yn); });
 }
 
-void lib_linear_backward(int N, int in, int out, const float* dy, const float* w, float* dx) {
-  if (!per_sample_calls(N)) return gpu::linear_backward(N, in, out, dy, w, dx);
+void lib_linear_backward(bool det, int N, int in, int out, const float* dy, const float* w, float* dx) {
+  if (!per_sample_calls(det, N)) return gpu::linear_backward(N, in, out, dy, w, dx);
   each_sample(N, dy, out, dx, in, [&](const float* dyn, float* dxn) { gpu::linear_backward(1, in, out, dyn, w, dxn); });
 }
 
@@ -112,23 +120,12 @@ void require_device(const Tensor& t, const char* what) {
 
 }  // namespace
 
-void configure(const DeviceOptions& opt, int device_index) {
-  gpu::init(device_index);
-  g_options = opt;
-  gpu::LibrarySettings s;
-  s.deterministic = opt.deterministic;
-  s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
-  gpu::set_library_settings(s);
-}
-
-const DeviceOptions& options() { return g_options; }
-
 ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   require_device(x.value, "conv2d");
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const Conv2d::DeviceWeights& dw = device_weights(conv);
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
-  lib_conv_forward(p, x.value.dptr(), dw.weight.dptr(), y.dptr());
+  lib_conv_forward(ctx.device_options.deterministic, p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
     kcu::ChannelAffineParams ap;
     ap.N = p.N;
@@ -151,7 +148,8 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   ag::Var out{y, -1};
   Context* c = &ctx;
   const Conv2d* cv = &conv;
-  record_backward(ctx, x, out, [cv, p, hooked, c](Tensor g) {
+  const DeviceOptions opt = ctx.device_options;
+  record_backward(ctx, x, out, [cv, p, hooked, c, opt](Tensor g) {
     Tensor scale;
     if (hooked) scale = c->hook->on_backward(cv->site, g);
     if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
@@ -160,7 +158,7 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
     const Conv2d::DeviceWeights& dw = device_weights(*cv);
     Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
-    if (g_options.dgrad_library || !kcu::conv_dgrad_supported(p)) {
+    if (opt.dgrad_library || !kcu::conv_dgrad_supported(p)) {
       if (s) {
         kcu::SampleChannelScaleParams sp;
         sp.N = p.N;
@@ -168,10 +166,10 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
         sp.HW = p.out_plane();
         kcu::launch_sample_channel_scale(sp, g.dptr(), s, g.dptr(), compute());
       }
-      lib_conv_backward_data(p, g.dptr(), dw.weight.dptr(), dx.dptr());
+      lib_conv_backward_data(opt.deterministic, p, g.dptr(), dw.weight.dptr(), dx.dptr());
     } else {
       auto ws = device_buffer(kcu::conv_dgrad_workspace_bytes(p));
-      kcu::launch_conv_dgrad(p, g_options.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
+      kcu::launch_conv_dgrad(p, opt.precision, g.dptr(), dw.weight.dptr(), s, dx.dptr(), ws.get(),
                              compute());
     }
     return dx;
@@ -186,13 +184,14 @@ ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
     throw Error("linear: input " + x.value.shape_str() + " does not match weight " + lin.weight.shape_str());
   const Linear::DeviceWeights& dw = device_weights(lin);
   Tensor y({N, outf}, Device::cuda);
-  lib_linear_forward(N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
+  lib_linear_forward(ctx.device_options.deterministic, N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
                       y.dptr());
   ag::Var out{y, -1};
   const Linear* l = &lin;
-  record_backward(ctx, x, out, [l, N, in, outf](Tensor g) {
+  const bool det = ctx.device_options.deterministic;
+  record_backward(ctx, x, out, [l, N, in, outf, det](Tensor g) {
     Tensor dx({N, in}, Device::cuda);
-    lib_linear_backward(N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
+    lib_linear_backward(det, N, in, outf, g.dptr(), device_weights(*l).weight.dptr(), dx.dptr());
     return dx;
   });
   return out;
@@ -345,4 +344,58 @@ Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
   return m.to(Device::cpu);
 }
 
-}  // namespace pg::nn::dev
+// ---- the backend ---------------------------------------------------------------------------
+
+class GpuBackend final : public DeviceBackend {
+ public:
+  const char* name() const override { return "cuda"; }
+  ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) override { return dev::conv2d(ctx, conv, x); }
+  ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) override { return dev::linear(ctx, lin, x); }
+  ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override {
+    return dev::maxpool(ctx, p, x);
+  }
+  ag::Var relu(Context& ctx, ag::Var x) override { return dev::relu(ctx, std::move(x)); }
+  ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override {
+    return dev::avgpool(ctx, p, x);
+  }
+  ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override {
+    return dev::adaptive_avgpool(ctx, x, P, Q);
+  }
+  void add_inplace(Tensor& a, const Tensor& b) override { dev::add_inplace(a, b); }
+  void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
+                         std::vector<double>& M, std::vector<double>& Nv) override {
+    dev::spatial_variances(g, bn_scale, select, M, Nv);
+  }
+  std::shared_ptr<float> allocate(int64_t n) override {
+    void* p = gpu::alloc(static_cast<size_t>(n) * sizeof(float));
+    return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { gpu::free(q); });
+  }
+  void copy(float* dst, const float* src, size_t bytes) override { gpu::copy(dst, src, bytes); }
+  void zero(float* dst, size_t bytes) override { gpu::zero(dst, bytes); }
+
+  void configure(const DeviceOptions& opt, int device_index) override {
+    gpu::init(device_index);
+    gpu::LibrarySettings s;
+    s.deterministic = opt.deterministic;
+    s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
+    gpu::set_library_settings(s);
+  }
+  std::string description() const override { return gpu::initialized() ? gpu::device_description() : ""; }
+  const char* runtime_name() const override { return gpu::backend_name(); }
+  void upload(float* dst, const float* src, size_t bytes) override { gpu::upload(dst, src, bytes); }
+  void download(float* dst, const float* src, size_t bytes) override { gpu::download(dst, src, bytes); }
+  Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) override {
+    return dev::probability_seed(logits, targets, probs);
+  }
+  Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) override { return dev::channel_map(g, x, kind); }
+  Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) override { return dev::normalize_u8(rgb, N, H, W); }
+};
+
+}  // namespace dev
+
+DeviceBackend& device_backend() {
+  static dev::GpuBackend instance;
+  return instance;
+}
+
+}  // namespace pg::nn

@@ -42,7 +42,6 @@ double images_per_second(int batch, int warmup, int iters, F run) {
 
 void run_bench(const BenchOptions& o) {
   set_threads(o.threads);
-  if (o.winograd) nn::set_winograd(true);
   if (o.batch < 1 || o.iters < 1 || o.size < 32) throw Error("bench: need --batch >= 1, --iters >= 1, --size >= 32");
   auto model = nn::random_model(o.model, o.classes, 1);
   Tensor x({o.batch, 3, o.size, o.size});
@@ -50,7 +49,8 @@ void run_bench(const BenchOptions& o) {
   std::normal_distribution<float> normal;
   for (int64_t i = 0; i < x.numel(); ++i) x[i] = normal(rng);
   nn::Context ctx;
-  ctx.device = setup_device(o.dev);
+  if (o.winograd) ctx.winograd = true;
+  setup_device(o.dev, ctx);
   // On the device the batch is uploaded once and only the maps come back, as a pipeline
   // that decodes the next batch while this one runs would see it.
   const Tensor xin = ctx.device == Device::cuda ? x.to(Device::cuda) : x;
@@ -106,7 +106,7 @@ void run_bench(const BenchOptions& o) {
     nlohmann::json j = {{"model", o.model}, {"batch", o.batch}, {"size", o.size}, {"threads", threads},
                         {"iters", o.iters}, {"forward_ips", fwd}, {"saliency_ips", sal},
                         {"blas_core", blas::core_name()}, {"blas_core_choice", blas::core_choice()},
-                        {"winograd", nn::winograd_enabled()}};
+                        {"winograd", ctx.winograd}};
     j.update(device_json(o.dev));
     for (const auto& [mode, ips] : pg_ips) j["parchgrad_" + mode + "_ips"] = ips;
     std::printf("%s\n", j.dump().c_str());

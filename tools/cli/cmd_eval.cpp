@@ -571,7 +571,7 @@ void run_eval(const EvalOptions& o) {
   ReportWriter writer(jsonl_path);
 
   nn::Context ctx;
-  ctx.device = setup_device(o.dev);
+  setup_device(o.dev, ctx);
   Perturber pert{*model, ctx, o.perturb_batch};
   io::Progress progress("eval", int64_t(items.size()));
   auto all_done = [&](const EvalItem& it) {

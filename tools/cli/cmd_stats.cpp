@@ -125,7 +125,7 @@ void run_stats(const StatsOptions& o) {
   std::vector<int64_t> all_idx;
   std::vector<int> all_labels;
   nn::Context ctx;
-  ctx.device = setup_device(o.dev);
+  setup_device(o.dev, ctx);
   ctx.hook = &hook;
 
   io::Progress progress(o.shard.empty() ? "stats" : "stats " + o.shard, int64_t(mine.size()));

@@ -3,11 +3,8 @@
 #include <cstdio>
 
 #include "kernels/cuda/conv_dgrad.h"
+#include "nn/backend.h"
 #include "nn/error.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-#include "nn/gpu/runtime.h"
-#endif
 
 namespace pg::cli {
 
@@ -24,7 +21,7 @@ void add_device_flags(CLI::App* app, DeviceFlags& f) {
                 "cuda: only bitwise-reproducible algorithms (maps identical run to run)");
 }
 
-Device setup_device(const DeviceFlags& f) {
+void setup_device(const DeviceFlags& f, nn::Context& ctx) {
   using kernels::cuda::ConvPrecision;
   // (conv_dgrad.cu's parse_conv_precision is not linked into builds without a device.)
   const ConvPrecision prec = f.precision == "fp32"   ? ConvPrecision::fp32
@@ -36,22 +33,20 @@ Device setup_device(const DeviceFlags& f) {
   if (f.device == "cpu") {
     if (f.precision != "fp32") throw Error("--precision " + f.precision + " needs --device cuda");
     if (f.dgrad != "engine") throw Error("--dgrad " + f.dgrad + " needs --device cuda");
-    return Device::cpu;
+    ctx.device = Device::cpu;
+    return;
   }
   if (f.device != "cuda") throw Error("--device: '" + f.device + "' is not cpu or cuda");
   if (f.gpu < 0) throw Error("--gpu must be a device index >= 0");
-#if PARCHGRAD_GPU
-  nn::dev::DeviceOptions opt;
+  nn::DeviceOptions opt;
   opt.precision = prec;
   opt.dgrad_library = f.dgrad == "cudnn";
   opt.deterministic = f.deterministic;
-  nn::dev::configure(opt, f.gpu);
-  std::fprintf(stderr, "device: %s\n", gpu::device_description().c_str());
-  return Device::cuda;
-#else
-  (void)prec;
-  throw Error("--device cuda: this build of parchgrad has no CUDA backend (nvcc was not found when it was configured)");
-#endif
+  nn::DeviceBackend& dev = nn::device_backend();
+  dev.configure(opt, f.gpu);
+  std::fprintf(stderr, "device: %s\n", dev.description().c_str());
+  ctx.device = Device::cuda;
+  ctx.device_options = opt;
 }
 
 nlohmann::json device_json(const DeviceFlags& f) {
@@ -60,10 +55,9 @@ nlohmann::json device_json(const DeviceFlags& f) {
     j["precision"] = f.precision;
     j["dgrad"] = f.dgrad;
     j["deterministic"] = f.deterministic;
-#if PARCHGRAD_GPU
-    j["backend"] = gpu::backend_name();
-    if (gpu::initialized()) j["device_name"] = gpu::device_description();
-#endif
+    j["backend"] = nn::device_backend().runtime_name();
+    const std::string desc = nn::device_backend().description();
+    if (!desc.empty()) j["device_name"] = desc;
   }
   return j;
 }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "nn/layers.h"
 #include "nn/tensor.h"
 
 namespace pg::cli {
@@ -19,10 +20,11 @@ struct DeviceFlags {
 
 void add_device_flags(CLI::App* app, DeviceFlags& f);
 
-// Checks the flags and, for cuda, starts the device runtime with them (one line on stderr
-// names the device). Throws pg::Error for an unknown device or precision, device flags
-// given with --device cpu, or a build/machine without a usable device.
-Device setup_device(const DeviceFlags& f);
+// Checks the flags and, for cuda, starts the device with them (one line on stderr names the
+// device); sets ctx.device and ctx.device_options. Throws pg::Error for an unknown device or
+// precision, device flags given with --device cpu, or a build/machine without a usable
+// device.
+void setup_device(const DeviceFlags& f, nn::Context& ctx);
 
 // The settings and the device's description, for results files and benchmarks.
 nlohmann::json device_json(const DeviceFlags& f);
