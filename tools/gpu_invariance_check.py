@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
@@ -46,34 +45,6 @@ CUDA_CONFIGS = [
     ("bf16", ["--precision", "bf16"], False),
 ]
 CPU_CONFIGS = [("cpu", [], True)]
-
-
-def flat_images(folder):
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    img = Image.new("RGB", (256, 256))
-    d = ImageDraw.Draw(img)
-    for i, c in enumerate([(200, 30, 30), (30, 160, 60), (40, 60, 200), (230, 230, 40)]):
-        x, y = (i % 2) * 128, (i // 2) * 128
-        d.rectangle([x, y, x + 127, y + 127], fill=c)
-    paths.append(os.path.join(folder, "flat_quadrants.png"))
-    img.save(paths[-1])
-    img = Image.new("RGB", (256, 256), (128, 128, 128))
-    d = ImageDraw.Draw(img)
-    for box, c in [([30, 40, 120, 200], (250, 250, 250)), ([100, 20, 230, 90], (10, 10, 10)),
-                   ([140, 130, 240, 236], (20, 120, 220))]:
-        d.rectangle(box, fill=c)
-    paths.append(os.path.join(folder, "flat_rectangles.png"))
-    img.save(paths[-1])
-    img = Image.new("RGB", (256, 256), (240, 220, 180))
-    d = ImageDraw.Draw(img)
-    for (cx, cy, r), c in [((80, 90, 50), (180, 20, 20)), ((170, 170, 60), (20, 20, 160))]:
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c)
-    paths.append(os.path.join(folder, "flat_discs.png"))
-    img.save(paths[-1])
-    paths.append(os.path.join(folder, "flat_one_colour.png"))
-    Image.new("RGB", (256, 256), (90, 140, 200)).save(paths[-1])
-    return paths
 
 
 def run(cmd, timeout):
@@ -121,7 +92,7 @@ def main():
     inputs = os.path.join(args.out, "inputs")
     os.makedirs(inputs)
     files = [shutil.copy(os.path.join(EXAMPLES, f), inputs) for f in sorted(os.listdir(EXAMPLES)) if f.endswith(".png")]
-    files += flat_images(inputs)
+    files += pc.make_flat_images(inputs, discs=((80, 90, 50), (170, 170, 60)))
     rng = np.random.default_rng(7)
     noise = pc.save_npy(os.path.join(args.out, "noise.npy"),
                         (0.3 * rng.standard_normal((2, 3, 224, 224))).astype(np.float32))

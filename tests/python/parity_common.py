@@ -491,6 +491,52 @@ def save_npy(path, array):
     return path
 
 
+def make_flat_images(folder, discs=((80, 90, 50), (170, 170, 60), (190, 60, 30))):
+    """256x256 PNGs of flat colour (quadrants, rectangles, discs, one colour): their flat
+    regions give exactly equal activations after a network's stem (max-pool ties), where a
+    one-ulp difference moves the gradient to another pixel. Returns the paths."""
+    from PIL import Image, ImageDraw
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    img = Image.new("RGB", (256, 256))
+    d = ImageDraw.Draw(img)
+    for i, c in enumerate([(200, 30, 30), (30, 160, 60), (40, 60, 200), (230, 230, 40)]):
+        x, y = (i % 2) * 128, (i // 2) * 128
+        d.rectangle([x, y, x + 127, y + 127], fill=c)
+    paths.append(os.path.join(folder, "flat_quadrants.png"))
+    img.save(paths[-1])
+    img = Image.new("RGB", (256, 256), (128, 128, 128))
+    d = ImageDraw.Draw(img)
+    for box, c in [([30, 40, 120, 200], (250, 250, 250)), ([100, 20, 230, 90], (10, 10, 10)),
+                   ([140, 130, 240, 236], (20, 120, 220))]:
+        d.rectangle(box, fill=c)
+    paths.append(os.path.join(folder, "flat_rectangles.png"))
+    img.save(paths[-1])
+    img = Image.new("RGB", (256, 256), (240, 220, 180))
+    d = ImageDraw.Draw(img)
+    for (cx, cy, r), c in zip(discs, [(180, 20, 20), (20, 20, 160), (0, 0, 0)]):
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c)
+    paths.append(os.path.join(folder, "flat_discs.png"))
+    img.save(paths[-1])
+    paths.append(os.path.join(folder, "flat_one_colour.png"))
+    Image.new("RGB", (256, 256), (90, 140, 200)).save(paths[-1])
+    return paths
+
+
+def small_image_batch(folder, names, size):
+    """The named images resized to size x size (bilinear) and normalised with ImageNet's mean
+    and std, as one float32 array [N, 3, size, size] (inputs small enough for the SIMT
+    runtime)."""
+    from PIL import Image
+    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
+    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+    xs = []
+    for f in names:
+        img = Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size), Image.BILINEAR)
+        xs.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std)
+    return np.stack(xs)
+
+
 def run_gradient(binary, weights, input_path, targets, out_prefix, model=None, timeout=600):
     """Runs `parchgrad gradient`; returns (CompletedProcess, logits_path, grad_path)."""
     logits_path = out_prefix + "_logits.npy"

@@ -22,7 +22,6 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 import parchgrad_ref as ref
 import parity_common as pc
@@ -57,36 +56,6 @@ def run(binary, args, threads=2, timeout=1800):
 
 # ---- inputs -------------------------------------------------------------------------------
 
-def make_flat_images(folder):
-    """Four 256x256 PNGs of flat colour: quadrants, rectangles, discs, one colour."""
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    img = Image.new("RGB", (256, 256))
-    d = ImageDraw.Draw(img)
-    for i, c in enumerate([(200, 30, 30), (30, 160, 60), (40, 60, 200), (230, 230, 40)]):
-        x, y = (i % 2) * 128, (i // 2) * 128
-        d.rectangle([x, y, x + 127, y + 127], fill=c)
-    paths.append(os.path.join(folder, "flat_quadrants.png"))
-    img.save(paths[-1])
-    img = Image.new("RGB", (256, 256), (128, 128, 128))
-    d = ImageDraw.Draw(img)
-    for box, c in [([30, 40, 120, 200], (250, 250, 250)), ([100, 20, 230, 90], (10, 10, 10)),
-                   ([140, 130, 240, 236], (20, 120, 220))]:
-        d.rectangle(box, fill=c)
-    paths.append(os.path.join(folder, "flat_rectangles.png"))
-    img.save(paths[-1])
-    img = Image.new("RGB", (256, 256), (240, 220, 180))
-    d = ImageDraw.Draw(img)
-    for (cx, cy, r), c in [((80, 90, 50), (180, 20, 20)), ((170, 170, 60), (20, 20, 160)),
-                           ((190, 60, 30), (0, 0, 0))]:
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c)
-    paths.append(os.path.join(folder, "flat_discs.png"))
-    img.save(paths[-1])
-    paths.append(os.path.join(folder, "flat_one_colour.png"))
-    Image.new("RGB", (256, 256), (90, 140, 200)).save(paths[-1])
-    return paths
-
-
 @pytest.fixture(scope="module")
 def inputs():
     """Every input file, in one folder: examples, photographs, generated flat images."""
@@ -102,7 +71,7 @@ def inputs():
         path = os.path.join(PHOTOS, f)
         assert os.path.exists(path), f"{path}: the shared sample photographs are needed"
         files.append(shutil.copy(path, folder))
-    files += make_flat_images(folder)
+    files += pc.make_flat_images(folder)
     return files
 
 
@@ -264,14 +233,8 @@ def test_device_path_deterministic():
         "PARCHGRAD_SIM_BIN: the PARCHGRAD_CUDA=SIM build (CTest's fixture device_simt_build) is needed"
     # Four example images at 96x96 in one .npy batch (the SIMT runtime is slow).
     names = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".png"))[:4]
-    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    xs = []
-    for f in names:
-        img = Image.open(os.path.join(EXAMPLES, f)).convert("RGB").resize((96, 96), Image.BILINEAR)
-        xs.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std)
     os.makedirs(SCRATCH, exist_ok=True)
-    x = pc.save_npy(os.path.join(SCRATCH, "sim_x.npy"), np.stack(xs))
+    x = pc.save_npy(os.path.join(SCRATCH, "sim_x.npy"), pc.small_image_batch(EXAMPLES, names, 96))
     noise = noise_file(os.path.join(SCRATCH, "sim_noise.npy"), SG_SAMPLES, 96)
     outs = {}
     for name, flags in RUNS.items():

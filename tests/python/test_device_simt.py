@@ -125,15 +125,8 @@ def maps_of(out):
 @pytest.fixture(scope="module")
 def small_inputs():
     """Three example images at 96x96 as one .npy batch (the SIMT runtime is slow)."""
-    from PIL import Image
     names = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".png"))[:3]
-    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    xs = []
-    for f in names:
-        img = Image.open(os.path.join(EXAMPLES, f)).convert("RGB").resize((96, 96), Image.BILINEAR)
-        xs.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std)
-    return pc.save_npy(os.path.join(SCRATCH, "examples96.npy"), np.stack(xs))
+    return pc.save_npy(os.path.join(SCRATCH, "examples96.npy"), pc.small_image_batch(EXAMPLES, names, 96))
 
 
 CASES = {
@@ -247,7 +240,9 @@ def test_bad_device_flags(flags, message, small_inputs):
 def test_images_normalised_on_device():
     """PNG inputs on the device go up as uint8 and are normalised by the device kernel: the
     same maps as the CPU (IG rebuilds its inputs on the host from the device's tensor), and
-    the same overlay strip, byte for byte."""
+    the same overlay strip up to the 8-bit rounding of maps that differ by float32 rounding
+    (the data-gradient kernel sums in another order than the CPU's OpenBLAS, whose kernels
+    depend on the processor): at most one level, on at most 1% of the values."""
     files = [os.path.join(EXAMPLES, "star.png")]
     args = files + ["--compare", "grad,ig,gradcam", "--ig-steps", "1"]
     cpu_dir = saliency(os.path.join(SCRATCH, "png_cpu"), args, "cpu")
@@ -257,10 +252,14 @@ def test_images_normalised_on_device():
     for name in cpu:
         err = rel(dev[name], cpu[name])
         assert err < FP32_TOL, f"{name} differs by {err:.3g}"
+    from PIL import Image
     for stem in ("star",):
-        a = open(os.path.join(cpu_dir, stem + ".compare.png"), "rb").read()
-        b = open(os.path.join(dev_dir, stem + ".compare.png"), "rb").read()
-        assert a == b, f"{stem}.compare.png differs"
+        a = np.asarray(Image.open(os.path.join(cpu_dir, stem + ".compare.png")), np.int16)
+        b = np.asarray(Image.open(os.path.join(dev_dir, stem + ".compare.png")), np.int16)
+        assert a.shape == b.shape, f"{stem}.compare.png: {a.shape} against {b.shape}"
+        d = np.abs(a - b)
+        assert d.max() <= 1, f"{stem}.compare.png differs by {d.max()} levels"
+        assert (d > 0).mean() < 0.01, f"{stem}.compare.png: {100 * (d > 0).mean():.2f}% of the values differ"
 
 
 def test_eval_matches_cpu(small_inputs):

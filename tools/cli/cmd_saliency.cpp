@@ -11,6 +11,8 @@
 #include <set>
 #include <cctype>
 
+#include <omp.h>
+
 #include "nn/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
@@ -18,9 +20,7 @@
 #include "parchgrad/parchgrad.h"
 #include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
-#if PARCHGRAD_GPU
-#include "nn/gpu/ops.h"
-#endif
+#include "nn/backend.h"
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
@@ -40,7 +40,7 @@ struct SaliencyOptions {
   DeviceFlags dev;
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
-  int batch = 8, threads = 0;
+  int batch = 0, threads = 0;  // batch 0: 8, or the thread count when larger
   std::string method = "grad", parchgrad = "off", compare;
   bool explain_masks = false;
   MethodFlags m;  // method constants and ParchGrad settings
@@ -145,8 +145,12 @@ io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays
   return out;
 }
 
-void run_saliency(const SaliencyOptions& o) {
-  set_threads(o.threads);
+void run_saliency(const SaliencyOptions& opts) {
+  set_threads(opts.threads);
+  SaliencyOptions o = opts;
+  // A sample is one work unit of a late layer's convolution (batch invariance), so a batch
+  // smaller than the thread count leaves threads idle there.
+  if (o.batch == 0) o.batch = std::max(8, omp_get_max_threads());
   if (o.batch < 1) throw Error("--batch must be at least 1");
   const bool topk = o.target.size() > 3 && o.target.compare(0, 3, "top") == 0 && o.target != "top1";
   if (topk) {
@@ -203,7 +207,7 @@ void run_saliency(const SaliencyOptions& o) {
   if (ec) throw file_error(o.out, "cannot create output directory (" + ec.message() + ")");
 
   nn::Context ctx;
-  ctx.device = setup_device(o.dev);
+  setup_device(o.dev, ctx);
   io::Progress progress("saliency", int64_t(inputs.size()));
   std::set<std::string> used_names;
   int failed = 0;
@@ -222,13 +226,11 @@ void run_saliency(const SaliencyOptions& o) {
     const bool u8_batch = std::all_of(pending.begin(), pending.end(), [](const Sample& s) { return s.x.empty(); });
     Tensor x, xdev;
     if (u8_batch) {
-#if PARCHGRAD_GPU
       std::vector<uint8_t> rgb;
       rgb.reserve(size_t(B) * s0[1] * s0[2] * 3);
       for (const Sample& s : pending) rgb.insert(rgb.end(), s.crop.rgb.begin(), s.crop.rgb.end());
-      xdev = nn::dev::normalize_u8(rgb.data(), int(B), int(s0[1]), int(s0[2]));
+      xdev = nn::device_backend().normalize_u8(rgb.data(), int(B), int(s0[1]), int(s0[2]));
       if (host_input) x = xdev.to(Device::cpu);
-#endif
     } else {
       x = Tensor({B, s0[0], s0[1], s0[2]});
       for (int64_t b = 0; b < B; ++b) {
@@ -363,7 +365,7 @@ void run_gradient(const GradientOptions& o) {
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
                   std::to_string(model->num_classes()) + " classes)");
   nn::Context ctx;
-  ctx.device = setup_device(o.dev);
+  setup_device(o.dev, ctx);
   GradientResult r = input_gradient(*model, ctx, x, targets);
   if (!o.logits_out.empty()) io::save_npy(o.logits_out, r.logits);
   if (!o.grad_out.empty()) io::save_npy(o.grad_out, r.grad);
@@ -379,7 +381,7 @@ void register_saliency(CLI::App& app) {
   s->add_option("--model", so->model, "architecture (inferred from the weights when omitted)");
   s->add_option("--target", so->target, "class id, top1, topK, or a list: one per sample, or several for one image");
   s->add_option("--out", so->out, "output directory")->capture_default_str();
-  s->add_option("--batch", so->batch, "images per batch")->capture_default_str();
+  s->add_option("--batch", so->batch, "images per batch (default: 8, or the CPU thread count when larger)");
   s->add_option("--classes", so->classes, "class names file, one per line");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
   add_device_flags(s, so->dev);
