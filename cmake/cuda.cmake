@@ -6,8 +6,8 @@
 #     plus compute_90 PTX that the driver can JIT for later GPUs), unless already set;
 #   * the static library parchgrad_cuda from kernels/cuda/*.cu;
 #   * the cuDNN and cuBLAS headers and libraries are looked up (toolkit, then a Python
-#     nvidia-cudnn-cu*/nvidia-cublas-cu* wheel install) and reported; nothing links them
-#     yet. Variables: PARCHGRAD_CUDNN_INCLUDE_DIR, PARCHGRAD_CUDNN_LIBRARY,
+#     nvidia-cudnn-cu*/nvidia-cublas-cu* wheel install) and reported; the device backend
+#     links them (pg_add_device_backend, below). Variables: PARCHGRAD_CUDNN_INCLUDE_DIR, PARCHGRAD_CUDNN_LIBRARY,
 #     PARCHGRAD_CUBLAS_INCLUDE_DIR, PARCHGRAD_CUBLAS_LIBRARY, PARCHGRAD_CUBLASLT_LIBRARY
 #     (each -NOTFOUND when absent).
 # Result: PARCHGRAD_CUDA_ENABLED (TRUE/FALSE), PARCHGRAD_NVCC (path or empty).

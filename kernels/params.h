@@ -1,4 +1,4 @@
-// Typed parameter structs shared by every backend (cpu/ now, cuda/ later).
+// Typed parameter structs shared by every backend (kernels/cpu and kernels/cuda).
 // Shapes are NCHW; a conv's weight is [K, C/groups, R, S].
 #pragma once
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Attribution methods (grad, input x grad, integrated gradients, SmoothGrad, Grad-CAM),
-// each with or without ParchGrad, per ../shared/docs/parchgrad-method.md section 6.
+// each with or without ParchGrad, per docs/parchgrad-method.md section 6.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,4 +1,4 @@
-// Evaluation metrics of saliency maps (../shared/docs/parchgrad-method.md section 7), plus
+// Evaluation metrics of saliency maps (docs/parchgrad-method.md section 7), plus
 // the deletion / insertion areas and the pointing game. Pure functions on host arrays; the
 // model passes that feed them live in tools/cli/cmd_eval.cpp.
 #pragma once

@@ -1,6 +1,6 @@
 // ParchGrad (Park, Jeon, Choi 2023) as a conv hook: class-wise or instance-wise channel
 // selection at each hooked conv, and the per-(sample, channel) gradient scale that the
-// data-gradient convolution applies (see ../shared/docs/parchgrad-method.md, 1-5).
+// data-gradient convolution applies (see docs/parchgrad-method.md, 1-5).
 #pragma once
 #include <limits>
 #include <map>

@@ -1,4 +1,4 @@
-// Per-channel reductions of ParchGrad (../shared/docs/parchgrad-method.md sections 2, 3, 5):
+// Per-channel reductions of ParchGrad (docs/parchgrad-method.md sections 2, 3, 5):
 //   (a) the forward statistic gap[n,c] = mean_{h,w} relu(y_raw[n,c,h,w]);
 //   (b) the two spatial variances M, N of the gradient edit, one pass over dL/dy;
 //   (c) the per-(class, channel) count/mean/M2 update of `parchgrad stats`.
