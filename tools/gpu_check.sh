@@ -74,7 +74,9 @@
 # /usr/bin/python3, python that does), CMAKE (default cmake), GPU_CHECK_RESERVE_S (seconds kept
 # for bench, default 150), ENGINE_CMAKE_ARGS (more -D options for the engine's configure, e.g. a
 # cuDNN that cmake/cuda.cmake does not find), PG_DEPS_FALLBACKS=all (use every vendored fallback
-# library, even where the system has one).
+# library, even where the system has one), BENCH_RUNS (model:precision[:cls|ins],... for the bench
+# step), BENCH_BATCH (256), BENCH_COMPILE (auto|on|off: torch.compile'd PyTorch beside eager; each
+# model and precision compiles for 20-60 s, so a short lease may want off).
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
@@ -958,7 +960,7 @@ else
   s0=$SECONDS
   run_logged "$OUTDIR/bench.log" "$(step_timeout 300 0)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
     "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cuda --runs "$BENCH_RUNS" \
-    --batch "${BENCH_BATCH:-256}" --size 224 --iters 8 --warmup 3 --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
+    --compile "${BENCH_COMPILE:-auto}" --batch "${BENCH_BATCH:-256}" --size 224 --iters 8 --warmup 3 --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
   rc=$?
   if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
   record bench $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(bench_detail "$OUTDIR/bench.json")"
