@@ -25,6 +25,7 @@
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
 #include "tools/lib/image_io.h"
+#include "tools/lib/plot.h"
 #include "tools/lib/prefetch.h"
 #include "tools/lib/progress.h"
 #include "weights/class_names.h"
@@ -128,20 +129,32 @@ json layers_json(const std::vector<LayerExplain>& layers) {
   return arr;
 }
 
-// Composes [image | overlay 1 | overlay 2 | ...] side by side.
-io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays) {
+// Composes [image | overlay 1 | overlay 2 | ...] side by side under a band that names each
+// panel ("input", then the configurations).
+io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays, const std::vector<std::string>& labels) {
   io::Image8 out;
-  const int gap = 4;
-  out.h = base.h;
+  const int gap = 4, band = 22;
+  out.h = base.h + band;
   out.w = base.w * int(1 + overlays.size()) + gap * int(overlays.size());
   out.rgb.assign(size_t(out.w) * out.h * 3, 255);
   auto blit = [&](const io::Image8& img, int x0) {
     for (int y = 0; y < img.h; ++y)
       std::copy(img.rgb.begin() + size_t(y) * img.w * 3, img.rgb.begin() + size_t(y + 1) * img.w * 3,
-                out.rgb.begin() + (size_t(y) * out.w + x0) * 3);
+                out.rgb.begin() + (size_t(y + band) * out.w + x0) * 3);
+  };
+  const uint8_t ink[3] = {20, 20, 20};
+  auto label = [&](const std::string& text, int x0) {
+    const int scale = io::text_width(text, 2) <= base.w - 4 ? 2 : 1;  // a long name gets the small font
+    const int w = io::text_width(text, scale);
+    io::draw_text(out, x0 + std::max(2, (base.w - w) / 2), (band - 7 * scale) / 2, text, scale, ink);
   };
   blit(base, 0);
-  for (size_t i = 0; i < overlays.size(); ++i) blit(overlays[i], int(i + 1) * (base.w + gap));
+  label("input", 0);
+  for (size_t i = 0; i < overlays.size(); ++i) {
+    const int x0 = int(i + 1) * (base.w + gap);
+    blit(overlays[i], x0);
+    if (i < labels.size()) label(labels[i], x0);
+  }
   return out;
 }
 
@@ -271,6 +284,7 @@ void run_saliency(const SaliencyOptions& opts) {
         if (s.index >= 0) line["index"] = s.index;
         if (!names.empty()) line["target_name"] = names[t];
         std::vector<io::Image8> overlays;
+        std::vector<std::string> labels;
         json outputs = json::array();
         for (size_t ci = 0; ci < configs.size(); ++ci) {
           const Explanation& e = exps[ci][j];
@@ -285,6 +299,7 @@ void run_saliency(const SaliencyOptions& opts) {
             out["overlay"] = png;
           } else {
             overlays.push_back(io::render_overlay(base, map));
+            labels.push_back(configs[ci].label);
           }
           if (o.explain_masks && configs[ci].hook) {
             const std::string mj = (fs::path(o.out) / (name + suffix + ".masks.json")).string();
@@ -297,7 +312,7 @@ void run_saliency(const SaliencyOptions& opts) {
         }
         if (!overlays.empty()) {
           const std::string png = (fs::path(o.out) / (name + ".compare.png")).string();
-          io::save_png(png, strip(base, overlays));
+          io::save_png(png, strip(base, overlays, labels));
           line["compare"] = png;
         }
         line["outputs"] = outputs;

@@ -50,7 +50,6 @@ struct Canvas {
   }
 };
 
-int text_width(const std::string& s, int scale) { return stb_easy_font_width(const_cast<char*>(s.c_str())) * scale; }
 
 std::string tick_label(double v) {
   char b[32];
@@ -162,6 +161,12 @@ Image8 tile_images(const std::vector<Image8>& images, int columns) {
                 out.rgb.begin() + (size_t(oy + y) * out.w + ox) * 3);
   }
   return out;
+}
+
+int text_width(const std::string& s, int scale) { return stb_easy_font_width(const_cast<char*>(s.c_str())) * scale; }
+
+void draw_text(Image8& img, int x, int y, const std::string& s, int scale, const uint8_t rgb[3]) {
+  Canvas{img}.text(x, y, s, scale, rgb);
 }
 
 }  // namespace pg::io

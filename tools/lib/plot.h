@@ -25,5 +25,10 @@ Image8 render_chart(const Chart& c, int w = 520, int h = 400);
 Image8 tile_images(const std::vector<Image8>& images, int columns);
 // The colour of series i (a fixed, distinguishable palette).
 void series_colour(size_t i, uint8_t rgb[3]);
+// Text drawn into img with its top-left corner at (x, y), each font pixel scale x scale
+// (stb_easy_font: letters, digits, punctuation; about 6 x 8 pixels a character at scale 1).
+void draw_text(Image8& img, int x, int y, const std::string& s, int scale, const uint8_t rgb[3]);
+// Width in pixels of s drawn at that scale.
+int text_width(const std::string& s, int scale);
 
 }  // namespace pg::io

@@ -1,0 +1,43 @@
+"""What `saliency` writes for people to look at: the `--compare` strip names every panel."""
+import os
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+import parity_common as pc
+
+BIN = pc.binary_path()
+if not BIN or not os.path.exists(BIN):
+    raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
+SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+STATS = os.path.join(SRC, "assets", "default", "stats.safetensors")
+STAR = os.path.join(SRC, "assets", "default", "examples", "star.png")
+
+
+def test_compare_strip_is_labelled(tmp_path):
+    out = str(tmp_path / "out")
+    proc = subprocess.run([BIN, "saliency", "--weights", WEIGHTS, "--stats", STATS, "--compare",
+                           "grad,grad+cls,ig", "--ig-steps", "2", "--out", out, STAR],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    img = np.asarray(Image.open(os.path.join(out, "star.compare.png")).convert("RGB")).astype(int)
+    panel, gap, band = 224, 4, 22
+    panels = 4  # input, grad, grad+cls, ig
+    assert img.shape == (band + panel, panels * panel + (panels - 1) * gap, 3), img.shape
+    dark = img.max(axis=2) < 100
+    heads = []
+    for i in range(panels):
+        x0 = i * (panel + gap)
+        head = dark[:band, x0:x0 + panel]
+        assert head.sum() > 20, f"panel {i} has no label"
+        heads.append(head)
+        if i:  # the gaps stay white, label band included
+            assert (img[:, x0 - gap:x0] == 255).all(), f"gap before panel {i} is not white"
+    # Each label is its own text: no two panels carry the same one.
+    for i in range(panels):
+        for j in range(i + 1, panels):
+            assert not np.array_equal(heads[i], heads[j]), f"panels {i} and {j} have the same label"
+    # The panels themselves start below the band: the input panel is the image's crop.
+    assert not (img[band:band + 5, :panel] == 255).all()
