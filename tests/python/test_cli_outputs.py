@@ -41,3 +41,25 @@ def test_compare_strip_is_labelled(tmp_path):
             assert not np.array_equal(heads[i], heads[j]), f"panels {i} and {j} have the same label"
     # The panels themselves start below the band: the input panel is the image's crop.
     assert not (img[band:band + 5, :panel] == 255).all()
+
+
+def test_gradcam_with_parchgrad_refused(tmp_path):
+    """ParchGrad edits gradients below Grad-CAM's target layer, so gradcam+cls would silently
+    equal gradcam (the PyTorch oracle shows the same: test_parchgrad_parity's
+    test_oracle_gradcam_untouched_and_methods): refused, in one line, before any work."""
+    runs = [
+        ["saliency", "--weights", WEIGHTS, "--stats", STATS, "--method", "gradcam", "--parchgrad", "cls",
+         "--out", str(tmp_path / "a"), STAR],
+        ["saliency", "--weights", WEIGHTS, "--stats", STATS, "--compare", "grad,gradcam+ins",
+         "--out", str(tmp_path / "b"), STAR],
+        ["eval", "--weights", WEIGHTS, "--stats", STATS, "--data", os.path.dirname(STAR),
+         "--methods", "grad,gradcam+cls", "--out", str(tmp_path / "c" / "report")],
+    ]
+    for args in runs:
+        proc = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=300)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("parchgrad: error:")]
+        assert proc.returncode != 0, args
+        assert len(errors) == 1 and "ParchGrad does not change Grad-CAM" in errors[0], proc.stderr
+    for d in ("a", "b", "c"):
+        p = tmp_path / d
+        assert not p.exists() or not any(f.suffix in (".npy", ".jsonl", ".png") for f in p.rglob("*")), d

@@ -82,6 +82,13 @@ std::vector<Config> build_configs(const std::vector<std::string>& specs, const M
     c.method.sg_noise = sg_noise;
     c.method.max_batch = std::max(max_batch, 1);
     ParchGradOptions po = parchgrad_options(f, mode);
+    // ParchGrad edits the gradient where it enters a hooked convolution; Grad-CAM reads the
+    // gradient at its target layer, the output of the last convolutional block, above every
+    // hooked convolution: the map would be plain Grad-CAM's. Refused rather than run silently.
+    if (po.mode != ParchGradOptions::Mode::Off && c.method.method == Method::GradCAM)
+      throw Error("'" + spec + "': ParchGrad does not change Grad-CAM (it edits gradients below Grad-CAM's target " +
+                  "layer, so the map would equal plain gradcam); use gradcam, or grad/inputgrad/ig/smoothgrad with +" +
+                  mode);
     if (po.mode != ParchGradOptions::Mode::Off) {
       if (f.stats.empty()) throw Error("'" + spec + "' needs --stats (a file from `parchgrad stats`)");
       if (!stats) stats = std::make_unique<StatsFile>(load_stats(f.stats));
