@@ -3,14 +3,10 @@
 // recording its backward step on the same tape, ParchGrad's device reduction, the seed, the
 // maps and the input normalisation. With PARCHGRAD_CUDA=SIM the same code runs on the host
 // SIMT runtime (nn/gpu/runtime_simt.cpp).
-#include <string>
-#include <vector>
-
-#include "nn/backend.h"
-#include "nn/layers.h"
-
 #include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
@@ -21,8 +17,10 @@
 #include "kernels/cuda/preprocess.h"
 #include "kernels/cuda/relu.h"
 #include "kernels/cuda/seed.h"
+#include "nn/backend.h"
 #include "nn/error.h"
 #include "nn/gpu/runtime.h"
+#include "nn/layers.h"
 
 namespace pg::nn {
 namespace dev {
@@ -120,7 +118,42 @@ void require_device(const Tensor& t, const char* what) {
 
 }  // namespace
 
-ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
+class GpuBackend final : public DeviceBackend {
+ public:
+  const char* name() const override { return "cuda"; }
+  ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) override;
+  ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) override;
+  ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
+  ag::Var relu(Context& ctx, ag::Var x) override;
+  ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
+  ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
+  void add_inplace(Tensor& a, const Tensor& b) override;
+  void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
+                         std::vector<double>& M, std::vector<double>& Nv) override;
+  std::shared_ptr<float> allocate(int64_t n) override {
+    void* p = gpu::alloc(static_cast<size_t>(n) * sizeof(float));
+    return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { gpu::free(q); });
+  }
+  void copy(float* dst, const float* src, size_t bytes) override { gpu::copy(dst, src, bytes); }
+  void zero(float* dst, size_t bytes) override { gpu::zero(dst, bytes); }
+
+  void configure(const DeviceOptions& opt, int device_index) override {
+    gpu::init(device_index);
+    gpu::LibrarySettings s;
+    s.deterministic = opt.deterministic;
+    s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
+    gpu::set_library_settings(s);
+  }
+  std::string description() const override { return gpu::initialized() ? gpu::device_description() : ""; }
+  const char* runtime_name() const override { return gpu::backend_name(); }
+  void upload(float* dst, const float* src, size_t bytes) override { gpu::upload(dst, src, bytes); }
+  void download(float* dst, const float* src, size_t bytes) override { gpu::download(dst, src, bytes); }
+  Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) override;
+  Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) override;
+  Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) override;
+};
+
+ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   require_device(x.value, "conv2d");
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const Conv2d::DeviceWeights& dw = device_weights(conv);
@@ -177,7 +210,7 @@ ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   return out;
 }
 
-ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
+ag::Var GpuBackend::linear(Context& ctx, const Linear& lin, const ag::Var& x) {
   require_device(x.value, "linear");
   const int N = int(x.value.dim(0)), in = int(lin.weight.dim(1)), outf = int(lin.weight.dim(0));
   if (x.value.ndim() != 2 || x.value.dim(1) != in)
@@ -197,7 +230,7 @@ ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) {
   return out;
 }
 
-ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
+ag::Var GpuBackend::maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
   require_device(x.value, "maxpool");
   Tensor y({p.N, p.C, p.P, p.Q}, Device::cuda);
   const bool record = ctx.tape && x.id >= 0;
@@ -214,7 +247,7 @@ ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) 
   return out;
 }
 
-ag::Var relu(Context& ctx, ag::Var x) {
+ag::Var GpuBackend::relu(Context& ctx, ag::Var x) {
   require_device(x.value, "relu");
   kcu::ReluParams rp;
   rp.n = x.value.numel();
@@ -231,7 +264,7 @@ ag::Var relu(Context& ctx, ag::Var x) {
   return out;
 }
 
-ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
+ag::Var GpuBackend::avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
   require_device(x.value, "avgpool");
   Tensor y({p.N, p.C, p.P, p.Q}, Device::cuda);
   kcu::launch_avgpool_forward(p, x.value.dptr(), y.dptr(), compute());
@@ -244,7 +277,7 @@ ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) 
   return out;
 }
 
-ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
+ag::Var GpuBackend::adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   require_device(x.value, "adaptive_avgpool");
   const auto s = x.value.shape();
   kcu::AdaptivePoolParams ap;
@@ -264,13 +297,13 @@ ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   return out;
 }
 
-void add_inplace(Tensor& a, const Tensor& b) {
+void GpuBackend::add_inplace(Tensor& a, const Tensor& b) {
   require_device(a, "add_inplace");
   require_device(b, "add_inplace");
   kcu::launch_add(a.numel(), a.dptr(), b.dptr(), a.dptr(), compute());
 }
 
-void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
+void GpuBackend::spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                        std::vector<double>& M, std::vector<double>& Nv) {
   require_device(g, "spatial_variances");
   kcu::SpatialVarianceParams sp;
@@ -296,7 +329,7 @@ void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector
   Nv.assign(host.begin() + sp.N, host.end());
 }
 
-Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) {
+Tensor GpuBackend::probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) {
   require_device(logits, "probability_seed");
   kcu::SeedParams sp;
   sp.N = int(logits.dim(0));
@@ -313,7 +346,7 @@ Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, T
   return seed;
 }
 
-Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) {
+Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W) {
   const size_t bytes = size_t(N) * H * W * 3;
   auto u8 = device_buffer(bytes);
   gpu::upload(u8.get(), rgb, bytes);
@@ -326,7 +359,7 @@ Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) {
   return x;
 }
 
-Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
+Tensor GpuBackend::channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
   require_device(g, "channel_map");
   kcu::ChannelMapParams mp;
   mp.N = int(g.dim(0));
@@ -343,53 +376,6 @@ Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
   kcu::launch_channel_map(mp, g.dptr(), x ? x->dptr() : nullptr, m.dptr(), compute());
   return m.to(Device::cpu);
 }
-
-// ---- the backend ---------------------------------------------------------------------------
-
-class GpuBackend final : public DeviceBackend {
- public:
-  const char* name() const override { return "cuda"; }
-  ag::Var conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) override { return dev::conv2d(ctx, conv, x); }
-  ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) override { return dev::linear(ctx, lin, x); }
-  ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override {
-    return dev::maxpool(ctx, p, x);
-  }
-  ag::Var relu(Context& ctx, ag::Var x) override { return dev::relu(ctx, std::move(x)); }
-  ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override {
-    return dev::avgpool(ctx, p, x);
-  }
-  ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override {
-    return dev::adaptive_avgpool(ctx, x, P, Q);
-  }
-  void add_inplace(Tensor& a, const Tensor& b) override { dev::add_inplace(a, b); }
-  void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
-                         std::vector<double>& M, std::vector<double>& Nv) override {
-    dev::spatial_variances(g, bn_scale, select, M, Nv);
-  }
-  std::shared_ptr<float> allocate(int64_t n) override {
-    void* p = gpu::alloc(static_cast<size_t>(n) * sizeof(float));
-    return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { gpu::free(q); });
-  }
-  void copy(float* dst, const float* src, size_t bytes) override { gpu::copy(dst, src, bytes); }
-  void zero(float* dst, size_t bytes) override { gpu::zero(dst, bytes); }
-
-  void configure(const DeviceOptions& opt, int device_index) override {
-    gpu::init(device_index);
-    gpu::LibrarySettings s;
-    s.deterministic = opt.deterministic;
-    s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
-    gpu::set_library_settings(s);
-  }
-  std::string description() const override { return gpu::initialized() ? gpu::device_description() : ""; }
-  const char* runtime_name() const override { return gpu::backend_name(); }
-  void upload(float* dst, const float* src, size_t bytes) override { gpu::upload(dst, src, bytes); }
-  void download(float* dst, const float* src, size_t bytes) override { gpu::download(dst, src, bytes); }
-  Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) override {
-    return dev::probability_seed(logits, targets, probs);
-  }
-  Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) override { return dev::channel_map(g, x, kind); }
-  Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) override { return dev::normalize_u8(rgb, N, H, W); }
-};
 
 }  // namespace dev
 
