@@ -275,15 +275,12 @@ void conv2d_dgrad(const Conv2dParams& p, const float* dy, const float* w, const 
       }
       dyg = dy_sel;
     }
-    if (kept == 0) {
-      std::memset(dxc, 0, sizeof(float) * (c1 - c0) * p.in_plane());
-      return;
-    }
-    if (p.is_pointwise()) {
+    if (p.is_pointwise() && kept > 0) {  // the GEMM writes dx itself
       blas::sgemm(true, false, int(crows), int(PQ), kept, 1.f, a, lda, dyg, int(PQ), 0.f, dxc, int(PQ));
       return;
     }
-    std::memset(dxc, 0, sizeof(float) * (c1 - c0) * p.in_plane());
+    std::memset(dxc, 0, sizeof(float) * (c1 - c0) * p.in_plane());  // col2im accumulates
+    if (kept == 0) return;
     float* dxg = dx + (int64_t(n) * p.C + int64_t(g) * p.Cg()) * p.in_plane();
     for (int oh0 = 0; oh0 < p.P; oh0 += pl.dgrad_step) {
       const int oh1 = std::min(p.P, oh0 + pl.dgrad_step), cols = (oh1 - oh0) * p.Q;
