@@ -54,9 +54,6 @@ def run(cmd, timeout):
     return p
 
 
-def maps_of(out):
-    return {f: np.load(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.endswith(".npy")}
-
 
 def model_files(arch, files, d, args):
     os.makedirs(d, exist_ok=True)
@@ -114,7 +111,7 @@ def main():
                     run([args.bin, "saliency", "--device", args.device, "--weights", weights, "--stats", stats,
                          "--target", "top1", "--compare", METHODS, "--ig-steps", "3", "--sg-noise", noise,
                          "--out", out] + flags + bflags + files, args.timeout)
-                    maps[name] = maps_of(out)
+                    maps[name] = pc.maps_of(out)
                     shutil.rmtree(out, ignore_errors=True)
             except Exception as e:  # noqa: BLE001
                 err = str(e)

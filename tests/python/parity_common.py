@@ -523,6 +523,11 @@ def make_flat_images(folder, discs=((80, 90, 50), (170, 170, 60), (190, 60, 30))
     return paths
 
 
+def maps_of(out):
+    """Every .npy map a run wrote into out, by file name."""
+    return {f: np.load(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.endswith(".npy")}
+
+
 def small_image_batch(folder, names, size):
     """The named images resized to size x size (bilinear) and normalised with ImageNet's mean
     and std, as one float32 array [N, 3, size, size] (inputs small enough for the SIMT

@@ -81,9 +81,6 @@ def noise_file(path, M, size):
     return pc.save_npy(path, (0.3 * rng.standard_normal((M, 3, size, size))).astype(np.float32))
 
 
-def maps_of(out):
-    return {f: np.load(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.endswith(".npy")}
-
 
 def records_of(out):
     """Per input: what results.jsonl says of its prediction (the settings name the batch)."""
@@ -102,10 +99,10 @@ def assert_same_runs(outs, what):
     """Every run's maps, predictions and ParchGrad masks equal the first run's, bit for bit."""
     names = list(outs)
     first = outs[names[0]]
-    maps0, recs0, masks0 = maps_of(first), records_of(first), texts_of(first, ".masks.json")
+    maps0, recs0, masks0 = pc.maps_of(first), records_of(first), texts_of(first, ".masks.json")
     assert maps0 and recs0
     for name in names[1:]:
-        maps, recs, masks = maps_of(outs[name]), records_of(outs[name]), texts_of(outs[name], ".masks.json")
+        maps, recs, masks = pc.maps_of(outs[name]), records_of(outs[name]), texts_of(outs[name], ".masks.json")
         assert sorted(maps) == sorted(maps0), f"{what} {name}: other map files"
         differ = [f for f in maps0 if not np.array_equal(maps[f], maps0[f])]
         detail = ""

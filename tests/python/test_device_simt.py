@@ -118,9 +118,6 @@ def saliency(out, args, device, extra=()):
     return out
 
 
-def maps_of(out):
-    return {f: np.load(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.endswith(".npy")}
-
 
 @pytest.fixture(scope="module")
 def small_inputs():
@@ -145,8 +142,8 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_saliency_matches_cpu(case, small_inputs):
     args = [small_inputs, "--target", "top1"] + CASES[case]
-    cpu = maps_of(saliency(os.path.join(SCRATCH, f"{case}_cpu"), args, "cpu"))
-    dev = maps_of(saliency(os.path.join(SCRATCH, f"{case}_cuda"), args, "cuda"))
+    cpu = pc.maps_of(saliency(os.path.join(SCRATCH, f"{case}_cpu"), args, "cpu"))
+    dev = pc.maps_of(saliency(os.path.join(SCRATCH, f"{case}_cuda"), args, "cuda"))
     assert sorted(dev) == sorted(cpu) and cpu
     for name in cpu:
         err = rel(dev[name], cpu[name])
@@ -167,9 +164,9 @@ def test_saliency_matches_cpu(case, small_inputs):
 
 def test_dgrad_library_and_determinism(small_inputs):
     args = [small_inputs, "--compare", "grad,grad+cls", "--stats", DEFAULT_STATS]
-    eng = maps_of(saliency(os.path.join(SCRATCH, "det_a"), args, "cuda", ["--deterministic"]))
-    again = maps_of(saliency(os.path.join(SCRATCH, "det_b"), args, "cuda", ["--deterministic"]))
-    lib = maps_of(saliency(os.path.join(SCRATCH, "det_lib"), args, "cuda", ["--dgrad", "cudnn"]))
+    eng = pc.maps_of(saliency(os.path.join(SCRATCH, "det_a"), args, "cuda", ["--deterministic"]))
+    again = pc.maps_of(saliency(os.path.join(SCRATCH, "det_b"), args, "cuda", ["--deterministic"]))
+    lib = pc.maps_of(saliency(os.path.join(SCRATCH, "det_lib"), args, "cuda", ["--dgrad", "cudnn"]))
     for name in eng:
         np.testing.assert_array_equal(again[name], eng[name], err_msg=f"{name} not reproducible")
         err = rel(lib[name], eng[name])
@@ -179,8 +176,8 @@ def test_dgrad_library_and_determinism(small_inputs):
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
 def test_reduced_precision(precision, small_inputs):
     args = [small_inputs, "--compare", "grad,grad+cls", "--stats", DEFAULT_STATS]
-    ref = maps_of(saliency(os.path.join(SCRATCH, "prec_fp32"), args, "cuda"))
-    got = maps_of(saliency(os.path.join(SCRATCH, f"prec_{precision}"), args, "cuda", ["--precision", precision]))
+    ref = pc.maps_of(saliency(os.path.join(SCRATCH, "prec_fp32"), args, "cuda"))
+    got = pc.maps_of(saliency(os.path.join(SCRATCH, f"prec_{precision}"), args, "cuda", ["--precision", precision]))
     worst_rel, worst_rho = 0.0, 1.0
     for name in ref:
         err = rel(got[name], ref[name])
@@ -247,7 +244,7 @@ def test_images_normalised_on_device():
     args = files + ["--compare", "grad,ig,gradcam", "--ig-steps", "1"]
     cpu_dir = saliency(os.path.join(SCRATCH, "png_cpu"), args, "cpu")
     dev_dir = saliency(os.path.join(SCRATCH, "png_cuda"), args, "cuda")
-    cpu, dev = maps_of(cpu_dir), maps_of(dev_dir)
+    cpu, dev = pc.maps_of(cpu_dir), pc.maps_of(dev_dir)
     assert sorted(cpu) == sorted(dev) and len(cpu) == 3
     for name in cpu:
         err = rel(dev[name], cpu[name])
