@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::ag {
 

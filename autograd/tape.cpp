@@ -1,7 +1,6 @@
 #include "autograd/tape.h"
 
-#include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::ag {
 
@@ -15,7 +14,7 @@ void Tape::accumulate(int id, Tensor g) {
   }
   if (cur.numel() != g.numel()) throw Error("tape: gradient shape mismatch " + cur.shape_str() + " vs " + g.shape_str());
   if (cur.device() != g.device()) throw Error("tape: gradients on different devices for " + cur.shape_str());
-  nn::backend(cur.device()).add_inplace(cur, g);
+  add_(cur, g);
 }
 
 Tensor Tape::take(int id) {

@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::ag {
 
@@ -19,6 +19,11 @@ struct Var {
 class Tape {
  public:
   using Step = std::function<void(Tape&)>;
+  // a += b for two gradients of equal size on the same device. The tape knows nothing of
+  // devices: whoever runs the network supplies the arithmetic (nn::add_gradients).
+  using Add = void (*)(Tensor& a, const Tensor& b);
+
+  explicit Tape(Add add) : add_(add) {}
 
   // Registers a new value and returns its id.
   int new_value() { return next_id_++; }
@@ -44,6 +49,7 @@ class Tape {
   void clear();
 
  private:
+  Add add_;
   int next_id_ = 0;
   std::vector<Step> steps_;
   std::vector<Tensor> grads_;

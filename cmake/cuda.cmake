@@ -71,7 +71,8 @@ if(PARCHGRAD_NVCC)
   target_compile_options(parchgrad_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter>
     $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
-  target_include_directories(parchgrad_cuda PUBLIC ${PROJECT_SOURCE_DIR})
+  # The kernels floor's include root (cmake/floors.cmake): kernels/ and core/ only.
+  pg_floor_sources(parchgrad_cuda kernels)
   target_link_libraries(parchgrad_cuda PUBLIC CUDA::cudart_static)
 
   # cuDNN and cuBLAS: the toolkit first, then a pip-installed nvidia-* wheel.

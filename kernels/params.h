@@ -1,7 +1,9 @@
-// Typed parameter structs shared by every backend (kernels/cpu and kernels/cuda).
+// Typed parameter structs shared by every backend (kernels/cpu and kernels/cuda): the
+// CUDA kernels and their CPU twins take the same structs, and nothing here knows either.
 // Shapes are NCHW; a conv's weight is [K, C/groups, R, S].
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace pg::kernels {
 
@@ -52,6 +54,78 @@ inline bool pool2d_output_size(Pool2dParams& p) {
   p.P = out(p.H, p.kh, p.stride_h, p.pad_h);
   p.Q = out(p.W, p.kw, p.stride_w, p.pad_w);
   return p.P > 0 && p.Q > 0;
+}
+
+// ---- channel statistics (kernels/cuda/channel_stats.h, kernels/cpu/channel_stats.h) ----
+struct ChannelGapParams {
+  int N = 0, C = 0;  // samples, channels
+  int64_t HW = 0;    // spatial positions per plane (> 0)
+};
+struct SpatialVarianceParams {
+  int N = 0, C = 0;  // samples, channels
+  int64_t HW = 0;    // spatial positions per plane (> 0)
+};
+struct ClassMomentsParams {
+  int N = 0;        // samples in the batch
+  int C = 0;        // channels
+  int classes = 0;  // number of classes
+};
+// Running moments of one (class, channel): count, mean and sum of squared deviations.
+struct ClassMoment {
+  double count = 0, mean = 0, m2 = 0;
+};
+
+// ---- elementwise passes (kernels/cuda/elementwise.h, kernels/cpu/elementwise.h) ----
+struct ChannelAffineParams {
+  int N = 0, C = 0;  // samples, channels
+  int64_t HW = 0;    // elements per (n, c) plane
+};
+struct SampleChannelScaleParams {
+  int N = 0, K = 0;  // samples, channels
+  int64_t HW = 0;    // elements per (n, k) plane
+};
+
+// ---- saliency-map reductions over channels (kernels/cuda/maps.h, kernels/cpu/maps.h) ----
+enum class MapKind { abs_grad, abs_input_x_grad, abs_mean_input_x_grad };
+struct ChannelMapParams {
+  int N = 0, C = 0;  // samples, channels (C > 0)
+  int64_t HW = 0;    // positions per plane
+  MapKind kind = MapKind::abs_grad;
+};
+
+// ---- input normalisation (kernels/cuda/preprocess.h, kernels/cpu/preprocess.h) ----
+struct NormalizeParams {
+  int N = 0, H = 0, W = 0;  // images, rows, columns
+  float mean[3] = {0.485f, 0.456f, 0.406f};  // ImageNet's, per RGB channel
+  float std[3] = {0.229f, 0.224f, 0.225f};
+};
+
+// ---- probability seed (kernels/cuda/seed.h, kernels/cpu/seed.h) ----
+struct SeedParams {
+  int N = 0, K = 0;  // rows (samples), classes
+};
+
+// ---- precision of the device convolutions ----
+// Operand precision of the data-gradient GEMM (--precision fp32|tf32|bf16). Accumulation is
+// float32 in all three.
+enum class ConvPrecision { fp32, tf32, bf16 };
+// "fp32", "tf32", "bf16".
+inline const char* conv_precision_name(ConvPrecision prec) {
+  switch (prec) {
+    case ConvPrecision::fp32: return "fp32";
+    case ConvPrecision::tf32: return "tf32";
+    case ConvPrecision::bf16: return "bf16";
+  }
+  return "?";
+}
+// Parses one of those names; false (and *out untouched) for anything else.
+inline bool parse_conv_precision(const std::string& name, ConvPrecision* out) {
+  for (ConvPrecision prec : {ConvPrecision::fp32, ConvPrecision::tf32, ConvPrecision::bf16})
+    if (name == conv_precision_name(prec)) {
+      *out = prec;
+      return true;
+    }
+  return false;
 }
 
 }  // namespace pg::kernels

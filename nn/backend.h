@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "autograd/tape.h"
-#include "kernels/cuda/conv_dgrad.h"
 #include "kernels/params.h"
-#include "nn/tensor.h"
+#include "core/memory.h"
+#include "core/tensor.h"
 
 namespace pg::nn {
 
@@ -32,7 +32,7 @@ class Linear;
 struct DeviceOptions {
   // Operands of the data-gradient convolution; tf32/bf16 also let the library's forward
   // convolutions use TF32 tensor-core math.
-  kernels::cuda::ConvPrecision precision = kernels::cuda::ConvPrecision::fp32;
+  kernels::ConvPrecision precision = kernels::ConvPrecision::fp32;
   // The data-gradient by cuDNN plus a separate scale kernel instead of the project's kernel
   // (the oracle and baseline).
   bool dgrad_library = false;
@@ -66,17 +66,13 @@ class Backend {
   // pointer, [C], or nullptr) (kernels/cpu/channel_stats.h, the twin of the CUDA kernel).
   virtual void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                                  std::vector<double>& M, std::vector<double>& Nv) = 0;
-
-  // ---- memory (tensor storage on this backend's device) --------------------------------
-  virtual std::shared_ptr<float> allocate(int64_t n) = 0;
-  // Within this backend's memory.
-  virtual void copy(float* dst, const float* src, size_t bytes) = 0;
-  virtual void zero(float* dst, size_t bytes) = 0;
 };
 
-// The device of this build. Beyond Backend: setting it up, host<->device transfers, and the
-// steps of the attribution that run on the device without a host round trip.
-class DeviceBackend : public Backend {
+// The device of this build. Beyond Backend: setting it up, the device's memory (allocation
+// and host<->device transfers, core/memory.h: installed as the ground floor's device memory by
+// device_backend()), and the steps of the attribution that run on the device without a host
+// round trip.
+class DeviceBackend : public Backend, public DeviceMemory {
  public:
   // Selects the device (an index into the visible ones) and applies the options. Throws with
   // the runtime's reason when no device can be used.
@@ -85,8 +81,6 @@ class DeviceBackend : public Backend {
   virtual std::string description() const = 0;
   // "cuda", "simt" or "none".
   virtual const char* runtime_name() const = 0;
-  virtual void upload(float* dst, const float* src, size_t bytes) = 0;
-  virtual void download(float* dst, const float* src, size_t bytes) = 0;
   // The probability seed from device logits [N, K] and host targets: the device seed [N, K];
   // the host probabilities [N, K] into *probs when probs is not null.
   virtual Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) = 0;
@@ -100,6 +94,13 @@ class DeviceBackend : public Backend {
 
 // The backend of a device: the CPU's, or this build's device.
 Backend& backend(Device d);
+// This build's device backend; the first call installs its memory as the ground floor's device
+// memory (core/memory.h), so that device tensors can be made.
 DeviceBackend& device_backend();
+
+namespace detail {
+// The one instance of this build's device backend: nn/gpu/ops.cpp or nn/no_device.cpp.
+DeviceBackend& this_builds_device();
+}  // namespace detail
 
 }  // namespace pg::nn

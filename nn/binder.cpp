@@ -1,6 +1,6 @@
 #include "nn/binder.h"
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::nn {
 

@@ -17,7 +17,7 @@
 #include "kernels/cpu/relu.h"
 #include "kernels/cpu/winograd.h"
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/layers.h"
 #include "nn/profile.h"
 
@@ -39,9 +39,6 @@ class CpuBackend final : public Backend {
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
-  std::shared_ptr<float> allocate(int64_t n) override;
-  void copy(float* dst, const float* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void zero(float* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
 };
 
 ag::Var CpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
@@ -198,7 +195,7 @@ void CpuBackend::add_inplace(Tensor& a, const Tensor& b) {
 
 void CpuBackend::spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                                    std::vector<double>& M, std::vector<double>& Nv) {
-  kc::SpatialVarianceParams p;
+  kernels::SpatialVarianceParams p;
   p.N = int(g.dim(0));
   p.C = int(g.dim(1));
   p.HW = g.dim(2) * g.dim(3);
@@ -207,16 +204,16 @@ void CpuBackend::spatial_variances(const Tensor& g, const float* bn_scale, const
   kc::spatial_variances(p, g.data(), bn_scale, select.data(), M.data(), Nv.data());
 }
 
-std::shared_ptr<float> CpuBackend::allocate(int64_t n) {
-  // 64-byte aligned so vector loads and BLAS panels are aligned.
-  size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
-  bytes = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-}
-
 }  // namespace
+
+DeviceBackend& device_backend() {
+  static DeviceBackend& dev = [] () -> DeviceBackend& {
+    DeviceBackend& d = detail::this_builds_device();
+    install_device_memory(d);
+    return d;
+  }();
+  return dev;
+}
 
 Backend& backend(Device d) {
   static CpuBackend cpu;

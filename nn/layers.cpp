@@ -13,7 +13,7 @@
 #include "kernels/cpu/relu.h"
 #include "kernels/cpu/winograd.h"
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/profile.h"
 
 namespace pg::nn {
@@ -126,6 +126,8 @@ ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
   const kernels::Pool2dParams p = pool_params("avgpool", x.value, kernel, stride, pad, ceil_mode, count_include_pad);
   return backend(x.value.device()).avgpool(ctx, p, x);
 }
+
+void add_gradients(Tensor& a, const Tensor& b) { backend(a.device()).add_inplace(a, b); }
 
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   if (a.value.shape() != b.value.shape())

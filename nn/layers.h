@@ -10,7 +10,7 @@
 #include "autograd/tape.h"
 #include "kernels/params.h"
 #include "nn/backend.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::nn {
 
@@ -112,6 +112,8 @@ ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
                 bool ceil_mode, bool count_include_pad);
 // a + b, written into a's tensor.
 ag::Var add(Context& ctx, ag::Var a, const ag::Var& b);
+// a += b on their backend: the tape's gradient accumulation (ag::Tape's Add).
+void add_gradients(Tensor& a, const Tensor& b);
 ag::Var flatten(Context& ctx, const ag::Var& x);
 
 }  // namespace pg::nn

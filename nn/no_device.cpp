@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::nn {
 
@@ -44,7 +44,7 @@ class NoDevice final : public DeviceBackend {
 
 }  // namespace
 
-DeviceBackend& device_backend() {
+DeviceBackend& detail::this_builds_device() {
   static NoDevice instance;
   return instance;
 }

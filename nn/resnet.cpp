@@ -3,7 +3,7 @@
 #include <map>
 
 #include "nn/builders.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 
 namespace pg::nn {

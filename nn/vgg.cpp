@@ -5,7 +5,7 @@
 #include <map>
 
 #include "nn/builders.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 
 namespace pg::nn {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/maps.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/backend.h"
 
 namespace pg {
@@ -67,7 +67,7 @@ void check_input(const Tensor& x, const std::string& what) {
 std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context& ctx, const Tensor& x,
                                             const std::vector<std::vector<int>>& target_sets,
                                             const BackwardOptions& opt) {
-  ag::Tape tape;
+  ag::Tape tape(nn::add_gradients);
   ctx.tape = &tape;
   ctx.hook = opt.hook;
   ctx.capture_feature = opt.capture_feature;
@@ -143,8 +143,8 @@ Tensor forward_logits(const nn::Model& model, nn::Context& ctx, const Tensor& x)
 namespace {
 // The host twin of the device map kernels (kernels/cpu/maps.h), so both backends make the
 // same map bit for bit.
-Tensor host_map(const Tensor& g, const Tensor* x, kernels::cpu::MapKind kind) {
-  kernels::cpu::ChannelMapParams p;
+Tensor host_map(const Tensor& g, const Tensor* x, kernels::MapKind kind) {
+  kernels::ChannelMapParams p;
   p.N = int(g.dim(0));
   p.C = int(g.dim(1));
   p.HW = g.dim(2) * g.dim(3);
@@ -156,9 +156,9 @@ Tensor host_map(const Tensor& g, const Tensor* x, kernels::cpu::MapKind kind) {
 }  // namespace
 
 Tensor input_gradient_map(const Tensor& x, const Tensor& g) {
-  return host_map(g, &x, kernels::cpu::MapKind::abs_input_x_grad);
+  return host_map(g, &x, kernels::MapKind::abs_input_x_grad);
 }
 
-Tensor gradient_map(const Tensor& g) { return host_map(g, nullptr, kernels::cpu::MapKind::abs_grad); }
+Tensor gradient_map(const Tensor& g) { return host_map(g, nullptr, kernels::MapKind::abs_grad); }
 
 }  // namespace pg

@@ -11,7 +11,7 @@
 #include <numeric>
 #include <set>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/state_dict.h"
 
 namespace pg {

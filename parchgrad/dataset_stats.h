@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include "parchgrad/stats_math.h"
 
 namespace pg {

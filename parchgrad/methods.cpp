@@ -5,7 +5,7 @@
 #include <random>
 
 #include "kernels/cpu/maps.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg {
 
@@ -238,7 +238,7 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
       t[j] = ex.targets[n];
     }
   }
-  kernels::cpu::ChannelMapParams mp;  // one copy's grad map (the twin of the device's)
+  kernels::ChannelMapParams mp;  // one copy's grad map (the twin of the device's)
   mp.N = 1;
   mp.C = int(C);
   mp.HW = HW;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/backend.h"
 
 namespace pg {

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/state_dict.h"
 
 namespace pg {

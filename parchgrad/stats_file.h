@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg {
 

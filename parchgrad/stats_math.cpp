@@ -20,7 +20,7 @@
 #include <limits>
 #include <string>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::stats {
 

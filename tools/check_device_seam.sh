@@ -10,7 +10,7 @@
 # nothing there proves nothing). Exit 0 when the tree is clean.
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
-SOURCES=(kernels nn autograd parchgrad weights tools/lib tools/cli tests/unit)
+SOURCES=(core kernels nn autograd parchgrad weights tools/lib tools/cli tests/unit)
 
 rule1() { grep -rn --include='*.cpp' --include='*.h' --include='*.cu' 'PARCHGRAD_GPU' "$@"; }
 rule2() {

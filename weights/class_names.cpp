@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::weights {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <memory>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::weights::detail {
 

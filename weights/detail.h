@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include "weights/dtype.h"
 
 namespace pg::weights::detail {

@@ -1,4 +1,4 @@
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/detail.h"
 #include "weights/state_dict.h"
 

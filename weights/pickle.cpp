@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/detail.h"
 
 namespace pg::weights::pickle {

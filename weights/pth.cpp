@@ -5,7 +5,7 @@
 #include <map>
 #include <memory>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/detail.h"
 #include "weights/pickle.h"
 #include "weights/state_dict.h"

@@ -7,7 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/detail.h"
 #include "weights/state_dict.h"
 

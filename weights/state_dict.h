@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::weights {
 

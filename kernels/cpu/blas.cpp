@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 #ifndef PARCHGRAD_OPENBLAS_DIR
 #error "PARCHGRAD_OPENBLAS_DIR must name the directory of the OpenMP build of OpenBLAS"

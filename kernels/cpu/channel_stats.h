@@ -4,14 +4,9 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/channel_stats.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
-
-using cuda::ChannelGapParams;
-using cuda::ClassMoment;
-using cuda::ClassMomentsParams;
-using cuda::SpatialVarianceParams;
 
 // gap[n*C + c] = float(sum_hw relu((y - shift[c]) / scale[c]) / HW), the sum in double.
 void channel_gap(const ChannelGapParams& p, const float* y, const float* raw_scale, const float* raw_shift,

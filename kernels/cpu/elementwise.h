@@ -5,12 +5,9 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/elementwise.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
-
-using cuda::ChannelAffineParams;
-using cuda::SampleChannelScaleParams;
 
 // out[i] = a[i] + b[i]; out may equal a or b.
 void add(int64_t n, const float* a, const float* b, float* out);

@@ -5,12 +5,9 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/maps.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
-
-using cuda::ChannelMapParams;
-using cuda::MapKind;
 
 // m [N, HW] overwritten; x may be nullptr for MapKind::abs_grad.
 void channel_map(const ChannelMapParams& p, const float* g, const float* x, float* m);

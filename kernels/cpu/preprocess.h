@@ -4,11 +4,9 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/preprocess.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
-
-using cuda::NormalizeParams;
 
 // out[n,c,i] = (float(rgb[(n*HW + i)*3 + c]) / 255.0f - mean[c]) / std[c].
 void normalize_u8(const NormalizeParams& p, const uint8_t* rgb, float* out);

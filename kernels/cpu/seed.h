@@ -4,11 +4,9 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/seed.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
-
-using cuda::SeedParams;
 
 // probs [N, K] (may be nullptr) = softmax rows; seed [N, K] = onehot(targets[n]) * p[n,
 // targets[n]] (all zero where the target is outside [0, K)).

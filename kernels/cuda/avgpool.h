@@ -10,7 +10,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
 #include "kernels/params.h"
 
 namespace pg::kernels::cuda {

@@ -6,22 +6,19 @@
 // fixed shape, then sequential merges): no atomics, so results are bitwise reproducible
 // from run to run. Accumulation is in double.
 // CPU twins: kernels/cpu/channel_stats.h (same parameter structs).
-// defines: ChannelGapParams, launch_channel_gap, SpatialVarianceParams,
-//          spatial_variance_workspace_bytes, launch_spatial_variances, ClassMomentsParams,
-//          ClassMoment, launch_class_moments_update
+// defines: launch_channel_gap, spatial_variance_workspace_bytes, launch_spatial_variances,
+//          launch_class_moments_update
+// (their parameter structs: kernels/params.h)
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cuda {
 
 // ---- (a) gap ------------------------------------------------------------------------------
-struct ChannelGapParams {
-  int N = 0, C = 0;  // samples, channels
-  int64_t HW = 0;    // spatial positions per plane (> 0)
-};
 // y[N,C,HW] is the conv output with BatchNorm folded in; y_raw = (y - raw_shift[c]) /
 // raw_scale[c], or y itself when raw_scale is nullptr (raw_shift nullptr: 0).
 // gap[n*C + c] = float(sum_hw relu(y_raw) / HW), the sum in double. Overwrites gap.
@@ -29,10 +26,6 @@ void launch_channel_gap(const ChannelGapParams& p, const float* y, const float* 
                         const float* raw_shift, float* gap, cudaStream_t stream);
 
 // ---- (b) spatial variances ------------------------------------------------------------------
-struct SpatialVarianceParams {
-  int N = 0, C = 0;  // samples, channels
-  int64_t HW = 0;    // spatial positions per plane (> 0)
-};
 // Bytes of scratch memory launch_spatial_variances needs (per-tile partial moments).
 size_t spatial_variance_workspace_bytes(const SpatialVarianceParams& p);
 // For each sample n, with g_raw[c,hw] = grad_scale[c] * g[n,c,hw] (grad_scale = BatchNorm's
@@ -46,15 +39,6 @@ void launch_spatial_variances(const SpatialVarianceParams& p, const float* g, co
                               cudaStream_t stream);
 
 // ---- (c) class moments ----------------------------------------------------------------------
-struct ClassMomentsParams {
-  int N = 0;        // samples in the batch
-  int C = 0;        // channels
-  int classes = 0;  // number of classes
-};
-// Running moments of one (class, channel): count, mean and sum of squared deviations.
-struct ClassMoment {
-  double count = 0, mean = 0, m2 = 0;
-};
 // acc[k*C + c] (in place) absorbs gap[n*C + c] of the batch's samples with labels[n] == k:
 // the batch's own moments of that class (samples in batch order) are merged into the
 // running ones with Chan's formula. Labels outside [0, classes) are ignored.

@@ -17,7 +17,7 @@
 #include <string>
 
 #include "kernels/cuda/compat.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::kernels::cuda {
 

@@ -34,7 +34,7 @@
 #include "kernels/cuda/portable.h"
 #include "kernels/cuda/ptx.h"
 #include "kernels/cuda/compat.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::kernels::cuda {
 namespace {
@@ -370,24 +370,6 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 }  // namespace
-
-const char* conv_precision_name(ConvPrecision prec) {
-  switch (prec) {
-    case ConvPrecision::fp32: return "fp32";
-    case ConvPrecision::tf32: return "tf32";
-    case ConvPrecision::bf16: return "bf16";
-  }
-  return "?";
-}
-
-bool parse_conv_precision(const std::string& name, ConvPrecision* out) {
-  for (ConvPrecision prec : {ConvPrecision::fp32, ConvPrecision::tf32, ConvPrecision::bf16})
-    if (name == conv_precision_name(prec)) {
-      *out = prec;
-      return true;
-    }
-  return false;
-}
 
 bool conv_dgrad_supported(const ConvDgradParams& p) {
   return p.groups == 1 && p.dil_h == 1 && p.dil_w == 1 && p.N > 0 && p.C > 0 && p.K > 0 && p.R > 0 && p.S > 0 &&

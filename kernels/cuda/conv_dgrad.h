@@ -25,28 +25,21 @@
 // Supported: groups = 1, dilation 1, any stride, padding and kernel size, N * stride_h *
 // stride_w <= 65535. Shapes are Conv2dParams (kernels/params.h), the twin is
 // kernels/cpu/conv2d.h's conv2d_dgrad.
-// defines: ConvDgradParams, ConvPrecision, conv_precision_name, parse_conv_precision,
-//          conv_dgrad_supported, conv_dgrad_workspace_bytes, launch_conv_dgrad (fp32 and by
-//          precision), launch_conv_dgrad_tf32, launch_conv_dgrad_bf16
+// defines: ConvDgradParams, conv_dgrad_supported, conv_dgrad_workspace_bytes,
+//          launch_conv_dgrad (fp32 and by precision), launch_conv_dgrad_tf32,
+//          launch_conv_dgrad_bf16
+// (their parameter structs: kernels/params.h)
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
 #include "kernels/params.h"
 
 namespace pg::kernels::cuda {
 
 using ConvDgradParams = Conv2dParams;
-
-// Operand precision of the data-gradient GEMM (--precision fp32|tf32|bf16). Accumulation is
-// float32 in all three.
-enum class ConvPrecision { fp32, tf32, bf16 };
-// "fp32", "tf32", "bf16".
-const char* conv_precision_name(ConvPrecision prec);
-// Parses one of those names; false (and *out untouched) for anything else.
-bool parse_conv_precision(const std::string& name, ConvPrecision* out);
 
 // True for the configurations launch_conv_dgrad handles (groups 1, dilation 1, P, Q set).
 bool conv_dgrad_supported(const ConvDgradParams& p);

@@ -7,21 +7,15 @@
 //   abs_mean_input_x_grad  m[n,i] = | (sum_c fl(x[n,c,i] * g[n,c,i])) / C |
 // One thread per (n, i): the loads of a warp are coalesced along i. CPU twin:
 // kernels/cpu/maps.h.
-// defines: MapKind, ChannelMapParams, launch_channel_map
+// defines: launch_channel_map
+// (their parameter structs: kernels/params.h)
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cuda {
-
-enum class MapKind { abs_grad, abs_input_x_grad, abs_mean_input_x_grad };
-
-struct ChannelMapParams {
-  int N = 0, C = 0;  // samples, channels (C > 0)
-  int64_t HW = 0;    // positions per plane
-  MapKind kind = MapKind::abs_grad;
-};
 
 // g, x [N,C,HW] (x may be nullptr for abs_grad); m [N,HW] overwritten (must not alias g or
 // x). Device pointers.

@@ -4,19 +4,15 @@
 //   v = float(u8) / 255.0f;  out = (v - mean[c]) / std[c]
 // three IEEE float operations, each rounded to nearest, so the result is bit-identical to
 // the host's. CPU twin: kernels/cpu/preprocess.h.
-// defines: NormalizeParams, launch_normalize_u8
+// defines: launch_normalize_u8
+// (their parameter structs: kernels/params.h)
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cuda {
-
-struct NormalizeParams {
-  int N = 0, H = 0, W = 0;  // images, rows, columns
-  float mean[3] = {0.485f, 0.456f, 0.406f};  // ImageNet's, per RGB channel
-  float std[3] = {0.229f, 0.224f, 0.225f};
-};
 
 // rgb: uint8 [N, H, W, 3]; out: float [N, 3, H, W] (overwritten). Device pointers.
 void launch_normalize_u8(const NormalizeParams& p, const uint8_t* rgb, float* out, cudaStream_t stream);

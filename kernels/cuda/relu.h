@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
 
 namespace pg::kernels::cuda {
 

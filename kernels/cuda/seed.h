@@ -10,17 +10,15 @@
 // the double sums differ by O(K * 2^-53) relative, which almost never moves the float
 // rounding: the probabilities agree within one float ulp (the tests see them bitwise equal
 // on the host runtime; on a GPU the device's double exp, within 1 ulp, adds its share).
-// defines: SeedParams, launch_probability_seed
+// defines: launch_probability_seed
+// (their parameter structs: kernels/params.h)
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cuda {
-
-struct SeedParams {
-  int N = 0, K = 0;  // rows (samples), classes
-};
 
 // logits [N, K]; targets int32 [N], each in [0, K) (the caller checks; a row whose target is
 // outside gets an all-zero seed). probs [N, K] may be nullptr (not written); seed [N, K]

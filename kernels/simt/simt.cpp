@@ -36,7 +36,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PG_SIMT_ASAN 1

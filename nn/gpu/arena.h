@@ -23,7 +23,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::gpu {
 

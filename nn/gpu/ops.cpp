@@ -18,7 +18,7 @@
 #include "kernels/cuda/relu.h"
 #include "kernels/cuda/seed.h"
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/gpu/runtime.h"
 #include "nn/layers.h"
 
@@ -141,7 +141,7 @@ class GpuBackend final : public DeviceBackend {
     gpu::init(device_index);
     gpu::LibrarySettings s;
     s.deterministic = opt.deterministic;
-    s.tensor_math = opt.precision != kcu::ConvPrecision::fp32;
+    s.tensor_math = opt.precision != kernels::ConvPrecision::fp32;
     gpu::set_library_settings(s);
   }
   std::string description() const override { return gpu::initialized() ? gpu::device_description() : ""; }
@@ -160,7 +160,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
   lib_conv_forward(ctx.device_options.deterministic, p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
-    kcu::ChannelAffineParams ap;
+    kernels::ChannelAffineParams ap;
     ap.N = p.N;
     ap.C = p.K;
     ap.HW = p.out_plane();
@@ -170,7 +170,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   if (hooked) {
     // The forward statistic of the raw conv output, from the output just written.
     Tensor gap({p.N, p.K}, Device::cuda);
-    kcu::ChannelGapParams gp;
+    kernels::ChannelGapParams gp;
     gp.N = p.N;
     gp.C = p.K;
     gp.HW = p.out_plane();
@@ -193,7 +193,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
     if (opt.dgrad_library || !kcu::conv_dgrad_supported(p)) {
       if (s) {
-        kcu::SampleChannelScaleParams sp;
+        kernels::SampleChannelScaleParams sp;
         sp.N = p.N;
         sp.K = p.K;
         sp.HW = p.out_plane();
@@ -306,7 +306,7 @@ void GpuBackend::add_inplace(Tensor& a, const Tensor& b) {
 void GpuBackend::spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                        std::vector<double>& M, std::vector<double>& Nv) {
   require_device(g, "spatial_variances");
-  kcu::SpatialVarianceParams sp;
+  kernels::SpatialVarianceParams sp;
   sp.N = int(g.dim(0));
   sp.C = int(g.dim(1));
   sp.HW = g.dim(2) * g.dim(3);
@@ -331,7 +331,7 @@ void GpuBackend::spatial_variances(const Tensor& g, const float* bn_scale, const
 
 Tensor GpuBackend::probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) {
   require_device(logits, "probability_seed");
-  kcu::SeedParams sp;
+  kernels::SeedParams sp;
   sp.N = int(logits.dim(0));
   sp.K = int(logits.dim(1));
   if (targets.size() != size_t(sp.N)) throw Error("internal error: probability_seed: target count");
@@ -351,7 +351,7 @@ Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W) {
   auto u8 = device_buffer(bytes);
   gpu::upload(u8.get(), rgb, bytes);
   Tensor x({N, 3, H, W}, Device::cuda);
-  kcu::NormalizeParams np;
+  kernels::NormalizeParams np;
   np.N = N;
   np.H = H;
   np.W = W;
@@ -361,13 +361,13 @@ Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W) {
 
 Tensor GpuBackend::channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
   require_device(g, "channel_map");
-  kcu::ChannelMapParams mp;
+  kernels::ChannelMapParams mp;
   mp.N = int(g.dim(0));
   mp.C = int(g.dim(1));
   mp.HW = g.dim(2) * g.dim(3);
-  mp.kind = kind == MapKind::grad           ? kcu::MapKind::abs_grad
-            : kind == MapKind::input_x_grad ? kcu::MapKind::abs_input_x_grad
-                                            : kcu::MapKind::abs_mean_input_x_grad;
+  mp.kind = kind == MapKind::grad           ? kernels::MapKind::abs_grad
+            : kind == MapKind::input_x_grad ? kernels::MapKind::abs_input_x_grad
+                                            : kernels::MapKind::abs_mean_input_x_grad;
   if (kind != MapKind::grad) {
     if (!x || x->shape() != g.shape()) throw Error("internal error: channel_map needs the input");
     require_device(*x, "channel_map");
@@ -379,7 +379,7 @@ Tensor GpuBackend::channel_map(const Tensor& g, const Tensor* x, MapKind kind) {
 
 }  // namespace dev
 
-DeviceBackend& device_backend() {
+DeviceBackend& detail::this_builds_device() {
   static dev::GpuBackend instance;
   return instance;
 }

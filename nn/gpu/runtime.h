@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
 #include "kernels/params.h"
 
 namespace pg::gpu {

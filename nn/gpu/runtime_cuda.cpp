@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/gpu/arena.h"
 #include "nn/gpu/runtime.h"
 

@@ -14,7 +14,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/simt/simt.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/gpu/arena.h"
 #include "nn/gpu/runtime.h"
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "parchgrad/stats_math.h"
 
 namespace {

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "kernels/cpu/conv2d.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <numeric>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "parchgrad/metrics.h"
 #include "tools/lib/boxes.h"
 

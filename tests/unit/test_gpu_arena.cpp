@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/gpu/arena.h"
 
 using pg::gpu::Arena;

@@ -12,7 +12,7 @@
 #include <limits>
 #include <string>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/lib/image_io.h"
 
 namespace fs = std::filesystem;

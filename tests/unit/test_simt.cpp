@@ -13,7 +13,7 @@
 
 #include "kernels/simt/simt.h"
 #include "kernels/simt/tensor_core.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "tests/simt_kernels/test_kernels.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "parchgrad/stats_math.h"
 
 namespace st = pg::stats;

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <string>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "weights/detail.h"
 #include "weights/dtype.h"
 #include "weights/pickle.h"

@@ -10,7 +10,7 @@
 #include "nn/layers.h"
 #include <random>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 #include "nn/profile.h"
 #include "parchgrad/attribution.h"

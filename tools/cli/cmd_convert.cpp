@@ -3,7 +3,7 @@
 #include <memory>
 #include <string>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/cli/commands.h"
 #include "weights/state_dict.h"
 

@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/cli/commands.h"
 #include "tools/lib/image_io.h"
 

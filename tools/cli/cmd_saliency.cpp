@@ -13,7 +13,7 @@
 
 #include <omp.h>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
 #include "parchgrad/methods.h"

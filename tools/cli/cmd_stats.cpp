@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "autograd/hooks.h"
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
 #include "parchgrad/dataset_stats.h"

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "kernels/cpu/blas.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::cli {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::cli {
 

@@ -2,9 +2,9 @@
 
 #include <cstdio>
 
-#include "kernels/cuda/conv_dgrad.h"
+#include "kernels/params.h"
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::cli {
 
@@ -22,7 +22,7 @@ void add_device_flags(CLI::App* app, DeviceFlags& f) {
 }
 
 void setup_device(const DeviceFlags& f, nn::Context& ctx) {
-  using kernels::cuda::ConvPrecision;
+  using kernels::ConvPrecision;
   // (conv_dgrad.cu's parse_conv_precision is not linked into builds without a device.)
   const ConvPrecision prec = f.precision == "fp32"   ? ConvPrecision::fp32
                              : f.precision == "tf32" ? ConvPrecision::tf32

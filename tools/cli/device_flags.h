@@ -6,7 +6,7 @@
 #include <string>
 
 #include "nn/layers.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 namespace pg::cli {
 

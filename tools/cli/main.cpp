@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/cli/commands.h"
 
 int main(int argc, char** argv) {

@@ -2,7 +2,7 @@
 
 #include <limits>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::cli {

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::io {

@@ -30,7 +30,7 @@
 #include <cstring>
 #include <limits>
 
-#include "nn/error.h"
+#include "core/error.h"
 
 namespace pg::io {
 

@@ -11,7 +11,7 @@
 #include <map>
 #include <memory>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::io {

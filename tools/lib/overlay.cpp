@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::io {

@@ -1,12 +1,12 @@
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
-#include "nn/backend.h"
-#include "nn/error.h"
+#include "core/error.h"
+#include "core/memory.h"
 
 namespace pg {
 
@@ -26,7 +26,7 @@ const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 Tensor::Tensor(std::vector<int64_t> shape, Device device) : shape_(std::move(shape)), device_(device) {
   numel_ = product(shape_);
-  data_ = nn::backend(device).allocate(numel_);
+  data_ = memory(device).allocate(numel_);
 }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape, Device device) {
@@ -52,7 +52,7 @@ void Tensor::fill(float v) {
     return;
   }
   if (v != 0.0f) throw Error("internal error: fill(" + std::to_string(v) + ") of a device tensor");
-  nn::backend(device_).zero(data_.get(), static_cast<size_t>(numel_) * sizeof(float));
+  memory(device_).zero(data_.get(), static_cast<size_t>(numel_) * sizeof(float));
 }
 
 Tensor Tensor::reshape(std::vector<int64_t> shape) const {
@@ -83,7 +83,7 @@ Tensor Tensor::clone() const {
     std::memcpy(t.data(), data(), numel_ * sizeof(float));
     return t;
   }
-  nn::backend(device_).copy(t.data_.get(), data_.get(), numel_ * sizeof(float));
+  memory(device_).copy(t.data_.get(), data_.get(), numel_ * sizeof(float));
   return t;
 }
 
@@ -92,9 +92,9 @@ Tensor Tensor::to(Device device) const {
   Tensor t(shape_, device);
   if (!numel_) return t;
   if (device == Device::cuda)
-    nn::device_backend().upload(t.data_.get(), data_.get(), numel_ * sizeof(float));
+    device_memory().upload(t.data_.get(), data_.get(), numel_ * sizeof(float));
   else
-    nn::device_backend().download(t.data_.get(), data_.get(), numel_ * sizeof(float));
+    device_memory().download(t.data_.get(), data_.get(), numel_ * sizeof(float));
   return t;
 }
 
