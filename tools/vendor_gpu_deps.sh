@@ -220,7 +220,7 @@ find kernels/cpu nn autograd parchgrad weights tools/lib tools/cli tests/unit te
   -name '*.cpp' | sort > "$work/sources"
 bad=0
 while IFS= read -r src; do
-  for pass in 1; do  # one pass: no source tests the build for a device (tools/check_device_seam.sh)
+  for pass in 1; do  # one pass: no source tests the build for a device (tests/checks/device_seam.sh)
     if ! g++ -std=c++17 -O3 -DNDEBUG -fopenmp '-DPARCHGRAD_OPENBLAS_DIR="/x"' \
         '-DPARCHGRAD_VERSION="0"' -M -MG -I"$ROOT" -isystem "$work/deps/include" \
         -isystem "$work/deps/include/stb" "$src" > "$work/m.out" 2> "$work/m.err"; then

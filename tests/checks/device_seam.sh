@@ -9,7 +9,7 @@
 # Each rule is first run on a planted violation, which it must report (a rule that finds
 # nothing there proves nothing). Exit 0 when the tree is clean.
 set -u -o pipefail
-cd "$(dirname "$0")/.." || exit 2
+cd "$(dirname "$0")/../.." || exit 2
 SOURCES=(core kernels nn autograd parchgrad weights tools/lib tools/cli tests/unit)
 
 rule1() { grep -rn --include='*.cpp' --include='*.h' --include='*.cu' 'PARCHGRAD_GPU' "$@"; }
