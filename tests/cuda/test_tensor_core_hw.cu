@@ -1,9 +1,9 @@
 // Checks the host models of kernels/simt/tensor_core.h against the real instructions.
 //
-// A standalone nvcc program for a machine with a GPU (sm_80 or newer; built for sm_90 by
-// tools/check_cuda_compile.sh):
-//   nvcc -arch=sm_90 -std=c++17 -I. tests/cuda/test_tensor_core_hw.cu -o test_tensor_core_hw
-//   ./test_tensor_core_hw
+// A standalone nvcc program for a machine with a GPU (sm_80 or newer): the CMake target
+// parchgrad_tensor_core_hw of a build with the CUDA backend (CTest test tensor_core_hw, label
+// gpu, with -DPARCHGRAD_GPU_TESTS=ON); tools/cuda_compile_gate.sh checks its PTX and SASS.
+//   ./tests/parchgrad_tensor_core_hw
 // It feeds random fragments to mma.sync / ldmatrix / cvt.rna.tf32 / cp.async on the GPU and
 // the same fragments to the host models (pg::simt::tc, compiled here as host code), and
 // prints one line "PASS|FAIL <instruction> ..." per instruction; the exit status is non-zero
