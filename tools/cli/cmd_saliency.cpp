@@ -340,7 +340,7 @@ void run_saliency(const SaliencyOptions& opts) {
     } catch (const Error& e) {
       std::fprintf(stderr, "parchgrad: error: %s\n", e.what());
       ++failed;
-      progress.advance();
+      progress.skip();
       continue;
     }
     for (auto& s : samples) {
@@ -354,7 +354,7 @@ void run_saliency(const SaliencyOptions& opts) {
     progress.advance();
   }
   flush();
-  progress.finish();
+  progress.summary("outputs and results.jsonl in " + o.out);
   if (failed) {
     if (inputs.size() > 1)
       std::fprintf(stderr, "parchgrad: error: %d of %zu inputs failed\n", failed, inputs.size());

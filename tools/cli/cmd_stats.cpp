@@ -32,6 +32,7 @@ struct StatsOptions {
   std::string weights, model, data, out, test = "student", shard, labels, dump_gap;
   int batch = 16, threads = 0;
   double memory_mb = 256;
+  bool strict = false;
 };
 
 struct MergeOptions {
@@ -106,6 +107,8 @@ void run_stats(const StatsOptions& o) {
   int shard = 0, shards = 1;
   if (!o.shard.empty()) parse_shard(o.shard, &shard, &shards);
   const size_t limit = memory_bytes(o.memory_mb);
+  check_output_file("--out", o.out);
+  if (!o.dump_gap.empty()) check_output_file("--dump-gap", o.dump_gap);
   auto model = nn::load_model(o.weights, o.model);
   const std::vector<DatasetItem> all = list_dataset(o.data, o.labels, model->num_classes());
   std::vector<int64_t> mine;
@@ -151,8 +154,17 @@ void run_stats(const StatsOptions& o) {
   };
   for (int64_t i : mine) {
     const DatasetItem& it = all[size_t(i)];
-    Tensor t = io::load_input_tensor(it.path);
-    if (t.ndim() != 3) throw file_error(it.path, "expected one [3, H, W] sample, got " + t.shape_str());
+    // An unreadable image is skipped and counted (as saliency and eval do), unless --strict.
+    Tensor t;
+    try {
+      t = io::load_input_tensor(it.path);
+      if (t.ndim() != 3) throw file_error(it.path, "expected one [3, H, W] sample, got " + t.shape_str());
+    } catch (const Error& e) {
+      if (o.strict) throw;
+      std::fprintf(stderr, "parchgrad: skipped: %s\n", e.what());
+      progress.skip();
+      continue;
+    }
     if (!xs.empty() && xs[0].shape() != t.shape()) flush();
     xs.push_back(t);
     idx.push_back(i);
@@ -161,12 +173,15 @@ void run_stats(const StatsOptions& o) {
   }
   flush();
   progress.finish();
+  if (all_idx.empty()) throw Error("stats: no readable image in " + o.data + " (" + std::to_string(progress.skipped()) +
+                                   " skipped)");
   if (!o.dump_gap.empty()) hook.dump(o.dump_gap, all_idx, all_labels);
   if (o.shard.empty()) {
     acc.finalize(o.out);
   } else {
     acc.write_shard(o.out, shard, shards);
   }
+  progress.summary((o.shard.empty() ? "statistics in " : "shard in ") + o.out);
 }
 
 void run_merge(const MergeOptions& o) {
@@ -194,6 +209,7 @@ void register_stats(CLI::App& app) {
   s->add_option("--dump-gap", so->dump_gap, "also write every gap value: one [images, channels] tensor per conv (.safetensors)");
   s->add_option("--memory-mb", so->memory_mb, "gap samples kept in memory before spilling to a temporary file")
       ->capture_default_str();
+  s->add_flag("--strict", so->strict, "stop at the first unreadable image instead of skipping it");
 
   CLI::App* m = s->add_subcommand("merge", "Combine shard files of `parchgrad stats --shard` into a stats file");
   m->add_option("shards", mo->shards, "shard files")->required();

@@ -1,5 +1,7 @@
 #include "tools/cli/common.h"
 
+#include <unistd.h>
+
 #include <omp.h>
 
 #include <algorithm>
@@ -77,6 +79,21 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
   }
   if (out.empty()) throw Error("no inputs given");
   return out;
+}
+
+void check_output_file(const std::string& flag, const std::string& path) {
+  if (path.empty()) throw Error(flag + ": empty path");
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw file_error(path, flag + " names a folder, not a file");
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec)) throw file_error(path, flag + ": folder " + dir.string() + " does not exist");
+  const fs::path probe = dir / (".parchgrad-probe." + std::to_string(::getpid()));
+  {
+    std::ofstream f(probe, std::ios::binary);
+    if (!f) throw file_error(path, flag + ": cannot write in " + dir.string());
+  }
+  fs::remove(probe, ec);
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {

@@ -38,6 +38,12 @@ std::map<std::string, int> read_labels(const std::string& path, int num_classes)
 // torchvision's ImageFolder orders them. Throws for an empty tree or too many classes.
 std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string& labels_path, int num_classes);
 
+// Checks, before any work, that a file can be written at `path` (its folder exists and takes a
+// new file; `path` is not a folder): creates and removes a probe file beside it. Throws a
+// one-line pg::Error naming `flag` and the path otherwise, so that a long run never finds an
+// unwritable output only at its end.
+void check_output_file(const std::string& flag, const std::string& path);
+
 // Writes a text file through a temporary file and rename.
 void write_text_atomic(const std::string& path, const std::string& text);
 

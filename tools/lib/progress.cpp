@@ -6,41 +6,104 @@
 
 namespace pg::io {
 
+namespace {
+using clock = std::chrono::steady_clock;
+
+std::string mmss(double secs) {
+  if (!(secs >= 0) || secs > 359999) return "--:--";
+  char buf[32];
+  const long s = long(secs + 0.5);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+}  // namespace
+
 Progress::Progress(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total), enabled_(isatty(STDERR_FILENO) == 1) {
-  start_ = last_draw_ = std::chrono::steady_clock::now();
+    : label_(std::move(label)), total_(total), terminal_(isatty(STDERR_FILENO) == 1) {
+  start_ = last_draw_ = first_ = clock::now();
 }
 
 Progress::~Progress() { finish(); }
 
+double Progress::seconds() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
+
+void Progress::skip(int64_t n) {
+  skipped_ += n;
+  advance(n);
+}
+
 void Progress::advance(int64_t n) {
   done_ += n;
-  if (!enabled_) return;
-  auto now = std::chrono::steady_clock::now();
-  if (now - last_draw_ > std::chrono::milliseconds(100) || done_ >= total_) {
+  const auto now = clock::now();
+  if (first_done_ < 0) {
+    first_done_ = done_;
+    first_ = now;
+  }
+  if (terminal_) {
+    if (now - last_draw_ > std::chrono::milliseconds(100) || done_ >= total_) {
+      last_draw_ = now;
+      draw(false);
+    }
+    return;
+  }
+  // Not a terminal: a line at each tenth of the work, at most one per 5 s, or after 30 s without
+  // one; nothing in the first 5 s, so a short job prints its summary line alone.
+  const int64_t tenths = total_ > 0 ? done_ * 10 / total_ : 10;
+  if (now - start_ < std::chrono::seconds(5) || done_ >= total_) return;
+  if ((tenths > logged_tenths_ && now - last_draw_ > std::chrono::seconds(5)) ||
+      now - last_draw_ > std::chrono::seconds(30)) {
+    logged_tenths_ = tenths;
     last_draw_ = now;
-    draw(false);
+    log_line();
   }
 }
 
 void Progress::finish() {
-  if (!enabled_ || finished_) return;
+  if (finished_) return;
   finished_ = true;
-  draw(true);
+  if (terminal_) draw(true);
+}
+
+void Progress::log_line() {
+  const double since_first = std::chrono::duration<double>(clock::now() - first_).count();
+  const int64_t counted = done_ - first_done_;
+  const double rate = counted > 0 && since_first > 0 ? counted / since_first : 0;
+  std::fprintf(stderr, "%s: %lld/%lld (%d%%), %.1f/s, eta %s\n", label_.c_str(), (long long)done_,
+               (long long)total_, total_ > 0 ? int(100 * done_ / total_) : 100, rate,
+               rate > 0 ? mmss((total_ - done_) / rate).c_str() : "--:--");
+  std::fflush(stderr);
 }
 
 void Progress::draw(bool final) {
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double secs = seconds();
   const double frac = total_ > 0 ? double(done_) / double(total_) : 1.0;
   const int width = 30, filled = int(frac * width + 0.5);
   std::string bar(filled, '#');
   bar.resize(width, '.');
-  const double rate = secs > 0 ? done_ / secs : 0;
-  const double eta = rate > 0 ? (total_ - done_) / rate : 0;
-  std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f/s  %s %02d:%02d ", label_.c_str(), bar.c_str(),
-               (long long)done_, (long long)total_, rate, final ? "took" : "eta",
-               int((final ? secs : eta) / 60), int(final ? secs : eta) % 60);
+  const double since_first = std::chrono::duration<double>(clock::now() - first_).count();
+  const int64_t counted = done_ - first_done_;
+  const double rate = final ? (secs > 0 ? done_ / secs : 0) : (counted > 0 && since_first > 0 ? counted / since_first : 0);
+  const std::string when = final ? mmss(secs) : rate > 0 ? mmss((total_ - done_) / rate) : "--:--";
+  std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f/s  %s %s ", label_.c_str(), bar.c_str(), (long long)done_,
+               (long long)total_, rate, final ? "took" : "eta", when.c_str());
   if (final) std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+void Progress::summary(const std::string& outputs) {
+  finish();
+  const double secs = seconds();
+  const int64_t used = done_ - skipped_;
+  std::string line = label_ + ": " + std::to_string(used) + (used == 1 ? " image" : " images");
+  if (skipped_) line += ", " + std::to_string(skipped_) + " skipped";
+  char tail[96];
+  std::snprintf(tail, sizeof tail, " in %.1f s (%.1f images/s)", secs, secs > 0 ? used / secs : 0.0);
+  line += tail;
+  if (!outputs.empty()) line += "; " + outputs;
+  std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
 }
 

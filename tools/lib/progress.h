@@ -1,5 +1,8 @@
-// A progress bar with rate and ETA on stderr, drawn only when stderr is a terminal
-// (never in logs).
+// Progress of a long command on stderr: on a terminal a bar with rate and ETA redrawn in place;
+// otherwise (a log, a pipe) a plain line at each tenth of the work (at most one per 5 seconds,
+// none in the first 5) or after 30 seconds without one. Either way
+// the command ends with one summary line (summary()): what was done, what was skipped, where
+// the outputs went, the time and the rate.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -9,17 +12,35 @@ namespace pg::io {
 
 class Progress {
  public:
+  // label names the command ("saliency", "stats 0/4"); total counts items (images).
   Progress(std::string label, int64_t total);
   ~Progress();
+  // n items done.
   void advance(int64_t n = 1);
+  // n items that could not be used (an unreadable image): counted as done, and in the summary.
+  void skip(int64_t n = 1);
+  // Ends the bar (on a terminal).
   void finish();
+  // The command's last line, printed whether or not stderr is a terminal, e.g.
+  //   "saliency: 118 images, 2 skipped, in 12.4 s (9.5 images/s); maps and results.jsonl in out/"
+  // `outputs` says where the results went (may be empty).
+  void summary(const std::string& outputs);
+
+  int64_t skipped() const { return skipped_; }
 
  private:
   void draw(bool final);
+  void log_line();
+  double seconds() const;
   std::string label_;
-  int64_t total_, done_ = 0;
-  bool enabled_, finished_ = false;
+  int64_t total_, done_ = 0, skipped_ = 0;
+  bool terminal_, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
+  // The rate (and the ETA) is measured from the first item done onwards, so a first item that
+  // carries the start-up (loading, first-use conversions, warm-up) does not inflate the ETA.
+  std::chrono::steady_clock::time_point first_;
+  int64_t first_done_ = -1;
+  int64_t logged_tenths_ = 0;
 };
 
 }  // namespace pg::io

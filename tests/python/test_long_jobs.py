@@ -1,0 +1,106 @@
+"""What long jobs tell their user and what they keep: a summary line at the end of every run
+(also when stderr is not a terminal), bad images skipped and counted by `stats` (or a stop with
+`--strict`), and an unwritable output found before any work."""
+import os
+import shutil
+import subprocess
+
+import model_prep
+import parity_common as pc
+
+BIN = pc.binary_path()
+if not BIN or not os.path.exists(BIN):
+    raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
+SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+EXAMPLES = os.path.join(SRC, "assets", "default", "examples")
+SCRATCH = pc.scratch_dir()
+
+
+def run(*args):
+    # capture_output: stderr is a pipe, not a terminal, as in a batch job's log.
+    return subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def lines(text):
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+def image_tree(name, bad=True):
+    """Two classes of the bundled examples; with bad, a truncated PNG in the second."""
+    root = os.path.join(SCRATCH, name)
+    shutil.rmtree(root, ignore_errors=True)
+    for cls, files in (("a_circle", ["circle.png", "cross.png"]), ("b_ring", ["ring.png", "square.png"])):
+        os.makedirs(os.path.join(root, cls))
+        for f in files:
+            shutil.copy(os.path.join(EXAMPLES, f), os.path.join(root, cls, f))
+    if bad:
+        with open(os.path.join(EXAMPLES, "star.png"), "rb") as f:
+            head = f.read(200)
+        with open(os.path.join(root, "b_ring", "truncated.png"), "wb") as f:
+            f.write(head)
+    return root
+
+
+def test_saliency_ends_with_a_summary_line():
+    out = os.path.join(SCRATCH, "sal")
+    shutil.rmtree(out, ignore_errors=True)
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, EXAMPLES)
+    assert r.returncode == 0, r.stderr
+    last = lines(r.stderr)[-1]
+    assert last.startswith("saliency: 6 images in ") and "images/s" in last and out in last, r.stderr
+
+
+def test_saliency_summary_counts_skipped_inputs():
+    out = os.path.join(SCRATCH, "sal_bad")
+    shutil.rmtree(out, ignore_errors=True)
+    tree = image_tree("sal_bad_tree")
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, os.path.join(tree, "a_circle", "circle.png"),
+            os.path.join(tree, "b_ring", "truncated.png"))
+    assert r.returncode == 1
+    assert any(ln.startswith("saliency: 1 image, 1 skipped in ") for ln in lines(r.stderr)), r.stderr
+    assert os.path.exists(os.path.join(out, "circle.npy"))
+
+
+def test_stats_skips_and_counts_an_unreadable_image():
+    tree = image_tree("stats_bad_tree")
+    out = os.path.join(SCRATCH, "skip.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", out, "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    ls = lines(r.stderr)
+    assert any(ln.startswith("parchgrad: skipped: ") and "truncated.png" in ln for ln in ls), r.stderr
+    assert ls[-1].startswith("stats: 4 images, 1 skipped in ") and out in ls[-1], r.stderr
+    assert os.path.exists(out)
+    # The same tree without the bad file gives the same statistics, bit for bit.
+    clean = image_tree("stats_clean_tree", bad=False)
+    out2 = os.path.join(SCRATCH, "clean.safetensors")
+    r2 = run("stats", "--weights", WEIGHTS, "--data", clean, "--out", out2, "--batch", "2")
+    assert r2.returncode == 0, r2.stderr
+    a, b = model_prep.read_safetensors(out), model_prep.read_safetensors(out2)
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_stats_strict_stops_at_an_unreadable_image():
+    tree = image_tree("stats_strict_tree")
+    out = os.path.join(SCRATCH, "strict.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", out, "--strict")
+    assert r.returncode != 0
+    ls = lines(r.stderr)
+    assert len(ls) == 1 and ls[0].startswith("parchgrad: error: ") and "truncated.png" in ls[0], r.stderr
+    assert not os.path.exists(out)
+
+
+def test_stats_refuses_an_unwritable_output_before_any_work():
+    tree = image_tree("stats_out_tree", bad=False)
+    for out, says in ((os.path.join(SCRATCH, "no_such_dir", "s.safetensors"), "does not exist"),
+                      (SCRATCH, "names a folder")):
+        r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", out)
+        ls = lines(r.stderr)
+        assert r.returncode != 0 and len(ls) == 1 and says in ls[0] and "--out" in ls[0], r.stderr
