@@ -1,6 +1,7 @@
 """What long jobs tell their user and what they keep: a summary line at the end of every run
 (also when stderr is not a terminal), bad images skipped and counted by `stats` (or a stop with
 `--strict`), and an unwritable output found before any work."""
+import json
 import os
 import shutil
 import subprocess
@@ -104,3 +105,45 @@ def test_stats_refuses_an_unwritable_output_before_any_work():
         r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", out)
         ls = lines(r.stderr)
         assert r.returncode != 0 and len(ls) == 1 and says in ls[0] and "--out" in ls[0], r.stderr
+
+
+def records(folder):
+    with open(os.path.join(folder, "results.jsonl")) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def test_a_second_run_into_one_folder_replaces_the_index_entries_it_rewrites():
+    out = os.path.join(SCRATCH, "twice")
+    shutil.rmtree(out, ignore_errors=True)
+    for target in (0, 1):
+        r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", target, EXAMPLES)
+        assert r.returncode == 0, r.stderr
+    recs = records(out)
+    maps = [o["map"] for rec in recs for o in rec["outputs"]]
+    assert len(recs) == 6 and len(set(maps)) == 6, recs
+    assert all(rec["target"] == 1 for rec in recs)
+    assert "6 entries of an earlier run replaced" in lines(r.stderr)[-1], r.stderr
+    # One more image: its line replaces one; the other five stay.
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", 2, os.path.join(EXAMPLES, "circle.png"))
+    assert r.returncode == 0, r.stderr
+    recs = records(out)
+    assert len(recs) == 6 and sorted(rec["target"] for rec in recs) == [1, 1, 1, 1, 1, 2]
+    # A partial last line left by a killed run is dropped, not glued to the next run's first.
+    with open(os.path.join(out, "results.jsonl"), "a") as f:
+        f.write('{"input": "killed", "outp')
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", 2, os.path.join(EXAMPLES, "cross.png"))
+    assert r.returncode == 0, r.stderr
+    recs = records(out)
+    assert len(recs) == 6 and sorted(rec["target"] for rec in recs) == [1, 1, 1, 1, 2, 2]
+
+
+def test_a_foreign_results_file_is_refused_before_any_work():
+    out = os.path.join(SCRATCH, "foreign")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    with open(os.path.join(out, "results.jsonl"), "w") as f:
+        f.write("not a record\n")
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, EXAMPLES)
+    ls = lines(r.stderr)
+    assert r.returncode != 0 and len(ls) == 1 and "results.jsonl: line 1" in ls[0], r.stderr
+    assert sorted(os.listdir(out)) == ["results.jsonl"]

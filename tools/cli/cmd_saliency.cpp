@@ -158,6 +158,66 @@ io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays
   return out;
 }
 
+// results.jsonl is the index of the maps in its folder: one line per image and target, naming
+// the files written for it. A run appends its lines as it goes (a killed run keeps what it
+// did), and at its end rewrites the index through a temporary file: a line whose files a later
+// line rewrote is dropped, so two runs into one folder never leave two lines pointing at the
+// same .npy. Lines that are not records of this command are refused before any work (the
+// folder holds something else); a partial last line, left by a killed run, is dropped.
+std::vector<json> read_results_index(const std::string& path) {
+  std::vector<json> lines;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return lines;
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t pos = 0;
+  int number = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    const bool last_partial = end == std::string::npos;
+    const std::string line = text.substr(pos, last_partial ? std::string::npos : end - pos);
+    pos = last_partial ? text.size() : end + 1;
+    ++number;
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("outputs") || !j["outputs"].is_array()) {
+      if (last_partial) break;
+      throw file_error(path, "line " + std::to_string(number) +
+                                 " is not a saliency record; move the file away or choose another --out");
+    }
+    lines.push_back(std::move(j));
+  }
+  return lines;
+}
+
+std::vector<std::string> files_of(const json& line) {
+  std::vector<std::string> files;
+  for (const auto& out : line["outputs"])
+    for (const char* key : {"map", "overlay", "masks"})
+      if (out.contains(key) && out[key].is_string()) files.push_back(out[key].get<std::string>());
+  if (line.contains("compare") && line["compare"].is_string()) files.push_back(line["compare"].get<std::string>());
+  return files;
+}
+
+// Rewrites the index keeping, for each file, only the last line that wrote it. Returns the
+// number of lines dropped.
+size_t reindex_results(const std::string& path) {
+  const std::vector<json> lines = read_results_index(path);
+  std::set<std::string> claimed;
+  std::vector<bool> keep(lines.size(), false);
+  size_t dropped = 0;
+  for (size_t i = lines.size(); i-- > 0;) {
+    const std::vector<std::string> files = files_of(lines[i]);
+    keep[i] = std::none_of(files.begin(), files.end(), [&](const std::string& f) { return claimed.count(f) > 0; });
+    if (!keep[i]) ++dropped;
+    claimed.insert(files.begin(), files.end());
+  }
+  std::string text;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (keep[i]) text += lines[i].dump() + "\n";
+  write_text_atomic(path, text);
+  return dropped;
+}
+
 void run_saliency(const SaliencyOptions& opts) {
   set_threads(opts.threads);
   SaliencyOptions o = opts;
@@ -226,6 +286,9 @@ void run_saliency(const SaliencyOptions& opts) {
   int failed = 0;
   std::vector<Sample> pending;
   const std::string results_path = (fs::path(o.out) / "results.jsonl").string();
+  // Before any work: refuses a foreign file, and drops a partial last line a killed run left
+  // (this run's lines are appended after it).
+  if (fs::exists(results_path)) reindex_results(results_path);
   int64_t sample_counter = 0;
 
   auto flush = [&]() {
@@ -354,7 +417,11 @@ void run_saliency(const SaliencyOptions& opts) {
     progress.advance();
   }
   flush();
-  progress.summary("outputs and results.jsonl in " + o.out);
+  const size_t replaced = reindex_results(results_path);
+  progress.summary("outputs and results.jsonl in " + o.out +
+                   (replaced ? " (" + std::to_string(replaced) + (replaced == 1 ? " entry" : " entries") +
+                                " of an earlier run replaced)"
+                              : ""));
   if (failed) {
     if (inputs.size() > 1)
       std::fprintf(stderr, "parchgrad: error: %d of %zu inputs failed\n", failed, inputs.size());
