@@ -147,3 +147,24 @@ def test_a_foreign_results_file_is_refused_before_any_work():
     ls = lines(r.stderr)
     assert r.returncode != 0 and len(ls) == 1 and "results.jsonl: line 1" in ls[0], r.stderr
     assert sorted(os.listdir(out)) == ["results.jsonl"]
+
+
+def test_unwritable_outputs_fail_before_work_and_leave_nothing():
+    x = os.path.join(SCRATCH, "x.npy")
+    r = run("preprocess", os.path.join(EXAMPLES, "circle.png"), "--out", x)
+    assert r.returncode == 0, r.stderr
+    missing = os.path.join(SCRATCH, "no_such_dir")
+    logits = os.path.join(SCRATCH, "logits.npy")
+    if os.path.exists(logits):
+        os.remove(logits)
+    cases = [
+        (["gradient", "--weights", WEIGHTS, "--input", x, "--logits-out", logits,
+          "--grad-out", os.path.join(missing, "g.npy")], "--grad-out"),
+        (["preprocess", os.path.join(EXAMPLES, "circle.png"), "--out", os.path.join(missing, "p.npy")], "--out"),
+        (["convert", WEIGHTS, SCRATCH], "names a folder"),
+    ]
+    for args, says in cases:
+        r = run(*args)
+        ls = lines(r.stderr)
+        assert r.returncode != 0 and len(ls) == 1 and says in ls[0], (args, r.stderr)
+    assert not os.path.exists(logits)  # gradient left no logits behind

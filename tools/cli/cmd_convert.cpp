@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/common.h"
 #include "weights/state_dict.h"
 
 namespace pg::cli {
@@ -28,6 +29,7 @@ void register_convert(CLI::App& app) {
   c->add_option("input", conv->in, "Weight file to read")->required();
   c->add_option("output", conv->out, "safetensors file to write")->required();
   c->callback([conv]() {
+    check_output_file("output", conv->out);
     const std::string format = weights::detect_format(conv->in);
     weights::StateDict sd = weights::load_state_dict(conv->in);
     weights::save_safetensors(conv->out, sd, {{"source", basename_of(conv->in)}, {"format", format}});

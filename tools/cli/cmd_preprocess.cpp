@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/common.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::cli {
@@ -18,6 +19,7 @@ struct PreprocessArgs {
 };
 
 void run_preprocess(const PreprocessArgs& a) {
+  check_output_file("--out", a.out);
   Tensor t;
   if (io::is_npy_file(a.image)) {
     // An already preprocessed tensor: validated and written back out.

@@ -437,6 +437,10 @@ struct GradientOptions {
 
 void run_gradient(const GradientOptions& o) {
   set_threads(o.threads);
+  // Outputs are checked before any work; when the second cannot be written the first is
+  // removed, so a failed run leaves neither.
+  if (!o.logits_out.empty()) check_output_file("--logits-out", o.logits_out);
+  if (!o.grad_out.empty()) check_output_file("--grad-out", o.grad_out);
   const std::vector<int> targets = parse_targets(o.target);
   Tensor x = io::load_npy(o.input);
   if (x.ndim() == 3) x = x.reshape({1, x.dim(0), x.dim(1), x.dim(2)});
@@ -450,7 +454,13 @@ void run_gradient(const GradientOptions& o) {
   setup_device(o.dev, ctx);
   GradientResult r = input_gradient(*model, ctx, x, targets);
   if (!o.logits_out.empty()) io::save_npy(o.logits_out, r.logits);
-  if (!o.grad_out.empty()) io::save_npy(o.grad_out, r.grad);
+  try {
+    if (!o.grad_out.empty()) io::save_npy(o.grad_out, r.grad);
+  } catch (...) {
+    std::error_code ec;
+    if (!o.logits_out.empty()) fs::remove(o.logits_out, ec);
+    throw;
+  }
   std::printf("%s", json({{"model", model->arch()}, {"targets", r.targets}}).dump().append("\n").c_str());
 }
 
