@@ -168,3 +168,14 @@ def test_unwritable_outputs_fail_before_work_and_leave_nothing():
         ls = lines(r.stderr)
         assert r.returncode != 0 and len(ls) == 1 and says in ls[0], (args, r.stderr)
     assert not os.path.exists(logits)  # gradient left no logits behind
+
+
+def test_command_line_usage_errors():
+    r = run()
+    assert r.returncode == 0 and "saliency" in r.stdout and "Usage: parchgrad" in r.stdout, r.stdout
+    r = run("frobnicate")
+    ls = lines(r.stderr)
+    assert r.returncode == 2 and len(ls) == 1 and "unknown command 'frobnicate'" in ls[0] and "saliency" in ls[0]
+    r = run("saliency", "--out", os.path.join(SCRATCH, "usage"), EXAMPLES)
+    ls = lines(r.stderr)
+    assert r.returncode == 2 and len(ls) == 1 and ls[0].startswith("parchgrad: error: --weights is required"), r.stderr
