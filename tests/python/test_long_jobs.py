@@ -179,3 +179,16 @@ def test_command_line_usage_errors():
     r = run("saliency", "--out", os.path.join(SCRATCH, "usage"), EXAMPLES)
     ls = lines(r.stderr)
     assert r.returncode == 2 and len(ls) == 1 and ls[0].startswith("parchgrad: error: --weights is required"), r.stderr
+
+
+def test_options_that_would_do_nothing_or_make_no_sense_are_refused():
+    stats = os.path.join(SRC, "assets", "default", "stats.safetensors")
+    out = os.path.join(SCRATCH, "noop")
+    for extra, says in ((["--sg-sigma", "nan", "--method", "smoothgrad"], "--sg-sigma: 'nan' is not a finite number"),
+                        (["--stats", stats], "does nothing here"),
+                        (["--compare", "grad,ig", "--method", "ig"], "do nothing with --compare"),
+                        (["--compare", ""], "--compare: empty list")):
+        r = run("saliency", "--weights", WEIGHTS, "--out", out, *extra, EXAMPLES)
+        ls = lines(r.stderr)
+        assert r.returncode != 0 and len(ls) == 1 and says in ls[0], (extra, r.stderr)
+        assert not os.path.exists(out) or not os.listdir(out)

@@ -483,7 +483,14 @@ void register_saliency(CLI::App& app) {
   s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
   s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
   s->add_option("inputs", so->inputs, "images (.png, .jpg), .npy tensors or directories")->required();
-  s->callback([so]() { run_saliency(*so); });
+  s->callback([so, s]() {
+    // Options that would do nothing are errors, not silently ignored.
+    if (s->count("--compare") && so->compare.empty()) throw Error("--compare: empty list");
+    if (!so->compare.empty() && (s->count("--method") || s->count("--parchgrad")))
+      throw Error("--method and --parchgrad do nothing with --compare: name each configuration in the list "
+                  "(e.g. --compare grad,grad+cls,ig+ins)");
+    run_saliency(*so);
+  });
 
   auto go = std::make_shared<GradientOptions>();
   CLI::App* g = app.add_subcommand("gradient", "Logits and input gradient of a .npy input, as .npy");

@@ -1,5 +1,6 @@
 #include "tools/cli/method_flags.h"
 
+#include <cmath>
 #include <limits>
 
 #include "core/error.h"
@@ -64,8 +65,32 @@ std::vector<std::string> split_list(const std::string& list, const std::string& 
   return out;
 }
 
+namespace {
+
+// Numbers that cannot mean anything are refused by name rather than carried into the maps
+// (a NaN --sg-sigma would make every SmoothGrad map NaN).
+void check_numbers(const MethodFlags& f) {
+  auto finite = [](const char* flag, double v) {
+    if (!std::isfinite(v)) throw Error(std::string(flag) + ": '" + std::to_string(v) + "' is not a finite number");
+  };
+  finite("--alpha", f.alpha);
+  finite("--quantile", f.quantile);
+  finite("--shapiro-threshold", f.shapiro_threshold);
+  finite("--sg-sigma", f.sg_sigma);
+  if (f.alpha != -1 && !(f.alpha > 0 && f.alpha < 1)) throw Error("--alpha must be in (0, 1)");
+  if (!(f.shapiro_threshold >= 0 && f.shapiro_threshold <= 1)) throw Error("--shapiro-threshold must be in [0, 1]");
+  if (!(f.sg_sigma >= 0)) throw Error("--sg-sigma must be at least 0");
+  if (f.gamma != "inf") {
+    const ParchGradOptions p = parchgrad_options(f, "cls");
+    if (!std::isfinite(p.gamma)) throw Error("--gamma: '" + f.gamma + "' is not a finite number or inf");
+  }
+}
+
+}  // namespace
+
 std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f, const nn::Model& model,
                                   int max_batch, std::unique_ptr<StatsFile>& stats) {
+  check_numbers(f);
   Tensor sg_noise;
   if (!f.sg_noise.empty()) sg_noise = io::load_npy(f.sg_noise);
   std::vector<Config> configs;
@@ -96,6 +121,9 @@ std::vector<Config> build_configs(const std::vector<std::string>& specs, const M
     }
     configs.push_back(std::move(c));
   }
+  if (!f.stats.empty() && !stats)
+    throw Error("--stats " + f.stats + " does nothing here: no configuration uses ParchGrad (add --parchgrad cls|ins, " +
+                "or +cls/+ins to an entry of the list)");
   return configs;
 }
 
