@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "weights/state_dict.h"
 
 namespace pg {
@@ -19,6 +20,18 @@ const LayerStats& StatsFile::layer(const std::string& name, int channels) const 
 StatsFile load_stats(const std::string& path) {
   StatsFile s;
   s.path = path;
+  // A weight file (or anything else) given as --stats: say what it is rather than what a
+  // statistics file would hold.
+  const std::string head = read_file_head(path, 9, limits::kWeightFileBytes, "a statistics file");
+  if (head.size() < 9 || head[8] != '{') {
+    std::string format;
+    try {
+      format = weights::detect_format(path);
+    } catch (const Error&) {
+      throw file_error(path, "is not a statistics file (not a safetensors file, which `parchgrad stats` writes)");
+    }
+    throw file_error(path, "is a weight file (" + format + "), not a statistics file (`parchgrad stats` writes one)");
+  }
   weights::StateDict t = weights::load_safetensors(path);
   auto meta = weights::safetensors_metadata(path);
   s.model = meta.count("model") ? meta["model"] : "";
@@ -42,7 +55,17 @@ StatsFile load_stats(const std::string& path) {
     else if (strip(key, ".shapiro_p", &base)) s.layers[base].shapiro_p = tensor;
     else if (strip(key, ".cls_p", &base)) s.layers[base].cls_p = tensor;
   }
-  if (s.layers.empty()) throw file_error(path, "is not a statistics file (no '<layer>.mean' tensors)");
+  if (s.layers.empty()) {
+    for (const char* suffix : {".weight", ".running_mean"}) {
+      for (const auto& [key, tensor] : t) {
+        std::string base;
+        if (strip(key, suffix, &base))
+          throw file_error(path, std::string("is a weight file ('") + suffix +
+                                     "' tensors), not a statistics file (`parchgrad stats` writes one)");
+      }
+    }
+    throw file_error(path, "is not a statistics file (no '<layer>.mean' tensors)");
+  }
   for (const auto& [name, l] : s.layers) {
     const int64_t C = l.mean.numel();
     if (l.std.numel() != C || l.shapiro_p.numel() != C || l.cls_p.ndim() != 2 || l.cls_p.dim(0) != C)

@@ -1,32 +1,17 @@
 #include "weights/detail.h"
 
-#include <sys/stat.h>
-
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace pg::weights::detail {
 
 namespace {
-
-struct FileCloser {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-using File = std::unique_ptr<std::FILE, FileCloser>;
-
-File open_file(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0)
-    throw file_error(path, std::string("cannot open (") + std::strerror(errno) + ")");
-  if (S_ISDIR(st.st_mode)) throw file_error(path, "cannot open (Is a directory)");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw file_error(path, std::string("cannot open (") + std::strerror(errno) + ")");
-  return File(f);
-}
 
 // a * b with overflow detection (both non-negative).
 bool mul_ok(int64_t a, int64_t b, int64_t* out) { return !__builtin_mul_overflow(a, b, out); }
@@ -35,25 +20,34 @@ bool add_ok(int64_t a, int64_t b, int64_t* out) { return !__builtin_add_overflow
 }  // namespace
 
 std::string read_head(const std::string& path, size_t n) {
-  File f = open_file(path);
-  std::string head(n, '\0');
-  size_t got = std::fread(head.data(), 1, n, f.get());
-  if (std::ferror(f.get())) throw file_error(path, std::string("cannot read (") + std::strerror(errno) + ")");
-  head.resize(got);
-  return head;
+  return read_file_head(path, n, limits::kWeightFileBytes, kFileWhat);
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  File f = open_file(path);
-  std::vector<uint8_t> out;
-  uint8_t buf[1 << 16];
-  while (true) {
-    size_t got = std::fread(buf, 1, sizeof buf, f.get());
-    out.insert(out.end(), buf, buf + got);
-    if (got < sizeof buf) break;
+  return read_file_limited(path, limits::kWeightFileBytes, kFileWhat);
+}
+
+void check_float_parameter(const std::string& name, DType source, const std::string& path) {
+  if (source == DType::F32 || source == DType::F64 || source == DType::F16 || source == DType::BF16) return;
+  for (const char* suffix : {".weight", ".bias", ".running_mean", ".running_var"}) {
+    const size_t n = std::strlen(suffix);
+    if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0)
+      throw file_error(path, "tensor " + quote(name) + " is stored as " + dtype_name(source) + ", but a '" + suffix +
+                                 "' tensor is a model parameter and must be floating point (F32, F64, F16 or BF16)");
   }
-  if (std::ferror(f.get())) throw file_error(path, std::string("cannot read (") + std::strerror(errno) + ")");
-  return out;
+}
+
+void check_finite(const Tensor& t, DType source, const std::string& path, const std::string& name) {
+  const float* p = t.data();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(p[i])) continue;
+    const std::string where = " (element " + std::to_string(i) + " of " + std::to_string(n) + ")";
+    if (std::isnan(p[i])) throw file_error(path, "tensor " + quote(name) + " contains NaN" + where);
+    if (source == DType::F64)
+      throw file_error(path, "tensor " + quote(name) + " contains Inf or a float64 value beyond float32's range" + where);
+    throw file_error(path, "tensor " + quote(name) + " contains Inf" + where);
+  }
 }
 
 std::string quote(const std::string& s) {

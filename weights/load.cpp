@@ -8,11 +8,12 @@ std::string detect_format(const std::string& path) {
   std::string head = detail::read_head(path, 16);
   if (detail::is_zip_magic(head)) return "pt-zip";
   if (detail::is_legacy_magic(head)) return "pt-legacy";
-  // safetensors: a plausible little-endian header length followed by a JSON object.
+  // safetensors: a little-endian header length (of at least "{}") followed by a JSON object;
+  // the reader checks the length against its limit and the file.
   if (head.size() >= 9 && head[8] == '{') {
     uint64_t n = 0;
     for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(head[i])) << (8 * i);
-    if (n >= 2 && n <= (uint64_t(100) << 20)) return "safetensors";
+    if (n >= 2) return "safetensors";
   }
   throw file_error(path, "not a .pth or .safetensors weight file");
 }

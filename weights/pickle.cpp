@@ -220,6 +220,17 @@ class Unpickler {
   }
 
   Value* global(const std::string& module, const std::string& name) {
+    // Tensor kinds torch has but the engine does not read: named as such (they are still
+    // never called), so a quantized or complex checkpoint is not mistaken for a hostile one.
+    const bool torch_module = module == "torch" || module == "torch.cuda";
+    if (!global_allowed(module, name) && torch_module && name.size() > 7 &&
+        name.compare(name.size() - 7, 7, "Storage") == 0)
+      throw file_error(path_, "unsupported tensor type " + detail::quote(module + "." + name) +
+                                  " (readable: float64/32/16, bfloat16, int64/32/16/8, uint8 and bool tensors;"
+                                  " quantized and complex tensors are not)");
+    if (module == "torch._utils" && (name == "_rebuild_qtensor" || name == "_rebuild_sparse_tensor"))
+      throw file_error(path_, std::string(name == "_rebuild_qtensor" ? "quantized" : "sparse") +
+                                  " tensors are not supported (" + detail::quote(module + "." + name) + ")");
     if (!global_allowed(module, name))
       throw file_error(path_, "refusing pickle global " + detail::quote(module + "." + name));
     return make_str(Kind::Global, module + "." + name);

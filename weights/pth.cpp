@@ -1,4 +1,5 @@
 // PyTorch .pth readers: the zip format of torch >= 1.6 and the legacy stream format.
+#include <unistd.h>
 #include <zip.h>
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "weights/detail.h"
 #include "weights/pickle.h"
 #include "weights/state_dict.h"
@@ -136,10 +138,14 @@ std::vector<uint8_t> read_entry(zip_t* z, zip_int64_t index, const std::string& 
 }
 
 StateDict load_zip(const std::string& path) {
-  detail::read_head(path, 4);  // uniform "cannot open" errors
+  // Opened under core/file.h's rules (a regular file within the limit); libzip reads the
+  // same open file through a descriptor of its own.
+  const InputFile file(path, limits::kWeightFileBytes, detail::kFileWhat);
+  const int fd = file.dup_fd();
   int err = 0;
-  std::unique_ptr<zip_t, ZipCloser> z(zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &err));
+  std::unique_ptr<zip_t, ZipCloser> z(zip_fdopen(fd, ZIP_RDONLY | ZIP_CHECKCONS, &err));
   if (!z) {
+    ::close(fd);
     zip_error_t ze;
     zip_error_init_with_code(&ze, err);
     std::string msg = zip_error_strerror(&ze);
@@ -208,9 +214,11 @@ StateDict load_zip(const std::string& path) {
     // Bounded by the bytes actually present, whatever each reference claims.
     int64_t avail = std::min<int64_t>(r.numel, static_cast<int64_t>(it->second.size() / dtype_size(r.dtype)));
     const pickle::TensorDesc& d = *tensors[i].second->tensor;
-    out[tensors[i].first] = detail::materialise(it->second.data(), avail, r.dtype, big_endian,
-                                                d.offset, d.size, d.stride, path,
-                                                "tensor " + detail::quote(tensors[i].first));
+    detail::check_float_parameter(tensors[i].first, r.dtype, path);
+    Tensor t = detail::materialise(it->second.data(), avail, r.dtype, big_endian, d.offset, d.size,
+                                   d.stride, path, "tensor " + detail::quote(tensors[i].first));
+    detail::check_finite(t, r.dtype, path, tensors[i].first);
+    out[tensors[i].first] = t;
     if (--uses[r.key] == 0) cache.erase(it);
   }
   return out;
@@ -293,8 +301,11 @@ StateDict load_legacy(const std::string& path) {
       avail = r.view_size;
     }
     const pickle::TensorDesc& d = *t->tensor;
-    out[name] = detail::materialise(base, avail, r.dtype, false, d.offset, d.size, d.stride, path,
-                                    "tensor " + detail::quote(name));
+    detail::check_float_parameter(name, r.dtype, path);
+    Tensor tensor = detail::materialise(base, avail, r.dtype, false, d.offset, d.size, d.stride, path,
+                                        "tensor " + detail::quote(name));
+    detail::check_finite(tensor, r.dtype, path, name);
+    out[name] = tensor;
   }
   return out;
 }

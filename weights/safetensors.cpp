@@ -1,13 +1,16 @@
 // safetensors: 8-byte little-endian header length, a JSON header, then the raw data.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "weights/detail.h"
 #include "weights/state_dict.h"
 
@@ -17,7 +20,9 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr uint64_t kMaxHeader = uint64_t(100) << 20;  // as the reference implementation
+// The header's length limit of the reference implementation (huggingface/safetensors).
+constexpr uint64_t kMaxHeader = 100000000;
+constexpr const char* kWhat = "a safetensors file";
 
 struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
@@ -32,44 +37,85 @@ struct Entry {
 };
 
 struct Parsed {
-  File file;
+  std::unique_ptr<InputFile> file;
   uint64_t data_start = 0;
   std::vector<Entry> entries;
   std::map<std::string, std::string> metadata;
 };
 
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r') c = ' ';
-  return s;
+// A parser message (which quotes what it last read of the file) as one line of printable
+// ASCII: control and non-ASCII bytes as \xNN, so a hostile header cannot garble the message.
+std::string one_line(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+    if (out.size() > 300) return out + "...";
+  }
+  return out;
 }
 
+// A key that occurs twice in one JSON object (nlohmann keeps the last silently).
+struct DuplicateKey {
+  std::string key;
+};
+
+// Parses the header, refusing a key repeated within an object.
+json parse_header_json(const std::string& text) {
+  std::vector<std::set<std::string>> keys;  // one set per open object
+  json::parser_callback_t cb = [&keys](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start: keys.emplace_back(); break;
+      case json::parse_event_t::object_end: keys.pop_back(); break;
+      case json::parse_event_t::key: {
+        std::string k = parsed.get<std::string>();
+        if (!keys.back().insert(k).second) throw DuplicateKey{k};
+        break;
+      }
+      default: break;
+    }
+    return true;
+  };
+  return json::parse(text, cb);
+}
+
+// The rules of the format as the reference implementation enforces them: an 8-byte
+// little-endian header length N with 8 + N within the file; a header of UTF-8 JSON that is
+// an object (its first byte '{'), no key twice; an optional "__metadata__" map of strings to
+// strings; every other entry a tensor with a known "dtype", a "shape" of non-negative
+// integers and "data_offsets" [begin, end], begin <= end, end - begin = the shape's element
+// count times the dtype's size; the tensors, ordered by offsets, cover the data that
+// follows the header exactly: from 0, no hole, no overlap, the last ending at the file's end.
 Parsed parse(const std::string& path) {
-  detail::read_head(path, 0);  // uniform "cannot open" errors
   Parsed p;
-  p.file.reset(std::fopen(path.c_str(), "rb"));
-  if (!p.file) throw file_error(path, std::string("cannot open (") + std::strerror(errno) + ")");
-  std::FILE* f = p.file.get();
-  if (std::fseek(f, 0, SEEK_END) != 0) throw file_error(path, "cannot seek");
-  long fsize = std::ftell(f);
-  if (fsize < 0) throw file_error(path, "cannot seek");
-  const uint64_t file_size = static_cast<uint64_t>(fsize);
-  std::rewind(f);
+  p.file = std::make_unique<InputFile>(path, limits::kWeightFileBytes, kWhat);
+  const InputFile& f = *p.file;
+  const uint64_t file_size = f.size();
   if (file_size < 8) throw file_error(path, "truncated safetensors file (" + std::to_string(file_size) + " bytes)");
   unsigned char lenb[8];
-  if (std::fread(lenb, 1, 8, f) != 8) throw file_error(path, "cannot read header length");
+  f.read_at(0, lenb, 8, "safetensors file");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(lenb[i]) << (8 * i);
-  if (n > kMaxHeader) throw file_error(path, "bad safetensors header: length " + std::to_string(n) + " too large");
+  if (n > kMaxHeader)
+    throw file_error(path, "bad safetensors header: length " + std::to_string(n) + " too large (at most " +
+                               std::to_string(kMaxHeader) + ")");
   if (n > file_size - 8)
     throw file_error(path, "truncated safetensors file: header of " + std::to_string(n) +
                                " bytes but the file has " + std::to_string(file_size) + " bytes");
   std::string text(static_cast<size_t>(n), '\0');
-  if (n && std::fread(text.data(), 1, text.size(), f) != text.size())
-    throw file_error(path, "cannot read safetensors header");
+  f.read_at(8, text.data(), text.size(), "safetensors file");
+  if (text.empty() || text[0] != '{')
+    throw file_error(path, "bad safetensors header: not a JSON object (does not start with '{')");
   json h;
   try {
-    h = json::parse(text);
+    h = parse_header_json(text);
+  } catch (const DuplicateKey& d) {
+    throw file_error(path, "bad safetensors header: key " + detail::quote(d.key) + " occurs twice");
   } catch (const json::exception& e) {
     throw file_error(path, "bad safetensors header: " + one_line(e.what()));
   }
@@ -83,9 +129,12 @@ Parsed parse(const std::string& path) {
       return file_error(path, "bad safetensors header: tensor " + detail::quote(name) + ": " + why);
     };
     if (name == "__metadata__") {
-      if (!v.is_object()) throw bad("not an object");
+      if (v.is_null()) continue;
+      if (!v.is_object()) throw file_error(path, "bad safetensors header: '__metadata__' is not a map of strings to strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) throw bad("value of " + detail::quote(m.key()) + " is not a string");
+        if (!m.value().is_string())
+          throw file_error(path, "bad safetensors header: '__metadata__' value of " + detail::quote(m.key()) +
+                                     " is not a string");
         p.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -96,7 +145,8 @@ Parsed parse(const std::string& path) {
     auto dt = v.find("dtype");
     if (dt == v.end() || !dt->is_string()) throw bad("no dtype");
     if (!dtype_from_name(dt->get<std::string>(), &e.dtype))
-      throw bad("unsupported dtype " + dt->get<std::string>());
+      throw bad("unsupported dtype " + detail::quote(dt->get<std::string>()) +
+                " (readable: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)");
     auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array() || sh->size() > 64) throw bad("no shape");
     int64_t numel = 1;
@@ -122,9 +172,33 @@ Parsed parse(const std::string& path) {
     if (__builtin_mul_overflow(static_cast<uint64_t>(numel), dtype_size(e.dtype), &want) ||
         want != e.end - e.begin)
       throw bad(std::to_string(e.end - e.begin) + " bytes for shape " + shape_str(e.shape) + " of " +
-                dtype_name(e.dtype));
+                dtype_name(e.dtype) + " (which needs " + std::to_string(want) + ")");
     p.entries.push_back(std::move(e));
   }
+  // The data layout: every byte belongs to exactly one tensor.
+  std::vector<const Entry*> order;
+  for (const Entry& e : p.entries) order.push_back(&e);
+  std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t at = 0;
+  const Entry* prev = nullptr;
+  for (const Entry* e : order) {
+    if (e->begin < at)
+      throw file_error(path, "bad safetensors file: tensor " + detail::quote(e->name) + " (data bytes " +
+                                 std::to_string(e->begin) + "-" + std::to_string(e->end) + ") overlaps tensor " +
+                                 detail::quote(prev->name) + " (data bytes " + std::to_string(prev->begin) +
+                                 "-" + std::to_string(prev->end) + ")");
+    if (e->begin > at)
+      throw file_error(path, "bad safetensors file: data bytes " + std::to_string(at) + "-" +
+                                 std::to_string(e->begin) + " belong to no tensor (a hole before tensor " +
+                                 detail::quote(e->name) + ")");
+    at = e->end;
+    prev = e;
+  }
+  if (at != data_size)
+    throw file_error(path, "bad safetensors file: " + std::to_string(data_size - at) +
+                               " data bytes after the last tensor belong to no tensor");
   return p;
 }
 
@@ -139,14 +213,14 @@ StateDict load_safetensors(const std::string& path) {
   std::vector<uint8_t> buf;
   for (size_t i = 0; i < p.entries.size(); ++i) {
     const Entry& e = p.entries[i];
+    detail::check_float_parameter(e.name, e.dtype, path);
     Tensor t(e.shape);
     const uint64_t nbytes = e.end - e.begin;
     if (nbytes) {
       buf.resize(static_cast<size_t>(nbytes));
-      if (std::fseek(p.file.get(), static_cast<long>(p.data_start + e.begin), SEEK_SET) != 0 ||
-          std::fread(buf.data(), 1, buf.size(), p.file.get()) != buf.size())
-        throw file_error(path, "truncated safetensors file: cannot read tensor " + detail::quote(e.name));
+      p.file->read_at(p.data_start + e.begin, buf.data(), buf.size(), "safetensors file");
       convert_to_float(buf.data(), e.dtype, 1, t.numel(), t.data());
+      detail::check_finite(t, e.dtype, path, e.name);
     }
     out[names[i]] = t;
   }

@@ -332,3 +332,69 @@ def test_unwritable_output():
     r = run("preprocess", SYNTHETIC["rgb_5x3.png"], "--out", os.path.join(SCRATCH, "no_such_dir", "x.npy"))
     assert r.returncode != 0
     assert r.stderr.startswith("parchgrad: error: ") and "no_such_dir" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs no reader may read: refused by what they are or declare, before they are read or
+# decoded (and never by blocking or running out of memory).
+
+
+def refused(path, words, timeout=30):
+    out = scratch("refused.npy")
+    if os.path.exists(out):
+        os.remove(out)
+    before = set(os.listdir(SCRATCH))
+    r = subprocess.run([BIN, "preprocess", path, "--out", out], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode != 0
+    lines = r.stderr.splitlines()
+    assert lines == [f"parchgrad: error: {path}: {words}"], r.stderr
+    assert not os.path.exists(out)
+    assert set(os.listdir(SCRATCH)) == before
+
+
+def test_fifo_image_is_refused_without_blocking():
+    fifo = scratch("fifo.png")
+    if os.path.exists(fifo):
+        os.remove(fifo)
+    os.mkfifo(fifo)
+    try:
+        refused(fifo, "not a regular file (a FIFO)")
+    finally:
+        os.remove(fifo)
+
+
+def test_dev_zero_is_refused():
+    refused("/dev/zero", "not a regular file (a character device)")
+
+
+def huge_png(w, h, with_iend=True):
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+    return data + (png_chunk(b"IEND", b"") if with_iend else b"")
+
+
+@pytest.mark.parametrize("w,h,iend", [(20000, 20000, True), (20000, 20000, False), (1 << 31, 1, True),
+                                      (178956971, 1, True)])
+def test_huge_declared_png(w, h, iend):
+    p = scratch(f"huge_{w}x{h}_{iend}.png")
+    with open(p, "wb") as f:
+        f.write(huge_png(w, h, iend))
+    refused(p, f"image too large ({w}x{h}, at most 178956970 pixels)")
+
+
+def test_huge_declared_jpeg():
+    # SOI, a baseline SOF0 of 30000 x 30000 (3 components), EOI: refused by its declared size.
+    sof = struct.pack(">BHHB", 8, 30000, 30000, 3) + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1])
+    data = b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+    p = scratch("huge.jpg")
+    with open(p, "wb") as f:
+        f.write(data)
+    refused(p, "image too large (30000x30000, at most 178956970 pixels)")
+
+
+@pytest.mark.parametrize("dtype,descr,words", [(np.bool_, "|b1", "bool"), (np.int8, "|i1", "int8"),
+                                               (np.dtype(">f4"), ">f4", "big-endian float32")])
+def test_npy_dtype_is_named(dtype, descr, words):
+    p = scratch(f"dtype_{words.replace(' ', '_')}.npy")
+    np.save(p, np.zeros((3, 8, 8), dtype))
+    refused(p, f"unsupported dtype '{descr}' ({words}) (expected float32 '<f4' or float64 '<f8')")

@@ -172,7 +172,7 @@ def mixed_state_dict():
     sd["row"] = base[2]                           # storage offset, contiguous
     sd["param"] = torch.nn.Parameter(torch.randn(5, generator=g))
     sd["half"] = torch.randn(7, generator=g).half()
-    sd["half_special"] = torch.tensor([6e-8, 1e-5, 65504.0, -0.0, float("inf"), -2.0]).half()
+    sd["half_special"] = torch.tensor([6e-8, 1e-5, 65504.0, -0.0, -65504.0, -2.0]).half()  # Inf: refused
     sd["half_t"] = torch.randn(3, 4, generator=g).half().t()
     sd["bf16"] = torch.randn(2, 3, generator=g).bfloat16()
     sd["double"] = torch.randn(3, 2, generator=g, dtype=torch.float64)
@@ -513,3 +513,197 @@ def test_pickle_without_tensors(tmp):
     p2 = os.path.join(tmp, "nothing.pth")
     torch.save({"epoch": 3}, p2, _use_new_zipfile_serialization=False)
     assert_convert_fails(p2, tmp, "no tensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed files: refused with one line naming the file and the problem, never guessed at.
+
+SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+ASSET_WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+ASSET_STATS = os.path.join(SRC, "assets", "default", "stats.safetensors")
+F32 = {"dtype": "F32"}
+
+
+def raw_safetensors(path, header_text, data):
+    """A safetensors file from header text as given (duplicate keys and all) and data bytes."""
+    if isinstance(header_text, str):
+        header_text = header_text.encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header_text)) + header_text + data)
+
+
+def entry(shape, begin, end, dtype="F32"):
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+DATA = np.arange(1, 17, dtype="<f4").tobytes()  # 64 bytes
+
+
+MALFORMED_SAFETENSORS = {
+    # name: (header text, data, words the message must hold)
+    "overlap": (json.dumps({"conv1.weight": entry([8], 0, 32), "bn1.weight": entry([4], 16, 32),
+                            "bn1.bias": entry([8], 32, 64)}),
+                DATA, "tensor 'bn1.weight' (data bytes 16-32) overlaps tensor 'conv1.weight'"),
+    "overlap_same": (json.dumps({"a": entry([16], 0, 64), "b": entry([16], 0, 64)}), DATA, "overlaps tensor"),
+    "reversed": (json.dumps({"a": entry([4], 16, 0), "b": entry([12], 16, 64)}), DATA, "data_offsets decreasing"),
+    "hole": (json.dumps({"a": entry([4], 0, 16), "b": entry([8], 32, 64)}), DATA,
+             "data bytes 16-32 belong to no tensor (a hole before tensor 'b')"),
+    "hole_at_start": (json.dumps({"a": entry([4], 48, 64)}), DATA, "data bytes 0-48 belong to no tensor"),
+    "trailing": (json.dumps({"a": entry([8], 0, 32)}), DATA, "32 data bytes after the last tensor"),
+    "duplicate": ('{"a": %s, "a": %s}' % (json.dumps(entry([8], 0, 32)), json.dumps(entry([8], 32, 64))),
+                  DATA, "key 'a' occurs twice"),
+    "duplicate_field": ('{"a": {"dtype": "F32", "shape": [16], "shape": [16], "data_offsets": [0, 64]}}',
+                        DATA, "key 'shape' occurs twice"),
+    "duplicate_meta": ('{"__metadata__": {"k": "1", "k": "2"}, "a": %s}' % json.dumps(entry([16], 0, 64)),
+                       DATA, "key 'k' occurs twice"),
+    # '[' or '"' where '{' must be: not recognised as safetensors at all.
+    "list": ("[1, 2]", DATA, "not a .pth or .safetensors weight file"),
+    "string": ('"{}"', DATA, "not a .pth or .safetensors weight file"),
+    "number": ("{} 1", DATA, "bad safetensors header"),
+    "meta_int": (json.dumps({"__metadata__": {"a": 1}, "w": entry([16], 0, 64)}), DATA,
+                 "'__metadata__' value of 'a' is not a string"),
+    "meta_nested": (json.dumps({"__metadata__": {"a": {"b": "c"}}, "w": entry([16], 0, 64)}), DATA,
+                    "'__metadata__' value of 'a' is not a string"),
+    "meta_list": (json.dumps({"__metadata__": ["a"], "w": entry([16], 0, 64)}), DATA,
+                  "'__metadata__' is not a map of strings to strings"),
+    "size_mismatch": (json.dumps({"w": entry([3, 4], 0, 64)}), DATA, "64 bytes for shape [3, 4] of F32"),
+    "size_mismatch_f16": (json.dumps({"w": entry([16], 0, 64, "F16")}), DATA, "64 bytes for shape [16] of F16"),
+    "entry_not_object": (json.dumps({"w": [0, 64]}), DATA, "tensor 'w': not an object"),
+    "no_dtype": (json.dumps({"w": {"shape": [16], "data_offsets": [0, 64]}}), DATA, "no dtype"),
+    "unknown_dtype": (json.dumps({"w": entry([64], 0, 64, "F8_E4M3")}), DATA,
+                      "unsupported dtype 'F8_E4M3' (readable: F64, F32"),
+    "bad_utf8": (b'{"w\xff": ' + json.dumps(entry([16], 0, 64)).encode() + b"}", DATA, "bad safetensors header"),
+    "header_too_long": (None, b"", "too large (at most 100000000)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_SAFETENSORS))
+def test_malformed_safetensors(tmp, name):
+    header, data, words = MALFORMED_SAFETENSORS[name]
+    p = os.path.join(tmp, f"{name}.safetensors")
+    if header is None:
+        with open(p, "wb") as f:
+            f.write(struct.pack("<Q", 100000001) + b"{" + b" " * 64)
+    else:
+        raw_safetensors(p, header, data)
+    assert_convert_fails(p, tmp, words)
+    assert_fails(["inspect", p], p, None, words)
+
+
+def test_safetensors_key_order_need_not_follow_offsets(tmp):
+    # The reference implementation sorts the entries by offset: any key order is valid.
+    p = os.path.join(tmp, "order.safetensors")
+    raw_safetensors(p, json.dumps({"z": entry([4], 0, 16), "a": entry([12], 16, 64),
+                                   "__metadata__": None}), DATA)
+    _, got, _ = convert(p, tmp)
+    assert np.array_equal(got["z"], np.arange(1, 5, dtype=np.float32))
+    assert np.array_equal(got["a"], np.arange(5, 17, dtype=np.float32))
+
+
+def bad_value_state_dict(value, dtype=torch.float32):
+    sd = collections.OrderedDict()
+    sd["conv1.weight"] = torch.ones(2, 3)
+    w = torch.ones(4, 5, dtype=dtype)
+    w[2, 1] = value
+    sd["layer1.0.conv1.weight"] = w
+    return sd
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+@pytest.mark.parametrize("value,dtype,words", [
+    (float("nan"), torch.float32, "contains NaN (element 11 of 20)"),
+    (float("inf"), torch.float32, "contains Inf (element 11 of 20)"),
+    (float("-inf"), torch.float16, "contains Inf (element 11 of 20)"),
+    (float("nan"), torch.bfloat16, "contains NaN"),
+    (1e300, torch.float64, "contains Inf or a float64 value beyond float32's range"),
+], ids=["nan", "inf", "f16_neg_inf", "bf16_nan", "f64_overflow"])
+def test_non_finite_weights(tmp, fmt, value, dtype, words):
+    p = os.path.join(tmp, "w" + (".safetensors" if fmt == "safetensors" else ".pth"))
+    save(bad_value_state_dict(value, dtype), p, fmt)
+    msg = assert_convert_fails(p, tmp, "tensor 'layer1.0.conv1.weight' " + words)
+    assert msg == f"parchgrad: error: {p}: tensor 'layer1.0.conv1.weight' " + msg.split("' ", 1)[1]
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+@pytest.mark.parametrize("dtype,name", [(torch.bool, "BOOL"), (torch.int8, "I8"), (torch.uint8, "U8"),
+                                        (torch.int64, "I64")])
+def test_integer_parameters(tmp, fmt, dtype, name):
+    sd = collections.OrderedDict()
+    sd["features.0.weight"] = torch.ones(2, 3, dtype=dtype)
+    sd["features.0.num_batches_tracked"] = torch.tensor(3)  # an integer buffer: fine
+    p = os.path.join(tmp, "w" + (".safetensors" if fmt == "safetensors" else ".pth"))
+    save(sd, p, fmt)
+    assert_convert_fails(p, tmp, f"tensor 'features.0.weight' is stored as {name}, but a '.weight' tensor is "
+                                 "a model parameter and must be floating point")
+
+
+def test_quantized_checkpoint_is_named(tmp):
+    p = os.path.join(tmp, "q.pth")
+    q = torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8)
+    torch.save({"fc.weight": q}, p)
+    msg = assert_convert_fails(p, tmp)
+    assert "quantized" in msg or "QInt8Storage" in msg, msg
+
+
+def test_fifo_is_refused_without_blocking(tmp):
+    fifo = os.path.join(tmp, "w.pth")
+    os.mkfifo(fifo)
+    out = os.path.join(tmp, "out.safetensors")
+    for args in (["convert", fifo, out], ["inspect", fifo]):
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+        assert r.stderr.splitlines() == [f"parchgrad: error: {fifo}: not a regular file (a FIFO)"], r.stderr
+    assert not [f for f in os.listdir(tmp) if f.startswith("out")]
+
+
+def test_devices_are_refused(tmp):
+    out = os.path.join(tmp, "out.safetensors")
+    for dev in ("/dev/zero", "/dev/null"):
+        msg = assert_fails(["convert", dev, out], dev, out)
+        assert msg.endswith("not a regular file (a character device)"), msg
+
+
+@pytest.fixture
+def synth_image(tmp):
+    from PIL import Image
+    p = os.path.join(tmp, "img.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
+    return p
+
+
+def saliency_fails(tmp, image, weights, stats, words):
+    out = os.path.join(tmp, "sal_out")
+    r = subprocess.run([BIN, "saliency", "--weights", weights, "--stats", stats, "--parchgrad", "cls",
+                        "--out", out, image], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"parchgrad: error: {stats}: "), r.stderr
+    assert words in lines[0], r.stderr
+    assert not os.path.exists(out) or not os.listdir(out), os.listdir(out)
+    return lines[0]
+
+
+@pytest.mark.skipif(not os.path.exists(ASSET_WEIGHTS), reason="bundled model not present")
+def test_weights_given_as_stats(tmp, synth_image):
+    saliency_fails(tmp, synth_image, ASSET_WEIGHTS, ASSET_WEIGHTS,
+                   "is a weight file (pt-zip), not a statistics file")
+    st = os.path.join(tmp, "w.safetensors")
+    assert run("convert", ASSET_WEIGHTS, st).returncode == 0
+    saliency_fails(tmp, synth_image, ASSET_WEIGHTS, st,
+                   "is a weight file ('.weight' tensors), not a statistics file")
+    saliency_fails(tmp, synth_image, ASSET_WEIGHTS, synth_image, "is not a statistics file")
+
+
+@pytest.mark.skipif(not os.path.exists(ASSET_STATS), reason="bundled statistics not present")
+@pytest.mark.parametrize("value,words", [(float("nan"), "contains NaN"), (float("inf"), "contains Inf")])
+def test_non_finite_statistics(tmp, synth_image, value, words):
+    raw = bytearray(open(ASSET_STATS, "rb").read())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    b, _ = header["layer1.0.conv1.mean"]["data_offsets"]
+    struct.pack_into("<f", raw, 8 + n + b + 4, value)
+    p = os.path.join(tmp, "stats.safetensors")
+    with open(p, "wb") as f:
+        f.write(raw)
+    saliency_fails(tmp, synth_image, ASSET_WEIGHTS, p, f"tensor 'layer1.0.conv1.mean' {words} (element 1 of")

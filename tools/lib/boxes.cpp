@@ -1,14 +1,18 @@
 #include "tools/lib/boxes.h"
 
 #include <pugixml.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::io {
@@ -82,10 +86,12 @@ double xml_number(const std::string& path, const pugi::xml_node& parent, const c
 }  // namespace
 
 Annotation read_voc_xml(const std::string& path) {
+  if (::access(path.c_str(), R_OK) != 0)
+    throw file_error(path, std::string("cannot read annotation file (") + std::strerror(errno) + ")");
+  // A regular file of at most limits::kAnnotationFileBytes (core/file.h), parsed in memory.
+  const std::vector<uint8_t> bytes = read_file_limited(path, limits::kAnnotationFileBytes, "an annotation file");
   pugi::xml_document doc;
-  const pugi::xml_parse_result r = doc.load_file(path.c_str());
-  if (r.status == pugi::status_file_not_found || r.status == pugi::status_io_error)
-    throw file_error(path, "cannot read annotation file");
+  const pugi::xml_parse_result r = doc.load_buffer(bytes.data(), bytes.size());
   if (!r) throw file_error(path, std::string("broken XML: ") + r.description() + " at byte " + std::to_string(r.offset));
   const pugi::xml_node ann = doc.child("annotation");
   if (!ann) throw file_error(path, "not a Pascal VOC annotation (no <annotation> element)");
@@ -115,8 +121,8 @@ Annotation read_voc_xml(const std::string& path) {
 }
 
 std::map<std::string, JsonlAnnotation> read_boxes_jsonl(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw file_error(path, "cannot open boxes file");
+  const std::vector<uint8_t> bytes = read_file_limited(path, limits::kAnnotationFileBytes, "a boxes file");
+  std::istringstream f(std::string(bytes.begin(), bytes.end()));
   std::map<std::string, JsonlAnnotation> out;
   std::string line;
   int lineno = 0;

@@ -31,34 +31,31 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace pg::io {
 
 namespace {
 
 constexpr int kPrecisionBits = 32 - 8 - 2;
-// Same order of magnitude as PIL's decompression-bomb limit (2 * 89478485 pixels).
-constexpr int64_t kMaxPixels = 178956970;
+constexpr int64_t kMaxPixels = limits::kImagePixels;
 
 std::string errno_text() { return std::strerror(errno); }
 
-// Whole file into memory. Errors: cannot open / read, empty.
+// Whole file into memory, under core/file.h's rules: a regular file of at most
+// limits::kImageFileBytes. Errors: cannot open / read, not a regular file, too large, empty.
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw file_error(path, "cannot open (" + errno_text() + ")");
-  std::vector<uint8_t> bytes;
-  uint8_t buf[1 << 16];
-  for (;;) {
-    size_t n = std::fread(buf, 1, sizeof buf, f);
-    bytes.insert(bytes.end(), buf, buf + n);
-    if (n < sizeof buf) break;
-  }
-  bool failed = std::ferror(f) != 0;
-  int err = errno;
-  std::fclose(f);
-  if (failed) throw file_error(path, std::string("cannot read (") + std::strerror(err) + ")");
+  std::vector<uint8_t> bytes = read_file_limited(path, limits::kImageFileBytes, "an image");
   if (bytes.empty()) throw file_error(path, "empty file");
   return bytes;
+}
+
+// Refuses a declared size beyond the pixel limit before anything is decoded.
+void check_declared_size(const std::string& path, const char* kind, uint64_t w, uint64_t h) {
+  if (w == 0 || h == 0) throw file_error(path, std::string("corrupt ") + kind + " (empty image)");
+  if (w * h > static_cast<uint64_t>(kMaxPixels))
+    throw file_error(path, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + ", at most " +
+                               std::to_string(kMaxPixels) + " pixels)");
 }
 
 uint32_t be32(const uint8_t* p) {
@@ -106,6 +103,7 @@ PngInfo check_png_structure(const std::string& path, const std::vector<uint8_t>&
       throw file_error(path, "corrupt PNG (bad CRC in chunk '" + tname + "')");
     if (first) {
       if (tname != "IHDR" || len != 13) throw file_error(path, "corrupt PNG (IHDR chunk missing)");
+      check_declared_size(path, "PNG", be32(&d[pos + 8]), be32(&d[pos + 8 + 4]));
       info.bit_depth = d[pos + 8 + 8];
       info.color_type = d[pos + 8 + 9];
       first = false;
@@ -138,6 +136,11 @@ void check_jpeg_structure(const std::string& path, const std::vector<uint8_t>& d
     size_t len = (size_t(d[pos]) << 8) | d[pos + 1];
     if (len < 2) throw file_error(path, "corrupt JPEG (bad segment length)");
     if (n - pos < len) break;
+    // Start of frame (SOF0-SOF15 but DHT C4, JPG C8, DAC CC): precision, height, width.
+    if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && len >= 7) {
+      const uint64_t h = (uint64_t(d[pos + 3]) << 8) | d[pos + 4], w = (uint64_t(d[pos + 5]) << 8) | d[pos + 6];
+      if (h > 0) check_declared_size(path, "JPEG", w, h);  // height 0: given later by a DNL marker
+    }
     pos += len;
     if (m == 0xDA) {  // start of scan: entropy-coded data follows up to the next marker
       saw_scan = true;
@@ -189,8 +192,7 @@ Image8 load_image_rgb(const std::string& path) {
   if (!stbi_info_from_memory(d.data(), len, &w, &h, &comp))
     throw file_error(path, std::string("corrupt ") + kind + " (" + stb_reason() + ")");
   if (w < 1 || h < 1) throw file_error(path, std::string("corrupt ") + kind + " (empty image)");
-  if (static_cast<int64_t>(w) * h > kMaxPixels)
-    throw file_error(path, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  check_declared_size(path, kind, static_cast<uint64_t>(w), static_cast<uint64_t>(h));
 
   Image8 img;
   if (png && pinfo.bit_depth == 16 && pinfo.color_type == 0) {
@@ -514,12 +516,14 @@ void save_png(const std::string& path, const Image8& img) {
 // ---------------------------------------------------------------- model inputs
 
 bool is_npy_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  char magic[6] = {};
-  size_t n = std::fread(magic, 1, 6, f);
-  std::fclose(f);
-  return n == 6 && std::memcmp(magic, "\x93NUMPY", 6) == 0;
+  // Under core/file.h's rules, so that a FIFO is never opened for reading here (the image
+  // or .npy reader that follows refuses it with the reason).
+  try {
+    const std::string head = read_file_head(path, 6, limits::kNpyFileBytes, "a .npy file");
+    return head.size() == 6 && std::memcmp(head.data(), "\x93NUMPY", 6) == 0;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 Tensor load_input_tensor(const std::string& path, int resize, int crop) {

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "tools/lib/image_io.h"
 
 namespace pg::io {
@@ -137,10 +138,6 @@ class HeaderParser {
   size_t i_ = 0;
 };
 
-struct FileCloser {
-  void operator()(FILE* f) const { std::fclose(f); }
-};
-
 uint32_t le_u32(const unsigned char* p) {
   return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
 }
@@ -159,11 +156,33 @@ void byteswap_each(void* data, size_t count) {
     for (size_t j = 0; j < N / 2; ++j) std::swap(p[j], p[N - 1 - j]);
 }
 
+// " (bool)", " (int8)", " (big-endian float32)", ... for a NumPy type string, or "".
+std::string dtype_words(const std::string& dt) {
+  if (dt.size() < 3) return "";
+  const char order = dt[0], kind = dt[1];
+  const std::string bytes = dt.substr(2);
+  std::string name;
+  if (kind == 'b' && bytes == "1") name = "bool";
+  else if (kind == 'i' || kind == 'u' || kind == 'f' || kind == 'c') {
+    int n = 0;
+    for (char c : bytes) {
+      if (!std::isdigit(static_cast<unsigned char>(c)) || n > 64) return "";
+      n = n * 10 + (c - '0');
+    }
+    const char* base = kind == 'i' ? "int" : kind == 'u' ? "uint" : kind == 'f' ? "float" : "complex";
+    name = base + std::to_string(n * 8);
+  } else {
+    return "";
+  }
+  if (order == '>' && bytes != "1") name = "big-endian " + name;
+  return " (" + name + ")";
+}
+
 }  // namespace
 
 Tensor load_npy(const std::string& path) {
-  std::unique_ptr<FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
-  if (!f) throw file_error(path, std::string("cannot open (") + std::strerror(errno) + ")");
+  // A regular file of at most limits::kNpyFileBytes (core/file.h).
+  const InputFile f(path, limits::kNpyFileBytes, "a .npy file");
   unsigned char pre[12];
   size_t got = std::fread(pre, 1, 10, f.get());
   if (got == 0) {
@@ -198,7 +217,8 @@ Tensor load_npy(const std::string& path) {
   size_t item = 0;
   if (dt == "<f4") item = 4;
   else if (dt == "<f8") item = 8;
-  else throw file_error(path, "unsupported dtype '" + dt + "' (expected float32 '<f4' or float64 '<f8')");
+  else throw file_error(path, "unsupported dtype '" + dt + "'" + dtype_words(dt) +
+                                 " (expected float32 '<f4' or float64 '<f8')");
   if (fortran->second.kind != HeaderValue::kBool) throw file_error(path, "bad .npy header (fortran_order)");
   if (fortran->second.flag) throw file_error(path, "Fortran-order .npy arrays are not supported");
   if (shape->second.kind != HeaderValue::kTuple) throw file_error(path, "bad .npy header (shape)");
@@ -213,16 +233,16 @@ Tensor load_npy(const std::string& path) {
     throw file_error(path, "bad .npy header (shape too large)");
 
   // Compare with what the file holds before allocating anything.
-  const long data_start = static_cast<long>(prefix + header_len);
-  if (std::fseek(f.get(), 0, SEEK_END) != 0) throw file_error(path, "cannot seek");
-  const long end = std::ftell(f.get());
+  const uint64_t data_start = prefix + header_len;
+  const uint64_t end = f.size();
   if (end < data_start) throw file_error(path, "truncated .npy data");
-  const uint64_t have = static_cast<uint64_t>(end - data_start);
+  const uint64_t have = end - data_start;
   if (have < want)
     throw file_error(path, "truncated .npy data (expected " + std::to_string(want) + " bytes, found " +
                                std::to_string(have) + ")");
   // Bytes after the data are ignored, as numpy.load does (files written by repeated np.save).
-  std::fseek(f.get(), data_start, SEEK_SET);
+  if (::fseeko(f.get(), static_cast<off_t>(data_start), SEEK_SET) != 0)
+    throw file_error(path, std::string("cannot read (") + std::strerror(errno) + ")");
 
   Tensor t(dims);
   const bool swap = !host_is_little_endian();
