@@ -192,3 +192,19 @@ def test_options_that_would_do_nothing_or_make_no_sense_are_refused():
         ls = lines(r.stderr)
         assert r.returncode != 0 and len(ls) == 1 and says in ls[0], (extra, r.stderr)
         assert not os.path.exists(out) or not os.listdir(out)
+
+
+def test_saliency_walks_a_tree_and_keeps_its_relative_paths():
+    tree = image_tree("walk_tree", bad=False)
+    os.makedirs(os.path.join(tree, "a_circle", "deeper"))
+    shutil.copy(os.path.join(EXAMPLES, "star.png"), os.path.join(tree, "a_circle", "deeper", "star.png"))
+    os.symlink(os.path.join(tree, "missing.png"), os.path.join(tree, "b_ring", "gone.png"))
+    out = os.path.join(SCRATCH, "walk_out")
+    shutil.rmtree(out, ignore_errors=True)
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, tree)
+    assert r.returncode == 1, r.stderr
+    ls = lines(r.stderr)
+    assert any("gone.png: dangling symbolic link" in ln for ln in ls), r.stderr
+    got = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs if f.endswith(".npy"))
+    assert got == ["a_circle/circle.npy", "a_circle/cross.npy", "a_circle/deeper/star.npy",
+                   "b_ring/ring.npy", "b_ring/square.npy"], got

@@ -63,9 +63,13 @@ struct Sample {
 
 // Loads one input file into samples (a batched .npy gives several). Images are normalised
 // here unless device_normalise (then the device does it from the uint8 crop).
-std::vector<Sample> load_input(const std::string& path, bool device_normalise) {
+std::vector<Sample> load_input(const InputFile& file, bool device_normalise) {
   std::vector<Sample> out;
-  const std::string stem = fs::path(path).stem().string();
+  const std::string& path = file.path;
+  const std::string& stem = file.name;
+  std::error_code ec;
+  if (fs::is_symlink(path, ec) && !fs::exists(path, ec))
+    throw file_error(path, "dangling symbolic link (its target does not exist)");
   if (is_npy(path)) {
     Tensor t = io::load_npy(path);
     if (t.ndim() == 3) t = t.reshape({1, t.dim(0), t.dim(1), t.dim(2)});
@@ -233,7 +237,7 @@ void run_saliency(const SaliencyOptions& opts) {
       throw Error("--target: '" + o.target + "' is not topK with K >= 1");
   }
   const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target);
-  const std::vector<std::string> inputs = expand_inputs(o.inputs);
+  const std::vector<InputFile> inputs = expand_inputs(o.inputs);
   auto model = nn::load_model(o.weights, o.model);
   for (int t : targets)
     if (t >= model->num_classes())
@@ -261,11 +265,11 @@ void run_saliency(const SaliencyOptions& opts) {
   int64_t total_samples = 0;
   if (targets.size() > 1)
     for (const auto& in : inputs) {
-      if (!is_npy(in)) {
+      if (!is_npy(in.path)) {
         ++total_samples;
         continue;
       }
-      Tensor t = io::load_npy(in);
+      Tensor t = io::load_npy(in.path);
       total_samples += t.ndim() == 4 ? t.dim(0) : 1;
     }
   // Several targets of one image: a list given for a single sample.
@@ -342,6 +346,13 @@ void run_saliency(const SaliencyOptions& opts) {
         std::string name = stem;
         for (int k = 2; used_names.count(name); ++k) name = stem + "_" + std::to_string(k);
         used_names.insert(name);
+        // A file of a sub-folder of a given directory: its outputs go to the same sub-folder.
+        if (name.find('/') != std::string::npos) {
+          std::error_code ec;
+          const fs::path dir = (fs::path(o.out) / name).parent_path();
+          fs::create_directories(dir, ec);
+          if (ec) throw file_error(dir.string(), "cannot create output directory (" + ec.message() + ")");
+        }
         json line = {{"input", s.input}, {"target", t}, {"target_prob", exps[0][j].probs[b * exps[0][j].probs.dim(1) + t]},
                      {"top5", top_k(exps[0][j].probs, b, 5, names)}};
         if (s.index >= 0) line["index"] = s.index;

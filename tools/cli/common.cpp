@@ -59,20 +59,29 @@ bool is_input_file(const fs::path& p) {
 }
 }  // namespace
 
-std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
-  std::vector<std::string> out;
+std::vector<InputFile> expand_inputs(const std::vector<std::string>& paths) {
+  std::vector<InputFile> out;
   for (const auto& p : paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::directory_iterator(p, ec))
-        if (e.is_regular_file() && is_input_file(e.path())) found.push_back(e.path().string());
+      std::vector<InputFile> found;
+      const auto opts = fs::directory_options::follow_directory_symlink;
+      fs::recursive_directory_iterator it(p, opts, ec), end;
+      for (; !ec && it != end; it.increment(ec)) {
+        const fs::directory_entry& e = *it;
+        if (!is_input_file(e.path())) continue;
+        std::error_code ec2;
+        const bool dangling = e.is_symlink(ec2) && !fs::exists(e.path(), ec2);
+        if (!dangling && !e.is_regular_file(ec2)) continue;
+        const fs::path rel = e.path().lexically_relative(p);
+        found.push_back({e.path().string(), (rel.parent_path() / rel.stem()).generic_string()});
+      }
       if (ec) throw file_error(p, "cannot list directory (" + ec.message() + ")");
       if (found.empty()) throw file_error(p, "directory has no .png, .jpg, .jpeg or .npy files");
-      std::sort(found.begin(), found.end());
+      std::sort(found.begin(), found.end(), [](const InputFile& a, const InputFile& b) { return a.path < b.path; });
       out.insert(out.end(), found.begin(), found.end());
     } else if (fs::exists(p, ec)) {
-      out.push_back(p);
+      out.push_back({p, fs::path(p).stem().string()});
     } else {
       throw file_error(p, "no such file or directory");
     }

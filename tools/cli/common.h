@@ -15,9 +15,18 @@ void set_threads(int threads);
 // "top1" -> {-1}; "3" -> {3}; "3,5,top1" -> {3, 5, -1}. Throws on anything else.
 std::vector<int> parse_targets(const std::string& spec);
 
-// Files stay as given; a directory becomes its image and .npy files, sorted by name.
-// Throws for a missing path or a directory without inputs.
-std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
+// One input file and the stem its outputs are named by: a file given by itself is named by its
+// stem ("a/b/cat.png" -> "cat"); a file found in a given directory by its path below that
+// directory, without the extension ("dir/n01/cat.png" -> "n01/cat"), so that an ImageFolder
+// tree's maps land under the same relative paths.
+struct InputFile {
+  std::string path, name;
+};
+
+// Files stay as given; a directory becomes the image and .npy files anywhere below it (sorted
+// by path, sub-folders walked, symbolic links followed). A link whose target is missing is kept,
+// so that reading it reports it. Throws for a missing path or a directory without inputs.
+std::vector<InputFile> expand_inputs(const std::vector<std::string>& paths);
 
 bool is_npy(const std::string& path);
 
