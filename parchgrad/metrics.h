@@ -1,6 +1,6 @@
 // Evaluation metrics of saliency maps (docs/parchgrad-method.md section 7), plus
 // the deletion / insertion areas and the pointing game. Pure functions on host arrays; the
-// model passes that feed them live in tools/cli/cmd_eval.cpp.
+// masked copies and model passes that feed them are parchgrad/evaluation's.
 #pragma once
 #include <cstdint>
 #include <string>

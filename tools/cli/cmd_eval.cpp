@@ -2,6 +2,9 @@
 // section 7) for several methods over a labelled image set, with deletion / insertion areas
 // and the pointing game; REPORT.jsonl (per image and method, resumable), REPORT.json (means
 // and 95% confidence intervals), REPORT.md (the table, also printed) and REPORT.png (curves).
+// The numbers of an image (masked copies, forward passes, metrics, its record) are
+// parchgrad/evaluation's; this file lists and reads the images, boxes and external maps,
+// batches them, keeps the report file and makes the summary.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -13,10 +16,10 @@
 #include <set>
 #include <sstream>
 
-#include "nn/error.h"
+#include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
-#include "parchgrad/methods.h"
+#include "parchgrad/evaluation.h"
 #include "parchgrad/metrics.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
@@ -198,123 +201,6 @@ class ReportWriter {
 };
 
 // ---------------------------------------------------------------------------------------
-// Perturbations of one image: every masked copy it needs goes through the model in batches.
-
-enum class Kind { RemoveMoRF, RemoveLeRF, KeepMoRF };
-
-struct Perturber {
-  const nn::Model& model;
-  nn::Context& ctx;
-  int batch;
-
-  // Probabilities [K] for each request (kind, count); the clean image and the all-zero image
-  // are shared by every kind that produces them.
-  std::vector<std::vector<float>> run(const Tensor& x, const std::vector<int32_t>& morf, const std::vector<int32_t>& lerf,
-                                      const std::vector<std::pair<Kind, int64_t>>& req, const std::vector<float>& p0) {
-    const int C = int(x.dim(0));
-    const int64_t HW = x.dim(1) * x.dim(2);
-    // Canonical keys: (0, 0) = clean, (1, 0) = all zero, else (kind + 2, count). When every
-    // pixel ties, the two orders are the same and so are their copies.
-    const bool same_order = morf == lerf;
-    auto canon = [&](Kind k, int64_t n) -> std::pair<int, int64_t> {
-      if (same_order && k == Kind::RemoveLeRF) k = Kind::RemoveMoRF;
-      if (k == Kind::KeepMoRF) {
-        if (n >= HW) return {0, 0};
-        if (n <= 0) return {1, 0};
-        return {4, n};
-      }
-      if (n <= 0) return {0, 0};
-      if (n >= HW) return {1, 0};
-      return {k == Kind::RemoveMoRF ? 2 : 3, n};
-    };
-    std::map<std::pair<int, int64_t>, std::vector<float>> probs;
-    probs[{0, 0}] = p0;
-    std::vector<std::pair<int, int64_t>> todo;
-    for (const auto& [k, n] : req) {
-      const auto c = canon(k, n);
-      if (!probs.count(c) && std::find(todo.begin(), todo.end(), c) == todo.end()) todo.push_back(c);
-    }
-    for (size_t b0 = 0; b0 < todo.size(); b0 += size_t(batch)) {
-      const size_t b1 = std::min(todo.size(), b0 + size_t(batch));
-      Tensor xb({int64_t(b1 - b0), C, x.dim(1), x.dim(2)});
-      for (size_t i = b0; i < b1; ++i) {
-        float* dst = xb.data() + int64_t(i - b0) * C * HW;
-        const auto [kind, n] = todo[i];
-        if (kind == 1) std::fill(dst, dst + C * HW, 0.f);
-        else if (kind == 2) eval::remove_pixels(x.data(), C, HW, morf.data(), n, dst);
-        else if (kind == 3) eval::remove_pixels(x.data(), C, HW, lerf.data(), n, dst);
-        else eval::keep_pixels(x.data(), C, HW, morf.data(), n, dst);
-      }
-      const Tensor p = softmax(forward_logits(model, ctx, xb));
-      const int64_t K = p.dim(1);
-      for (size_t i = b0; i < b1; ++i)
-        probs[todo[i]] = std::vector<float>(p.data() + int64_t(i - b0) * K, p.data() + int64_t(i - b0 + 1) * K);
-    }
-    std::vector<std::vector<float>> out;
-    for (const auto& [k, n] : req) out.push_back(probs.at(canon(k, n)));
-    return out;
-  }
-};
-
-// NaN (e.g. a mean of nothing) is written as null.
-json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
-// The record of one image and method.
-json evaluate_one(Perturber& pert, const Tensor& x, const float* map, const std::vector<float>& p0, int y,
-                  const std::vector<double>& ratios, int auc_steps, const std::vector<uint8_t>* mask) {
-  const int64_t H = x.dim(1), W = x.dim(2), HW = H * W;
-  const int K = int(p0.size());
-  const std::vector<int32_t> morf = eval::pixel_order(map, HW, eval::Order::MoRF);
-  const std::vector<int32_t> lerf = eval::pixel_order(map, HW, eval::Order::LeRF);
-  std::vector<std::pair<Kind, int64_t>> req;
-  for (double r : ratios) req.push_back({Kind::RemoveMoRF, eval::pixels_for_ratio(HW, r)});
-  for (double r : ratios) req.push_back({Kind::RemoveLeRF, eval::pixels_for_ratio(HW, r)});
-  std::vector<double> fractions;
-  for (int i = 0; i <= auc_steps; ++i) fractions.push_back(double(i) / auc_steps);
-  for (double f : fractions) req.push_back({Kind::RemoveMoRF, eval::pixels_for_ratio(HW, f)});
-  for (double f : fractions) req.push_back({Kind::KeepMoRF, eval::pixels_for_ratio(HW, f)});
-  const auto probs = pert.run(x, morf, lerf, req, p0);
-
-  json rec;
-  rec["label"] = y;
-  rec["pred"] = eval::argmax(p0.data(), K);
-  rec["p0"] = p0[size_t(y)];
-  rec["ratios"] = ratios;
-  size_t at = 0;
-  for (const char* order : {"morf", "lerf"}) {
-    json o = {{"aopc", json::array()}, {"lodds", json::array()}, {"acc", json::array()},
-              {"fracdiff", json::array()}, {"prob", json::array()}};
-    double aopc_sum = 0;
-    for (size_t i = 0; i < ratios.size(); ++i, ++at) {
-      const eval::RatioMetrics m = eval::ratio_metrics(p0.data(), probs[at].data(), K, y);
-      o["aopc"].push_back(m.aopc);
-      o["lodds"].push_back(num(m.lodds));
-      o["acc"].push_back(m.acc);
-      o["fracdiff"].push_back(m.fracdiff);
-      o["prob"].push_back(m.prob);
-      aopc_sum += m.aopc;
-    }
-    o["aopc_mean"] = aopc_sum / double(ratios.size());
-    rec[order] = o;
-  }
-  for (const char* curve : {"deletion", "insertion"}) {
-    std::vector<double> p;
-    for (size_t i = 0; i < fractions.size(); ++i, ++at) p.push_back(probs[at][size_t(y)]);
-    rec[curve] = {{"fractions", fractions}, {"prob", p}, {"auc", eval::trapezoid(fractions, p)}};
-  }
-  if (mask) {
-    const eval::BoxMetrics b = eval::box_metrics(map, HW, mask->data());
-    if (b.valid)
-      rec["box"] = {{"status", "ok"},       {"area", b.area},         {"mu_in", b.mu_in},
-                    {"mu_in_w", b.mu_in_w}, {"mu_out", b.mu_out},     {"mu_out_w", b.mu_out_w},
-                    {"pointing", b.pointing_hit}};
-    else
-      rec["box"] = {{"status", "invalid"}, {"reason", b.why}, {"area", b.area}};
-  }
-  return rec;
-}
-
-// ---------------------------------------------------------------------------------------
 // The summary: means and confidence intervals per method, the table and the plots.
 
 struct Summary {
@@ -324,7 +210,7 @@ struct Summary {
 
 json ci_json(const std::vector<double>& v) {
   const eval::MeanCI m = eval::mean_ci95(v);
-  return {{"n", m.n}, {"mean", num(m.mean)}, {"ci95", {num(m.lo), num(m.hi)}}};
+  return {{"n", m.n}, {"mean", eval::json_number(m.mean)}, {"ci95", {eval::json_number(m.lo), eval::json_number(m.hi)}}};
 }
 
 std::string fmt_ci(const json& c, int digits = 3) {
@@ -520,7 +406,10 @@ void run_eval(const EvalOptions& o) {
   if (o.auc_steps < 1 || o.auc_steps > 1000) throw Error("--auc-steps must be in [1, 1000]");
   if (o.limit < 0) throw Error("--limit must be non-negative");
   if (o.target != "label" && o.target != "top1") throw Error("--target must be label or top1");
-  const std::vector<double> ratios = parse_ratios(o.ratios);
+  eval::EvalConfig cfg;
+  cfg.ratios = parse_ratios(o.ratios);
+  cfg.auc_steps = o.auc_steps;
+  cfg.perturb_batch = o.perturb_batch;
   auto model = nn::load_model(o.weights, o.model);
   const int K = model->num_classes();
 
@@ -549,7 +438,7 @@ void run_eval(const EvalOptions& o) {
   std::error_code sz_ec;
   const auto weights_size = fs::file_size(o.weights, sz_ec);
   settings.update({{"model", model->arch()}, {"weights", o.weights}, {"weights_bytes", sz_ec ? 0 : weights_size},
-                   {"ratios", ratios}, {"auc_steps", o.auc_steps}, {"target", o.target}, {"data", o.data},
+                   {"ratios", cfg.ratios}, {"auc_steps", o.auc_steps}, {"target", o.target}, {"data", o.data},
                    {"boxes", box_spec}, {"resize", 256}, {"crop", 224}});
   char idbuf[32];
   std::snprintf(idbuf, sizeof(idbuf), "%016zx", std::hash<std::string>{}(settings.dump()));
@@ -572,7 +461,6 @@ void run_eval(const EvalOptions& o) {
 
   nn::Context ctx;
   setup_device(o.dev, ctx);
-  Perturber pert{*model, ctx, o.perturb_batch};
   io::Progress progress("eval", int64_t(items.size()));
   auto all_done = [&](const EvalItem& it) {
     if (done.count(key_of(it.path, "*"))) return true;
@@ -591,7 +479,7 @@ void run_eval(const EvalOptions& o) {
       std::copy(chunk[size_t(b)].x.data(), chunk[size_t(b)].x.data() + 3 * H * W, X.data() + b * 3 * H * W);
       targets.push_back(o.target == "label" ? chunk[size_t(b)].item.label : -1);
     }
-    const Tensor P0 = softmax(forward_logits(*model, ctx, X));
+    const Tensor P0 = eval::clean_probabilities(*model, ctx, X);
     std::vector<std::vector<json>> records(static_cast<size_t>(B));
     size_t ci = 0;
     for (const auto& m : methods) {
@@ -615,9 +503,9 @@ void run_eval(const EvalOptions& o) {
         }
       } else {
         Config& c = configs[ci++];
-        c.method.sample_ids.clear();
-        for (const Loaded& l : chunk) c.method.sample_ids.push_back(l.index);
-        maps = explain(*model, ctx, X, {targets}, c.method, c.hook.get())[0].maps;
+        std::vector<int64_t> sample_ids;
+        for (const Loaded& l : chunk) sample_ids.push_back(l.index);
+        maps = eval::method_maps(*model, ctx, X, targets, c.method, c.hook.get(), sample_ids);
       }
       for (int64_t b : todo) {
         const Loaded& L = chunk[size_t(b)];
@@ -627,8 +515,8 @@ void run_eval(const EvalOptions& o) {
           std::fprintf(stderr, "parchgrad: skipped: %s\n", map_error[size_t(b)].c_str());
         } else {
           const std::vector<float> p0(P0.data() + b * K, P0.data() + (b + 1) * K);
-          rec = evaluate_one(pert, L.x, maps.data() + b * H * W, p0, L.item.label, ratios, o.auc_steps,
-                             L.has_mask ? &L.mask : nullptr);
+          rec = eval::record_json(eval::evaluate_image(*model, ctx, L.x, maps.data() + b * H * W, p0, L.item.label, cfg,
+                                                       L.has_mask ? L.mask.data() : nullptr));
           if (!L.has_mask && !L.box.is_null()) rec["box"] = L.box;
         }
         if (boxes.enabled()) rec["box_status"] = L.has_mask ? std::string("ok") : L.box.value("status", std::string("none"));
