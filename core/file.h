@@ -30,6 +30,8 @@ inline constexpr uint64_t kNpyFileBytes = uint64_t(kImagePixels) * 3 * 8 + (uint
 // Box annotations (Pascal VOC XML, boxes.jsonl). A VOC file is a few kB; a boxes.jsonl of
 // ImageNet's 1.28M training images at ~200 bytes a line is about 260 MB.
 inline constexpr uint64_t kAnnotationFileBytes = uint64_t(1) << 30;
+// Small text files (class names, one a line): ImageNet's 1000 names are 31 kB.
+inline constexpr uint64_t kTextFileBytes = uint64_t(64) << 20;
 }  // namespace limits
 
 // An input file opened for reading (binary), closed when this goes out of scope.

@@ -1,16 +1,18 @@
 #include "weights/class_names.h"
 
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace pg::weights {
 
 namespace {
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw file_error(path, "cannot open class names file");
+  // Under core/file.h's rules: a regular file (a FIFO would block) of a text file's size.
+  const std::vector<uint8_t> bytes = read_file_limited(path, limits::kTextFileBytes, "a class names file");
+  std::istringstream f(std::string(bytes.begin(), bytes.end()));
   std::vector<std::string> out;
   std::string line;
   while (std::getline(f, line)) {

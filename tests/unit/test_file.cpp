@@ -14,7 +14,9 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "tools/lib/boxes.h"
 #include "tools/lib/image_io.h"
+#include "weights/class_names.h"
 #include "weights/state_dict.h"
 
 namespace {
@@ -86,6 +88,9 @@ TEST_CASE("input files: regular files only, never blocking, within the limit") {
   CHECK(error_of([&] { pg::io::load_image_rgb(fifo); }) == fifo + ": not a regular file (a FIFO)");
   CHECK(error_of([&] { pg::io::load_npy(fifo); }) == fifo + ": not a regular file (a FIFO)");
   CHECK_FALSE(pg::io::is_npy_file(fifo));
+  CHECK(error_of([&] { pg::io::read_boxes_jsonl(fifo); }) == fifo + ": not a regular file (a FIFO)");
+  CHECK(error_of([&] { pg::io::read_voc_xml(fifo); }) == fifo + ": not a regular file (a FIFO)");
+  CHECK(error_of([&] { pg::weights::class_names_for("", fifo, 3); }) == fifo + ": not a regular file (a FIFO)");
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
   std::remove(fifo.c_str());
 }
@@ -154,5 +159,14 @@ TEST_CASE("images: a declared size beyond the pixel limit is refused before deco
   write(p, png);
   CHECK(error_of([&] { pg::io::load_image_rgb(p); }) ==
         p + ": image too large (20000x20000, at most " + std::to_string(pg::limits::kImagePixels) + " pixels)");
+  std::remove(p.c_str());
+}
+
+TEST_CASE("boxes.jsonl: a key given twice in one object is refused") {
+  const std::string p = temp("boxes.jsonl");
+  write(p, "{\"file\": \"a.png\", \"box\": [0, 0, 1, 1]}\n{\"file\": \"b.png\", \"file\": \"c.png\"}\n");
+  CHECK(error_of([&] { pg::io::read_boxes_jsonl(p); }) == p + ": line 2: key \"file\" given twice");
+  write(p, "{\"file\": \"a.png\", \"box\": [0, 0, 1, 1], \"x\": {\"file\": 1}}\n");
+  CHECK(pg::io::read_boxes_jsonl(p).size() == 1);  // the same key in another object is fine
   std::remove(p.c_str());
 }

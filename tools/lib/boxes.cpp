@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -147,10 +148,25 @@ std::map<std::string, JsonlAnnotation> read_boxes_jsonl(const std::string& path)
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = "line " + std::to_string(lineno) + ": ";
     nlohmann::json j;
+    std::string repeated;  // a key given twice in one object: which value is meant is a guess
+    std::vector<std::set<std::string>> keys;
+    nlohmann::json::parser_callback_t cb = [&](int, nlohmann::json::parse_event_t e, nlohmann::json& v) {
+      using E = nlohmann::json::parse_event_t;
+      if (e == E::object_start) keys.emplace_back();
+      else if (e == E::object_end) keys.pop_back();
+      else if (e == E::key && !keys.back().insert(v.get<std::string>()).second && repeated.empty())
+        repeated = v.get<std::string>();
+      return true;
+    };
     try {
-      j = nlohmann::json::parse(line);
+      j = nlohmann::json::parse(line, cb);
     } catch (const std::exception&) {
       throw file_error(path, where + "not valid JSON");
+    }
+    if (!repeated.empty()) {
+      for (char& c : repeated)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+      throw file_error(path, where + "key \"" + repeated + "\" given twice");
     }
     try {
       if (!j.is_object() || !j.contains("file") || !j["file"].is_string())
