@@ -48,7 +48,6 @@ import copy
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import threading
@@ -58,6 +57,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+from model_prep import condition, randomise, write_safetensors  # noqa: E402
 
 RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
            "resnet50": ("bottleneck", (3, 4, 6, 3)), "resnet101": ("bottleneck", (3, 4, 23, 3)),
@@ -228,112 +230,15 @@ def build_model(arch, seed, builder, device="cpu", **small):
     return model.eval()
 
 
-# ---- conditioning ---------------------------------------------------------------------------------
-
-def randomise(model, seed):
-    """Random BatchNorm statistics and affine parameters (so that folding is exercised), the last
-    BatchNorm of each residual branch damped (deep random ResNets otherwise blow up), and
-    non-zero conv/linear biases."""
-    gen = torch.Generator().manual_seed(seed + 1)
-
-    def rnd(shape, lo=0.0, hi=1.0):
-        return (torch.rand(shape, generator=gen) * (hi - lo) + lo)
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(rnd(c, -0.1, 0.1))
-                m.running_var.copy_(rnd(c, 0.5, 2.0))
-                m.weight.copy_(rnd(c, 0.5, 1.5))
-                m.bias.copy_(rnd(c, -0.1, 0.1))
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-                m.bias.copy_(rnd(m.bias.shape, -0.05, 0.05))
-        for m in model.modules():  # residual blocks: the BatchNorm that ends the branch
-            if hasattr(m, "bn3"):
-                m.bn3.weight.mul_(0.3)
-            elif hasattr(m, "bn2") and hasattr(m, "conv2"):
-                m.bn2.weight.mul_(0.3)
-
-
-def relu_calls_feeding_pools(model, x):
-    """Which ReLU calls of one forward pass (by call number) are followed by a max-pool."""
-    events = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: events.append(kind))
-             for m in model.modules()
-             for kind in (("relu",) if isinstance(m, nn.ReLU) else ("pool",) if isinstance(m, nn.MaxPool2d) else ())]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    feeds, k = set(), 0
-    for i, kind in enumerate(events):
-        if kind == "relu":
-            if i + 1 < len(events) and events[i + 1] == "pool":
-                feeds.add(k)
-            k += 1
-    return feeds
-
-
-def condition(model, x, margin=3.5, pool_margin=2.5, seed=0):
-    """Keeps rounding from deciding ReLUs and max-pool windows on x, as far as biases can.
-
-    Every ReLU input channel's mean on x is moved to +margin or -margin standard deviations (the
-    sign drawn at random) by shifting the bias of the layer that produced it (for the ReLU after a
-    residual sum: the last BatchNorm that ran, whose output is a term of that sum). A ReLU whose
-    output goes into a max-pool gets -pool_margin: mostly zero, so that a pooling window rarely
-    holds two positive values that could tie. Then the last Linear layer is scaled so that the
-    logits on x have a standard deviation of 3. Returns the logits of the conditioned model on x.
-    """
-    feeds_pool = relu_calls_feeding_pools(model, x)
-    gen = torch.Generator().manual_seed(seed + 2)
-    last = {}
-    calls = [0]
-
-    def remember(mod, inputs, output):
-        last["m"] = mod
-
-    def shift(mod, inputs):
-        z = inputs[0]
-        if z.dim() == 4:
-            mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
-            sd = torch.clamp(sd, min=1e-3 * float(sd.mean()) + 1e-30)
-        else:  # a classifier ReLU: too few samples per feature, the spread across features
-            mu = z.mean(dim=0)
-            sd = torch.full_like(mu, float(mu.std()) + 1e-30)
-        if calls[0] in feeds_pool:
-            target = -pool_margin * sd
-        else:
-            sign = (torch.rand(mu.shape, generator=gen) < 0.5).to(z.dtype).to(z.device) * 2 - 1
-            target = sign * margin * sd
-        calls[0] += 1
-        delta = target - mu
-        last["m"].bias.add_(delta)
-        view = (1, -1) + (1,) * (z.dim() - 2)
-        return (z + delta.view(view),)
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
-            handles.append(m.register_forward_hook(remember))
-        elif isinstance(m, nn.ReLU):
-            handles.append(m.register_forward_pre_hook(shift))
-    # (ResNet convs have no bias: the BatchNorm after each is the producer; a VGG conv without
-    # BatchNorm has one. Every producer met here has a bias.)
-    try:
-        with torch.no_grad():
-            logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    with torch.no_grad():
-        lin = model.fc if hasattr(model, "fc") else model.classifier[-1]
-        scale = 3.0 / max(float(logits.std()), 1e-30)
-        lin.weight.mul_(scale)
-        lin.bias.mul_(scale)
-        return model(x)
+# ---- conditioning ----------------------------------------------------------------------------------
+# Random BatchNorm statistics and biases, then ReLU inputs moved to +-RELU_MARGIN standard
+# deviations on the test batch (ReLUs that feed a max-pool to -POOL_MARGIN, so that windows rarely
+# tie) and the logits scaled to a standard deviation of 3: tests/python/model_prep.py, shared with
+# the parity tests. Stronger margins than the parity tests' 2: full-size models at 224x224 have
+# many more units that rounding could decide; balanced signs: the self-test's narrow layers (8
+# channels) would otherwise now and then draw every channel negative and the map would be 0.
+RELU_MARGIN = 3.5
+POOL_MARGIN = 2.5
 
 
 def ambiguous_pixels(model, x, tau=1e-5):
@@ -402,28 +307,6 @@ def ambiguous_pixels(model, x, tau=1e-5):
     if g is None:
         return count, np.zeros((x.shape[0], x.shape[2], x.shape[3]), bool)
     return count, (g.abs().amax(dim=1) > 0).cpu().numpy()
-
-
-# ---- files ----------------------------------------------------------------------------------------
-
-_ST_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}
-
-
-def write_safetensors(path, tensors):
-    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in tensors.items()}
-    header, offset = {}, 0
-    for name, a in arrays.items():
-        header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for a in arrays.values():
-            f.write(a.tobytes())
-    os.replace(tmp, path)
 
 
 # ---- measures -------------------------------------------------------------------------------------
@@ -681,14 +564,16 @@ def prepare(arch, args, device, builder, work):
         small = {"width_div": 8, "hidden": 64, "num_classes": 10}
     t0 = time.time()
     model = build_model(arch, seed, builder, device, **small)
-    randomise(model, seed)
+    randomise(model, seed + 1)
     gen = torch.Generator().manual_seed(seed + 3)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
     model = model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     xd = x.to(device)
-    logits = condition(model, xd, seed=seed)
+    condition(model, xd, k=RELU_MARGIN, pool_margin=POOL_MARGIN, seed=seed + 2, balanced=True)
+    with torch.no_grad():
+        logits = model(xd)
     targets = logits.argmax(dim=1).tolist()
     # The reference: the engine's seed, strict float32.
     xg = xd.clone().requires_grad_(True)
@@ -711,7 +596,7 @@ def prepare(arch, args, device, builder, work):
     clean_model(work, arch)
     os.makedirs(mdir)
     weights = os.path.join(mdir, f"{arch}.safetensors")
-    write_safetensors(weights, model.state_dict())
+    write_safetensors(model.state_dict(), weights)
     x_path = os.path.join(mdir, f"{arch}_x.npy")
     np.save(x_path, x.numpy().astype(np.float32))
     del model, xd

@@ -7,7 +7,6 @@ safetensors, and runs the engine binary on them.
 import copy
 import json
 import os
-import struct
 import subprocess
 import tempfile
 import time
@@ -16,8 +15,12 @@ import zlib
 import numpy as np
 import torch
 import torchvision
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet  # noqa: F401 (pc.BasicBlock, pc.Bottleneck)
 from torchvision.models.vgg import VGG, make_layers
+
+# Shared with tools/gpu_models_check.py (torch only): re-exported here for the tests' pc.* use.
+from model_prep import (calibrate_logits, condition, randomise, read_safetensors,  # noqa: F401
+                        set_relu_margins, write_safetensors)
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 VGGS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
@@ -59,104 +62,8 @@ def stable_seed(*parts):
 # Models
 
 
-def _randomise(model, gen, residual_damp=0.3):
-    """Random BatchNorm statistics and affine parameters, so BN folding is really exercised.
-
-    The last BatchNorm of every residual branch is damped: with undamped random BN a deep ResNet's
-    activations grow by orders of magnitude (resnet152 reaches logits ~1e7), which would saturate
-    the softmax and make the gradient seed p[target] underflow to zero.
-    """
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-                mod.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
-        for mod in model.modules():
-            if isinstance(mod, Bottleneck):
-                mod.bn3.weight.mul_(residual_damp)
-            elif isinstance(mod, BasicBlock):
-                mod.bn2.weight.mul_(residual_damp)
-        # Non-zero biases everywhere (torchvision initialises VGG's conv/linear biases to zero).
-        for mod in model.modules():
-            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.05)
-
-
-def _last_linear(model):
-    return model.fc if isinstance(model, ResNet) else model.classifier[-1]
-
-
-def set_relu_margins(model, x, k=2.0, seed=0):
-    """Data-dependent bias shift that keeps most ReLU inputs away from zero.
-
-    In one forward pass over x, every ReLU input channel (feature, for the classifier) gets its
-    producer's bias (the BatchNorm, convolution or Linear just before it; for the ReLU after a
-    residual addition, the last BatchNorm of the block or of its downsample branch) shifted so
-    that the channel's mean sits at +k or -k standard deviations, the sign drawn at random. The
-    masks stay data dependent (a few per cent of each channel falls on the minority side) but
-    far fewer units sit within float32 rounding of zero, where the engine and PyTorch may
-    legitimately take different sides (see explain_gradient).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-
-    def track(mod, inputs, output):
-        state["last"] = mod
-
-    def shift_input(mod, inputs):
-        z = inputs[0]
-        if z.dim() == 4:
-            mu = z.mean(dim=(0, 2, 3))
-            sd = z.std(dim=(0, 2, 3))
-            sd = torch.clamp(sd, min=1e-3 * float(sd.mean()) + 1e-30)
-        else:  # [N, F]: too few samples per feature, use the spread across features
-            mu = z.mean(dim=0)
-            sd = torch.full_like(mu, float(mu.std()) + 1e-30)
-        sign = torch.where(torch.rand(mu.shape, generator=gen) < 0.5, -1.0, 1.0)
-        shift = sign * k * sd - mu
-        state["last"].bias.add_(shift)
-        return (z + shift.view((1, -1) + (1,) * (z.dim() - 2)),)
-
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear)):
-            hooks.append(mod.register_forward_hook(track))
-        elif isinstance(mod, torch.nn.ReLU):
-            hooks.append(mod.register_forward_pre_hook(shift_input))
-    try:
-        with torch.no_grad():
-            return model(x)  # the logits of the shifted model
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-def calibrate_logits(model, x, target_std=3.0, logits=None):
-    """Scale the last Linear layer so that the logits on x (given, or computed) have a standard
-    deviation of about target_std: softmax probabilities stay where p[target] is well
-    conditioned (deep random ResNets otherwise reach logits of 1e7 and p[target] = 0)."""
-    with torch.no_grad():
-        std = float((model(x) if logits is None else logits).std())
-        if std > 0:
-            lin = _last_linear(model)
-            lin.weight.mul_(target_std / std)
-            lin.bias.mul_(target_std / std)
-
-
-def condition(model, x, margins=True):
-    """ReLU margins (optional), then the logit scale, both measured on the calibration batch x."""
-    logits = set_relu_margins(model, x) if margins else None
-    calibrate_logits(model, x, logits=logits)
-    return model
-
-
 def _finish(model, seed):
-    gen = torch.Generator().manual_seed(seed)
-    _randomise(model, gen)
+    randomise(model, seed)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -423,52 +330,6 @@ def explain_gradient(model, x, target, grad, tol=REL_TOL, noise_factor=8.0, max_
 
 # ----------------------------------------------------------------------------------------------
 # Weight files
-
-_ST_DTYPES = {
-    np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("float16"): "F16",
-    np.dtype("int64"): "I64", np.dtype("int32"): "I32", np.dtype("uint8"): "U8",
-}
-_ST_NP = {v: k for k, v in _ST_DTYPES.items()}
-
-
-def write_safetensors(tensors, path, metadata=None):
-    """Minimal safetensors writer: 8-byte little-endian header length, a JSON header (padded with
-    spaces to a multiple of 8 bytes) mapping names to dtype/shape/data_offsets, then the data."""
-    arrays = {}
-    for name, value in tensors.items():
-        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        # astype copies into C order and keeps 0-d shapes (np.ascontiguousarray would not).
-        arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), order="C")
-    header = {}
-    offset = 0
-    for name, arr in arrays.items():
-        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for arr in arrays.values():
-            f.write(arr.tobytes())
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype=_ST_NP[info["dtype"]]).reshape(info["shape"])
-    return out
-
 
 def save_weights(state_dict, path, fmt):
     if fmt == "zip":
