@@ -208,3 +208,31 @@ def test_saliency_walks_a_tree_and_keeps_its_relative_paths():
     got = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs if f.endswith(".npy"))
     assert got == ["a_circle/circle.npy", "a_circle/cross.npy", "a_circle/deeper/star.npy",
                    "b_ring/ring.npy", "b_ring/square.npy"], got
+
+
+def test_eval_resumes_however_the_paths_are_spelled():
+    work = os.path.join(SCRATCH, "eval_resume")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    weights_copy = os.path.join(work, "copy.pth")
+    shutil.copy(WEIGHTS, weights_copy)
+    out = os.path.join(work, "report")
+    common = ["--methods", "grad", "--auc-steps", "3", "--out", out]
+    r = run("eval", "--weights", WEIGHTS, "--data", EXAMPLES, "--limit", "2", *common)
+    assert r.returncode == 0, r.stderr
+    # Another spelling of the data folder (relative, from another working directory, trailing
+    # slash) and another path to the same weights: the same job, resumed.
+    rel = os.path.relpath(EXAMPLES, work) + "/"
+    r = subprocess.run([BIN, "eval", "--weights", "copy.pth", "--data", rel, *common], capture_output=True, text=True,
+                       timeout=600, cwd=work, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 2 of 6 images done" in r.stderr, r.stderr
+    with open(out + ".jsonl") as f:
+        assert len([ln for ln in f if ln.strip()]) == 6
+    assert lines(r.stderr)[-1].startswith("eval: 6 images in "), r.stderr
+    # Other weights (other bytes) are another job: refused.
+    other = os.path.join(work, "other.safetensors")
+    r = run("convert", WEIGHTS, other)
+    assert r.returncode == 0, r.stderr
+    r = run("eval", "--weights", other, "--data", EXAMPLES, *common)
+    assert r.returncode == 1 and "other settings" in r.stderr, r.stderr

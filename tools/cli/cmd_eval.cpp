@@ -140,7 +140,37 @@ std::vector<EvalItem> list_items(const EvalOptions& o, const BoxSource& boxes, i
 // ---------------------------------------------------------------------------------------
 // The report file: one JSON line per image and method; resumable.
 
-std::string key_of(const std::string& image, const std::string& method) { return image + "\t" + method; }
+// An image is the same image however its path was spelled (--data synth, ./synth, /abs/synth).
+std::string image_key(const std::string& path) {
+  std::error_code ec;
+  const fs::path abs = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  return ec ? path : abs.generic_string();
+}
+
+std::string key_of(const std::string& image, const std::string& method) { return image_key(image) + "\t" + method; }
+
+// A record names its image as given ("image") and resolved ("image_path", the key: a relative
+// path of an earlier run resolves against that run's folder, not this one's).
+std::string record_image(const json& rec) {
+  return rec.contains("image_path") ? rec["image_path"].get<std::string>() : image_key(rec["image"].get<std::string>());
+}
+std::string record_key(const json& rec, const std::string& method) { return record_image(rec) + "\t" + method; }
+
+// FNV-1a, 64 bits, of a file's bytes: what a report's weights, statistics and boxes are,
+// whatever the path they were given by.
+std::string content_hash(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw file_error(path, "cannot open");
+  uint64_t h = 1469598103934665603ull;
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    for (std::streamsize i = 0; i < f.gcount(); ++i) h = (h ^ uint8_t(buf[size_t(i)])) * 1099511628211ull;
+  }
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", (unsigned long long)h);
+  return out;
+}
 
 // Reads an existing REPORT.jsonl: every line, the keys done; drops a partial last line (a
 // killed run) by truncating the file there.
@@ -169,7 +199,7 @@ std::vector<json> read_report(const std::string& path, const std::string& settin
     if (j["settings_id"] != settings_id)
       throw file_error(path, "was made with other settings (model, weights, ratios, steps or method settings); "
                              "use another --out or --no-resume to start over");
-    done->insert(key_of(j["image"].get<std::string>(), j.value("method", std::string("*"))));
+    done->insert(record_key(j, j.value("method", std::string("*"))));
     lines.push_back(std::move(j));
     pos = good_end = nl + 1;
   }
@@ -435,13 +465,20 @@ void run_eval(const EvalOptions& o) {
   std::vector<Config> configs = build_configs(engine_specs, o.m, *model, o.batch, stats);
 
   json settings = settings_json(o.m);
-  std::error_code sz_ec;
-  const auto weights_size = fs::file_size(o.weights, sz_ec);
-  settings.update({{"model", model->arch()}, {"weights", o.weights}, {"weights_bytes", sz_ec ? 0 : weights_size},
-                   {"ratios", cfg.ratios}, {"auc_steps", o.auc_steps}, {"target", o.target}, {"data", o.data},
-                   {"boxes", box_spec}, {"resize", 256}, {"crop", 224}});
+  settings.update({{"model", model->arch()}, {"weights", o.weights}, {"ratios", cfg.ratios}, {"auc_steps", o.auc_steps},
+                   {"target", o.target}, {"data", o.data}, {"boxes", box_spec}, {"resize", 256}, {"crop", 224}});
+  // The report's identity, for resuming: the settings with every file named by its content and
+  // the data set by its resolved folder, so that the same job resumes however its paths are
+  // spelled (relative, absolute, ./), and a job with other weights or statistics does not.
+  json identity = settings;
+  identity["weights"] = content_hash(o.weights);
+  if (!o.m.stats.empty()) identity["stats"] = content_hash(o.m.stats);
+  if (!o.m.sg_noise.empty()) identity["sg_noise"] = content_hash(o.m.sg_noise);
+  identity["data"] = image_key(o.data);
+  if (!box_spec.empty() && fs::is_regular_file(box_spec, ec)) identity["boxes"] = content_hash(box_spec);
+  else if (!box_spec.empty()) identity["boxes"] = image_key(box_spec);
   char idbuf[32];
-  std::snprintf(idbuf, sizeof(idbuf), "%016zx", std::hash<std::string>{}(settings.dump()));
+  std::snprintf(idbuf, sizeof(idbuf), "%016zx", std::hash<std::string>{}(identity.dump()));
   const std::string settings_id = idbuf;
   settings["methods"] = methods;
 
@@ -468,6 +505,12 @@ void run_eval(const EvalOptions& o) {
       if (!done.count(key_of(it.path, m))) return false;
     return true;
   };
+
+  size_t resumed = 0;
+  for (const auto& it : items) resumed += all_done(it) ? 1 : 0;
+  if (resumed)
+    std::fprintf(stderr, "parchgrad: resuming: %zu of %zu images done (%s)\n", resumed, items.size(),
+                 jsonl_path.c_str());
 
   std::vector<Loaded> chunk;
   auto flush = [&]() {
@@ -521,6 +564,7 @@ void run_eval(const EvalOptions& o) {
         }
         if (boxes.enabled()) rec["box_status"] = L.has_mask ? std::string("ok") : L.box.value("status", std::string("none"));
         rec["image"] = L.item.path;
+        rec["image_path"] = image_key(L.item.path);
         rec["method"] = m;
         rec["settings_id"] = settings_id;
         records[size_t(b)].push_back(rec);
@@ -565,9 +609,10 @@ void run_eval(const EvalOptions& o) {
     }
     if (!failure.empty()) {
       std::fprintf(stderr, "parchgrad: skipped: %s\n", failure.c_str());
+      progress.skip();
       writer.append(std::vector<json>{
-          json{{"image", it.path}, {"method", "*"}, {"skipped", failure}, {"settings_id", settings_id}}});
-      progress.advance();
+          json{{"image", it.path}, {"image_path", image_key(it.path)}, {"method", "*"}, {"skipped", failure},
+               {"settings_id", settings_id}}});
       continue;
     }
     if (boxes.enabled()) {
@@ -608,13 +653,13 @@ void run_eval(const EvalOptions& o) {
   std::set<std::string> all_keys;
   const std::vector<json> lines = read_report(jsonl_path, settings_id, &all_keys);
   std::set<std::string> listed;
-  for (const auto& it : items) listed.insert(it.path);
+  for (const auto& it : items) listed.insert(image_key(it.path));
   std::vector<json> mine;
   json counts = {{"images_listed", items.size()}, {"images_unreadable", 0}, {"box_ok", 0}, {"box_none", 0},
                  {"box_invalid", 0}, {"box_error", 0}};
   std::set<std::string> seen_box;
   for (const auto& l : lines) {
-    const std::string img = l["image"].get<std::string>();
+    const std::string img = record_image(l);
     if (!listed.count(img)) continue;
     mine.push_back(l);
     if (l.value("method", std::string()) == "*") {
@@ -644,8 +689,7 @@ void run_eval(const EvalOptions& o) {
   for (const auto& c : charts) imgs.push_back(io::render_chart(c, 600, 400));
   io::save_png(o.out + ".png", io::tile_images(imgs, 2));
   std::printf("%s", md.str().c_str());
-  std::fprintf(stderr, "wrote %s.jsonl, %s.json, %s.md, %s.png\n", o.out.c_str(), o.out.c_str(), o.out.c_str(),
-               o.out.c_str());
+  progress.summary("report in " + o.out + ".jsonl, .json, .md and .png");
   // Bad input anywhere (an unreadable image, a broken annotation, a missing map) makes the exit
   // status 1, after the whole report was written.
   int64_t bad = counts["images_unreadable"].get<int64_t>() + counts["box_error"].get<int64_t>();
