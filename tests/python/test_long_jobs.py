@@ -236,3 +236,14 @@ def test_eval_resumes_however_the_paths_are_spelled():
     assert r.returncode == 0, r.stderr
     r = run("eval", "--weights", other, "--data", EXAMPLES, *common)
     assert r.returncode == 1 and "other settings" in r.stderr, r.stderr
+
+
+def test_target_by_class_name():
+    out = os.path.join(SCRATCH, "by_name")
+    shutil.rmtree(out, ignore_errors=True)
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "Star,ring", os.path.join(EXAMPLES, "star.png"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(rec["target"] for rec in records(out)) == [2, 4]  # classes.txt: ring is 2, star is 4
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "tabby", os.path.join(EXAMPLES, "star.png"))
+    ls = lines(r.stderr)
+    assert r.returncode == 1 and len(ls) == 1 and "'tabby' is not a class id, a class name of this model" in ls[0]

@@ -236,9 +236,10 @@ void run_saliency(const SaliencyOptions& opts) {
         std::stoi(k) < 1)
       throw Error("--target: '" + o.target + "' is not topK with K >= 1");
   }
-  const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target);
   const std::vector<InputFile> inputs = expand_inputs(o.inputs);
   auto model = nn::load_model(o.weights, o.model);
+  const auto names = weights::class_names_for(o.weights, o.classes, model->num_classes());
+  const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target, names);
   for (int t : targets)
     if (t >= model->num_classes())
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
@@ -278,7 +279,6 @@ void run_saliency(const SaliencyOptions& opts) {
     throw Error("--target lists " + std::to_string(targets.size()) + " classes for " + std::to_string(total_samples) +
                 " input samples (give one, one per sample, or several for a single image)");
 
-  const auto names = weights::class_names_for(o.weights, o.classes, model->num_classes());
   std::error_code ec;
   fs::create_directories(o.out, ec);
   if (ec) throw file_error(o.out, "cannot create output directory (" + ec.message() + ")");
@@ -452,11 +452,11 @@ void run_gradient(const GradientOptions& o) {
   // removed, so a failed run leaves neither.
   if (!o.logits_out.empty()) check_output_file("--logits-out", o.logits_out);
   if (!o.grad_out.empty()) check_output_file("--grad-out", o.grad_out);
-  const std::vector<int> targets = parse_targets(o.target);
   Tensor x = io::load_npy(o.input);
   if (x.ndim() == 3) x = x.reshape({1, x.dim(0), x.dim(1), x.dim(2)});
   check_input(x, o.input);
   auto model = nn::load_model(o.weights, o.model);
+  const std::vector<int> targets = parse_targets(o.target, weights::class_names_for(o.weights, "", model->num_classes()));
   for (int t : targets)
     if (t >= model->num_classes())
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +

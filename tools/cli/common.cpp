@@ -25,20 +25,42 @@ void set_threads(int threads) {
   blas::set_num_threads(threads);
 }
 
-std::vector<int> parse_targets(const std::string& spec) {
+std::vector<int> parse_targets(const std::string& spec, const std::vector<std::string>& names) {
+  auto lower = [](std::string t) {
+    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    return t;
+  };
+  // A name: the classes called exactly that, else those called that ignoring case.
+  auto by_name = [&](const std::string& item) {
+    std::vector<int> exact, folded;
+    for (size_t k = 0; k < names.size(); ++k) {
+      if (names[k] == item) exact.push_back(int(k));
+      if (lower(names[k]) == lower(item)) folded.push_back(int(k));
+    }
+    return exact.empty() ? folded : exact;
+  };
   std::vector<int> out;
   size_t start = 0;
   while (start <= spec.size()) {
     size_t end = spec.find(',', start);
     if (end == std::string::npos) end = spec.size();
     std::string item = spec.substr(start, end - start);
+    const bool digits = !item.empty() && item.size() <= 9 &&
+                        std::all_of(item.begin(), item.end(), [](unsigned char c) { return std::isdigit(c); });
     if (item == "top1") {
       out.push_back(-1);
-    } else {
-      if (item.empty() || !std::all_of(item.begin(), item.end(), [](unsigned char c) { return std::isdigit(c); }) ||
-          item.size() > 9)
-        throw Error("--target: '" + item + "' is not a class id or top1");
+    } else if (digits) {
       out.push_back(std::stoi(item));
+    } else {
+      const std::vector<int> found = item.empty() ? std::vector<int>{} : by_name(item);
+      if (found.size() > 1)
+        throw Error("--target: '" + item + "' names " + std::to_string(found.size()) + " classes (" +
+                    std::to_string(found[0]) + ", " + std::to_string(found[1]) + "); give the class id");
+      if (found.empty())
+        throw Error("--target: '" + item + "' is not a class id, " +
+                    (names.empty() ? std::string("") : "a class name of this model, ") +
+                    "top1 or topK (or a comma-separated list of ids" + (names.empty() ? "" : " and names") + ")");
+      out.push_back(found[0]);
     }
     start = end + 1;
   }

@@ -12,8 +12,10 @@ namespace pg::cli {
 // Sets the OpenMP (and so OpenBLAS) thread count; 0 keeps the default (all cores).
 void set_threads(int threads);
 
-// "top1" -> {-1}; "3" -> {3}; "3,5,top1" -> {3, 5, -1}. Throws on anything else.
-std::vector<int> parse_targets(const std::string& spec);
+// "top1" -> {-1}; "3" -> {3}; "3,5,top1" -> {3, 5, -1}; with class names, a name stands for its
+// class ("tabby" -> {281}; an exact match first, then one ignoring case). Throws, listing every
+// accepted form, on anything else (and on a name that two classes share).
+std::vector<int> parse_targets(const std::string& spec, const std::vector<std::string>& names = {});
 
 // One input file and the stem its outputs are named by: a file given by itself is named by its
 // stem ("a/b/cat.png" -> "cat"); a file found in a given directory by its path below that
