@@ -242,6 +242,10 @@ def test_target_by_class_name():
     out = os.path.join(SCRATCH, "by_name")
     shutil.rmtree(out, ignore_errors=True)
     r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "Star,ring", os.path.join(EXAMPLES, "star.png"))
+    ls = lines(r.stderr)  # a list for one image means nothing without --all-targets
+    assert r.returncode == 1 and len(ls) == 1 and "--all-targets" in ls[0], r.stderr
+    r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "Star,ring", "--all-targets",
+            os.path.join(EXAMPLES, "star.png"))
     assert r.returncode == 0, r.stderr
     assert sorted(rec["target"] for rec in records(out)) == [2, 4]  # classes.txt: ring is 2, star is 4
     r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "tabby", os.path.join(EXAMPLES, "star.png"))

@@ -44,6 +44,7 @@ struct SaliencyOptions {
   int batch = 0, threads = 0;  // batch 0: 8, or the thread count when larger
   std::string method = "grad", parchgrad = "off", compare;
   bool explain_masks = false;
+  bool all_targets = false;
   MethodFlags m;  // method constants and ParchGrad settings
 };
 
@@ -262,9 +263,13 @@ void run_saliency(const SaliencyOptions& opts) {
   });
   (void)host_input;  // read only by the device path
 
-  // Per-sample targets need the sample count when a list is given.
-  int64_t total_samples = 0;
-  if (targets.size() > 1)
+  // A list of targets means one class per sample, or, with --all-targets, every listed class
+  // for every sample: said by a flag, never guessed from the number of inputs.
+  if (o.all_targets && (topk || targets.size() < 2))
+    throw Error("--all-targets needs a list of classes in --target (e.g. --target 3,5 --all-targets)");
+  const bool multi = o.all_targets;
+  if (targets.size() > 1 && !multi) {
+    int64_t total_samples = 0;
     for (const auto& in : inputs) {
       if (!is_npy(in.path)) {
         ++total_samples;
@@ -273,11 +278,11 @@ void run_saliency(const SaliencyOptions& opts) {
       Tensor t = io::load_npy(in.path);
       total_samples += t.ndim() == 4 ? t.dim(0) : 1;
     }
-  // Several targets of one image: a list given for a single sample.
-  const bool multi_one = targets.size() > 1 && total_samples == 1;
-  if (targets.size() > 1 && !multi_one && int64_t(targets.size()) != total_samples)
-    throw Error("--target lists " + std::to_string(targets.size()) + " classes for " + std::to_string(total_samples) +
-                " input samples (give one, one per sample, or several for a single image)");
+    if (int64_t(targets.size()) != total_samples)
+      throw Error("--target lists " + std::to_string(targets.size()) + " classes for " + std::to_string(total_samples) +
+                  " input samples: give one class for all, one per sample, or --all-targets to explain every sample "
+                  "for each listed class");
+  }
 
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -321,7 +326,7 @@ void run_saliency(const SaliencyOptions& opts) {
     }
     const Tensor& xin = x.empty() ? xdev : x;
     std::vector<std::vector<int>> sets;
-    if (multi_one) {
+    if (multi) {
       for (int t : targets) sets.push_back({t});
     } else {
       sets = target_sets_for(o.target, tg);
@@ -418,7 +423,7 @@ void run_saliency(const SaliencyOptions& opts) {
       continue;
     }
     for (auto& s : samples) {
-      s.target = (targets.size() == 1 || multi_one) ? targets[0] : targets[sample_counter];
+      s.target = (targets.size() == 1 || multi) ? targets[0] : targets[sample_counter];
       s.run_index = sample_counter;
       ++sample_counter;
       if (!pending.empty() && (pending[0].shape() != s.shape() || int(pending.size()) >= o.batch)) flush();
@@ -482,7 +487,10 @@ void register_saliency(CLI::App& app) {
   CLI::App* s = app.add_subcommand("saliency", "Gradient saliency maps for images or .npy tensors");
   s->add_option("--weights", so->weights, "torchvision state dict (.pth or .safetensors)")->required();
   s->add_option("--model", so->model, "architecture (inferred from the weights when omitted)");
-  s->add_option("--target", so->target, "class id, top1, topK, or a list: one per sample, or several for one image");
+  s->add_option("--target", so->target,
+                "class id or name, top1, topK, or a comma-separated list: one class per sample (or every listed class "
+                "for every sample with --all-targets)");
+  s->add_flag("--all-targets", so->all_targets, "explain every input for each class of the --target list (<name>_c<class>)");
   s->add_option("--out", so->out, "output directory")->capture_default_str();
   s->add_option("--batch", so->batch, "images per batch (default: 8, or the CPU thread count when larger)");
   s->add_option("--classes", so->classes, "class names file, one per line");
