@@ -251,3 +251,15 @@ def test_target_by_class_name():
     r = run("saliency", "--weights", WEIGHTS, "--out", out, "--target", "tabby", os.path.join(EXAMPLES, "star.png"))
     ls = lines(r.stderr)
     assert r.returncode == 1 and len(ls) == 1 and "'tabby' is not a class id, a class name of this model" in ls[0]
+
+
+def test_every_writing_command_takes_dash_o():
+    out = os.path.join(SCRATCH, "dash_o")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    r = run("convert", WEIGHTS, "-o", os.path.join(out, "w.safetensors"))
+    assert r.returncode == 0 and os.path.exists(os.path.join(out, "w.safetensors")), r.stderr
+    r = run("saliency", "--weights", WEIGHTS, "-o", os.path.join(out, "maps"), os.path.join(EXAMPLES, "star.png"))
+    assert r.returncode == 0 and os.path.exists(os.path.join(out, "maps", "star.npy")), r.stderr
+    r = run("preprocess", os.path.join(EXAMPLES, "star.png"), "-o", os.path.join(out, "x.npy"))
+    assert r.returncode == 0 and os.path.exists(os.path.join(out, "x.npy")), r.stderr

@@ -27,8 +27,10 @@ void register_convert(CLI::App& app) {
   CLI::App* c = app.add_subcommand(
       "convert", "Convert weights (.pth zip or legacy, .safetensors) to float32 .safetensors");
   c->add_option("input", conv->in, "Weight file to read")->required();
-  c->add_option("output", conv->out, "safetensors file to write")->required();
+  c->add_option("output", conv->out, "safetensors file to write (or -o)");
+  c->add_option("-o,--out", conv->out, "safetensors file to write");
   c->callback([conv]() {
+    if (conv->out.empty()) throw Error("convert: give the output file (OUTPUT or -o/--out)");
     check_output_file("output", conv->out);
     const std::string format = weights::detect_format(conv->in);
     weights::StateDict sd = weights::load_state_dict(conv->in);

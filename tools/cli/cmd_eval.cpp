@@ -721,7 +721,7 @@ void register_eval(CLI::App& app) {
   e->add_option("--auc-steps", eo->auc_steps, "steps of the deletion and insertion curves")->capture_default_str();
   e->add_option("--limit", eo->limit, "evaluate only the first N images (0: all)");
   e->add_option("--target", eo->target, "class the maps explain: label or top1")->capture_default_str();
-  e->add_option("--out", eo->out, "report path prefix: writes PREFIX.jsonl, .json, .md, .png")->capture_default_str();
+  e->add_option("-o,--out", eo->out, "report path prefix: writes PREFIX.jsonl, .json, .md, .png")->capture_default_str();
   e->add_option("--batch", eo->batch, "images per batch for the maps")->capture_default_str();
   e->add_option("--perturb-batch", eo->perturb_batch,
                 "masked copies of one image per forward pass (the default holds all copies of the default settings)")

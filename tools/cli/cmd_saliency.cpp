@@ -491,7 +491,7 @@ void register_saliency(CLI::App& app) {
                 "class id or name, top1, topK, or a comma-separated list: one class per sample (or every listed class "
                 "for every sample with --all-targets)");
   s->add_flag("--all-targets", so->all_targets, "explain every input for each class of the --target list (<name>_c<class>)");
-  s->add_option("--out", so->out, "output directory")->capture_default_str();
+  s->add_option("-o,--out", so->out, "output directory")->capture_default_str();
   s->add_option("--batch", so->batch, "images per batch (default: 8, or the CPU thread count when larger)");
   s->add_option("--classes", so->classes, "class names file, one per line");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");

@@ -199,7 +199,7 @@ void register_stats(CLI::App& app) {
   s->add_option("--weights", so->weights, "torchvision state dict (.pth or .safetensors)");
   s->add_option("--model", so->model, "architecture (inferred from the weights when omitted)");
   s->add_option("--data", so->data, "ImageFolder directory: one sub-folder per class (sorted names give class ids)");
-  s->add_option("--out", so->out, "stats file (.safetensors), or the shard file with --shard");
+  s->add_option("-o,--out", so->out, "stats file (.safetensors), or the shard file with --shard");
   s->add_option("--test", so->test, "class-vs-rest t-test: student (pooled) or welch")->capture_default_str();
   s->add_option("--shard", so->shard, "i/N: process the images whose index % N == i and write a shard file");
   s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
@@ -213,7 +213,7 @@ void register_stats(CLI::App& app) {
 
   CLI::App* m = s->add_subcommand("merge", "Combine shard files of `parchgrad stats --shard` into a stats file");
   m->add_option("shards", mo->shards, "shard files")->required();
-  m->add_option("--out", mo->out, "stats file (.safetensors)")->required();
+  m->add_option("-o,--out", mo->out, "stats file (.safetensors)")->required();
   m->add_option("--memory-mb", mo->memory_mb, "memory for the Shapiro-Wilk samples")->capture_default_str();
   m->callback([mo]() { run_merge(*mo); });
 
