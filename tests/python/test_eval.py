@@ -70,7 +70,10 @@ def make_case(tmp, model, num_classes, H, W, per_class, seed):
     """An ImageFolder of .npy inputs, a boxes.jsonl, one maps folder per map kind."""
     rng = np.random.default_rng(seed)
     data = os.path.join(tmp, "data")
-    classes = [f"c{k}" for k in range(min(3, num_classes))]
+    # An ImageNet model's folders must say their classes (by name here; WordNet ids only when all
+    # 1000 are there): ImageNet classes 0, 1 and 2, whose sorted order is not their id order.
+    classes = ["tench", "goldfish", "great white shark"] if num_classes == 1000 else \
+        [f"c{k}" for k in range(min(3, num_classes))]
     items = []
     for k, c in enumerate(classes):
         os.makedirs(os.path.join(data, c), exist_ok=True)

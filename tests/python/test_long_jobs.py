@@ -263,3 +263,19 @@ def test_every_writing_command_takes_dash_o():
     assert r.returncode == 0 and os.path.exists(os.path.join(out, "maps", "star.npy")), r.stderr
     r = run("preprocess", os.path.join(EXAMPLES, "star.png"), "-o", os.path.join(out, "x.npy"))
     assert r.returncode == 0 and os.path.exists(os.path.join(out, "x.npy")), r.stderr
+
+
+def test_an_imagenet_model_needs_folders_that_say_their_class(tmp_path):
+    import torch
+    import torchvision
+    weights = str(tmp_path / "r18.pth")
+    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), weights)
+    for folders, says in ((["cat", "dog"], "'cat' is neither a WordNet id nor an ImageNet class name"),
+                          (["n01440764", "n01443537"], "not all 1000 of ImageNet")):
+        root = tmp_path / ("tree_" + folders[0])
+        for f in folders:
+            (root / f).mkdir(parents=True)
+            shutil.copy(os.path.join(EXAMPLES, "star.png"), root / f / "a.png")
+        r = run("stats", "--weights", weights, "--data", root, "--out", tmp_path / "s.safetensors")
+        ls = lines(r.stderr)
+        assert r.returncode == 1 and len(ls) == 1 and says in ls[0] and "--labels" in ls[0], r.stderr

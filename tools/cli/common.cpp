@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/blas.h"
 #include "core/error.h"
+#include "weights/class_names.h"
 
 namespace pg::cli {
 
@@ -181,6 +182,36 @@ std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string&
   if (folders.empty()) throw file_error(dir, "no class folders (expected DIR/<class>/<image files>)");
   std::map<std::string, int> labels;
   if (!labels_path.empty()) labels = read_labels(labels_path, num_classes);
+  // An ImageNet model: folders named by WordNet id give class ids by their sorted position only
+  // when all 1000 are there (torchvision's ImageFolder over the full validation set); folders
+  // named by ImageNet class name give that class. Anything else needs --labels: a folder `cat/`
+  // silently becoming class 0 ("tench") would make every number of the run meaningless.
+  std::map<std::string, int> by_name;
+  if (labels_path.empty() && num_classes == 1000) {
+    auto is_wnid = [](const std::string& f) {
+      return f.size() == 9 && f[0] == 'n' && std::all_of(f.begin() + 1, f.end(), [](unsigned char c) { return std::isdigit(c); });
+    };
+    const bool all_wnids = std::all_of(folders.begin(), folders.end(), is_wnid);
+    if (all_wnids && folders.size() != 1000)
+      throw file_error(dir, "has " + std::to_string(folders.size()) + " WordNet-id class folders, not all 1000 of "
+                            "ImageNet, so their sorted positions are not class ids; give --labels (lines \"n01440764 0\")");
+    if (!all_wnids) {
+      const std::vector<std::string>& names = weights::imagenet_class_names();
+      std::map<std::string, int> count;
+      for (size_t k = 0; k < names.size(); ++k) {
+        by_name[names[k]] = int(k);
+        ++count[names[k]];
+      }
+      for (const auto& f : folders) {
+        if (!by_name.count(f))
+          throw file_error(dir, "class folder '" + f + "' is neither a WordNet id nor an ImageNet class name; give "
+                                "--labels (lines \"folder_name class_id\")");
+        if (count[f] > 1)
+          throw file_error(dir, "class folder '" + f + "' names " + std::to_string(count[f]) +
+                                " ImageNet classes; give --labels (lines \"folder_name class_id\")");
+      }
+    }
+  }
   std::vector<DatasetItem> items;
   for (size_t i = 0; i < folders.size(); ++i) {
     int label = int(i);
@@ -188,6 +219,8 @@ std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string&
       auto it = labels.find(folders[i]);
       if (it == labels.end()) throw file_error(dir, "class folder " + folders[i] + " is not in " + labels_path);
       label = it->second;
+    } else if (!by_name.empty()) {
+      label = by_name.at(folders[i]);
     } else if (label >= num_classes) {
       throw file_error(dir, "class folder " + folders[i] + " is class " + std::to_string(label) +
                                 " but the model has " + std::to_string(num_classes) + " classes (" +
