@@ -2,12 +2,13 @@
 # The one command that checks the CUDA kernels and the engine's device path on a GPU machine
 # (bare: nvcc, CMake, a host C++ compiler, a Python with PyTorch; no package registry, no
 # network, no pkg-config). Run tools/vendor_gpu_deps.sh beforehand on the development machine
-# and carry `.vendor` to the GPU machine with the working tree.
+# and carry `.vendor` to the GPU machine with the working tree. Everything is built by CMake,
+# once; the kernel tests are its CTest tests labelled `gpu`.
 #
 #   bash tools/gpu_check.sh [--dry-run] OUTDIR
 #
 # Steps (each one's failure is recorded and the next step still runs):
-#   env         nvcc, host compiler, target architecture, compute-sanitizer, vendored files
+#   env         nvcc, host compiler, CMake, compute-sanitizer, Python with torch
 #   device      nvidia-smi's card/driver line (the architecture is taken from it)
 #   vendor      unpacks .vendor/lib/*.gz (OpenBLAS, libgfortran, libquadmath) into the build
 #               directory and checks their sha256 against .vendor/MANIFEST.txt
@@ -16,29 +17,29 @@
 #               checks every member's sha256, links the unpacked OpenBLAS into
 #               deps/lib/openblas-openmp, and puts libzip's own dependencies (libcrypto, libbz2,
 #               libz) beside it only where the machine's loader has none
-#   build       nvcc: kernels/cuda/*.cu, tests/cuda/test_kernels_gpu.cu, broken_kernels.cu;
-#               host compiler: the CPU twins of kernels/cpu (OpenMP when the compiler has
-#               it, else tests/cuda/omp_stub); nvcc: tests/cuda/test_tensor_core_hw.cu
-#   host        test_kernels_gpu --host-only (no device): the vendored OpenBLAS loads, the
+#   build       CMake: the whole project with PARCHGRAD_CUDA=ON and PARCHGRAD_GPU_TESTS=ON against
+#               that prefix (-DPARCHGRAD_DEPS_PREFIX; nothing from pkg-config or system -dev
+#               packages), CMAKE_CUDA_ARCHITECTURES from the device step, in BUILD_DIR/engine;
+#               targets parchgrad, parchgrad_unit, parchgrad_kernels_gpu (tests/cuda/
+#               test_kernels_gpu.cu on the shared case tables of tests/kernels/) and
+#               parchgrad_tensor_core_hw; then checks that no vendored library's header came
+#               from /usr/include (the compiler's dependency files) and that the binary resolves
+#               libzip to the vendored copy and finds cuDNN and cuBLAS (ldd).
+#               BUILD_DIR/engine/parchgrad-run runs a binary of that build with the vendored,
+#               the pip nvidia-* packages' and the toolkit's library directories on its path
+#   host        parchgrad_kernels_gpu --host-only (no device): the vendored OpenBLAS loads, the
 #               dgrad twin agrees with plain double loops, unsupported shapes are refused
-#   probe       test_kernels_gpu --probe: is there a CUDA device?
-#   tensor_core test_tensor_core_hw: host models of mma.sync/ldmatrix/cvt/cp.async vs hardware
-#   kernels     test_kernels_gpu: every kernel vs its CPU twin, determinism, timings
-#   memcheck+   positive control: --broken=oob must be flagged by memcheck
-#   memcheck    compute-sanitizer memcheck (leak check on) of test_kernels_gpu --quick
+#   probe       parchgrad_kernels_gpu --probe: is there a CUDA device?
+#   gpu         ctest -L gpu: tensor_core_hw (host models of mma.sync/ldmatrix/cvt/cp.async vs
+#               the hardware) and kernels_gpu (every kernel vs its CPU twin on the shared
+#               tables, realistic shapes, determinism, timings into OUTDIR/timings.txt)
+#   memcheck+   positive control: parchgrad_kernels_gpu --broken=oob must be flagged by memcheck
+#   memcheck    compute-sanitizer memcheck (leak check on) of parchgrad_kernels_gpu --quick
 #   racecheck+  positive control: --broken=race must be flagged by racecheck
-#   racecheck   compute-sanitizer racecheck of test_kernels_gpu --quick
+#   racecheck   compute-sanitizer racecheck of parchgrad_kernels_gpu --quick
 #   (compute-sanitizer looked up on PATH, next to nvcc, in /usr/local/cuda and in pip's
 #   nvidia/ packages; without it these four steps are SKIPped with a message)
 #   (synccheck, initcheck: with EXTRA_SANITIZERS=1)
-#   engine      CMake: the whole project with PARCHGRAD_CUDA=ON against that prefix
-#               (-DPARCHGRAD_DEPS_PREFIX; nothing from pkg-config or system -dev packages),
-#               CMAKE_CUDA_ARCHITECTURES from the device step, targets parchgrad and
-#               parchgrad_unit, in BUILD_DIR/engine; then checks that no vendored library's
-#               header came from /usr/include (the compiler's dependency files) and that the
-#               binary resolves libzip to the vendored copy and finds cuDNN and cuBLAS (ldd).
-#               BUILD_DIR/engine/parchgrad-run runs it with the vendored libraries, the pip
-#               nvidia-* packages' and the toolkit's library directories on LD_LIBRARY_PATH
 #   unit        parchgrad_unit (doctest) of that build
 #   cli         that build on the bundled model: inspect, preprocess, gradient and saliency on
 #               the CPU; what --device cuda answers is noted
@@ -53,14 +54,15 @@
 #               tf32 and bf16, resnet50 and vgg16 bf16, ParchGrad cls on resnet18 bf16, each
 #               beside PyTorch's best saliency in the same run; OUTDIR/bench.json and bench.md
 #               (a table to paste into BENCHMARKS.md)
-# One budget for all: the engine build starts (niced) right after deps and runs beside the
-# kernel build and the kernel steps; models runs beside the sanitizer steps (both check
-# correctness, not speed); bench runs last, alone on the GPU, and GPU_CHECK_RESERVE_S of the
-# budget is kept for it. engine, unit, cli, models and bench are listed after the others.
-# --dry-run (no device needed; exit 0 when they pass): env, vendor, deps, build, host, engine,
-# unit, cli, then `gpu_models_check.py --selftest` (small models of all 13 architectures through
-# the CPU backend against PyTorch on the CPU, the fallback model builder against torchvision) as
-# models, and a CPU smoke run of bench_vs_pytorch.py (resnet18, batch 2, 64x64) as bench.
+# One budget for all: unit and cli run (niced, in the background) beside the device steps;
+# models runs beside the sanitizer steps (both check correctness, not speed); bench runs last,
+# alone on the GPU, and GPU_CHECK_RESERVE_S of the budget is kept for it. unit and cli are
+# listed after the device steps.
+# --dry-run (no device needed; exit 0 when they pass): env, vendor, deps, build, host, unit,
+# cli, then `gpu_models_check.py --selftest` (small models of all 13 architectures through the
+# CPU backend against PyTorch on the CPU, the fallback model builder against torchvision) as
+# models, the invariance script's self-test, and a CPU smoke run of bench_vs_pytorch.py
+# (resnet18, batch 2, 64x64) as bench.
 #
 # OUTDIR gets every log (build.log, <step>.log, timings.txt, summary.txt); the summary table
 # is printed last on stdout. Exit status: 0 when no step failed, 1 otherwise, 2 on bad usage.
@@ -72,8 +74,8 @@
 # script, default 540: each step's timeout is cut to what is left), COMPUTE_SANITIZER,
 # EXTRA_SANITIZERS=1, PYTHON (one that imports torch and numpy; default: the first of python3,
 # /usr/bin/python3, python that does), CMAKE (default cmake), GPU_CHECK_RESERVE_S (seconds kept
-# for bench, default 150), ENGINE_CMAKE_ARGS (more -D options for the engine's configure, e.g. a
-# cuDNN that cmake/cuda.cmake does not find), PG_DEPS_FALLBACKS=all (use every vendored fallback
+# for bench, default 150), ENGINE_CMAKE_ARGS (more -D options for the configure, e.g. a cuDNN
+# that cmake/cuda.cmake does not find), PG_DEPS_FALLBACKS=all (use every vendored fallback
 # library, even where the system has one), BENCH_RUNS (model:precision[:cls|ins],... for the bench
 # step), BENCH_BATCH (256), BENCH_COMPILE (auto|on|off: torch.compile'd PyTorch beside eager; each
 # model and precision compiles for 20-60 s, so a short lease may want off).
@@ -96,7 +98,7 @@ done
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 BUILD=${BUILD_DIR:-${TMPDIR:-/tmp}/parchgrad-gpu-build}
-mkdir -p "$BUILD/obj" "$BUILD/lib" || exit 2
+mkdir -p "$BUILD/lib" || exit 2
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 T0=$SECONDS
 # Seconds of the budget kept for the bench step (last, alone on the GPU): the steps before it
@@ -141,7 +143,7 @@ run_appended() {
   echo "+ $*" >> "$log"
   timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
 }
-# Deferred records: the engine steps finish in the background and are listed after the others.
+# Deferred records: unit and cli finish in the background and are listed after the device steps.
 LATER=()
 record_later() {
   LATER+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4")
@@ -156,11 +158,12 @@ flush_later() {
   LATER=()
 }
 # Counts of the test programs' PASS/FAIL lines, and the first FAIL line.
+# (ctest -V prefixes each line of a test's output with "N: ".)
 test_detail() {
   local log=$1 p f first
-  p=$(grep -c '^PASS' "$log")
-  f=$(grep -c '^FAIL' "$log")
-  first=$(grep -m1 '^FAIL' "$log" | cut -c1-110)
+  p=$(grep -Ec '^([0-9]+: )?PASS' "$log")
+  f=$(grep -Ec '^([0-9]+: )?FAIL' "$log")
+  first=$(grep -E -m1 '^([0-9]+: )?FAIL' "$log" | cut -c1-110)
   echo "$p PASS, $f FAIL${first:+; first: $first}"
 }
 
@@ -261,7 +264,6 @@ fi
 
 # ---- device (nvidia-smi) ------------------------------------------------------------------------
 ARCH=${GPU_ARCH:-}
-DEVICE_SEEN=0
 if command -v nvidia-smi > /dev/null 2>&1; then
   nvidia-smi > "$OUTDIR/nvidia-smi.log" 2>&1
   line=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -1)
@@ -270,7 +272,6 @@ if command -v nvidia-smi > /dev/null 2>&1; then
   if [ -n "$line" ]; then
     cap=$(echo "$line" | awk -F', *' '{print $4}' | tr -d '.')
     [ -z "$ARCH" ] && [[ "$cap" =~ ^[0-9]+$ ]] && ARCH=$cap
-    DEVICE_SEEN=1
     record device INFO 0 "$line"
   else
     record device INFO 0 "nvidia-smi gave no GPU line: $(head -1 "$OUTDIR/nvidia-smi.log" | cut -c1-90)"
@@ -387,7 +388,7 @@ else
   fi
 fi
 
-# ---- engine: configure, build, unit, cli (in the background from here; recorded later) -----------
+# ---- helpers of the build and the background steps -------------------------------------------------
 # wait_detached STATUS_FILE PID_FILE: until STATUS_FILE has its "done" line or the process is gone.
 wait_detached() {
   local pid
@@ -400,13 +401,6 @@ wait_detached() {
     sleep 1
   done
 }
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
-EBUILD=$BUILD/engine
-ELOG=$OUTDIR/engine.log
-ESTAT=$BUILD/engine.status
-: > "$ELOG"
-: > "$ESTAT"
-ENGINE_PID=""
 # The engine's run-time library path: OpenBLAS's libgfortran/libquadmath ($BUILD/lib), libzip and
 # its fallbacks ($DEPS/lib), the pip nvidia-* packages' lib directories (cuDNN, cuBLAS), the
 # toolkit's.
@@ -457,175 +451,179 @@ cli_checks() {
   echo "cuda_rc $?" >> "$log"
   return $rc
 }
-engine_job() {
-  local t0=$SECONDS gen extra=() rc pypath="" had
+# ---- build: one CMake configure and build ------------------------------------------------------------
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+EBUILD=$BUILD/engine
+BLOG=$OUTDIR/build.log
+: > "$BLOG"
+BUILD_OK=0
+ENGINE_OK=0
+KBIN=$EBUILD/tests/parchgrad_kernels_gpu
+ENGINE_LD=""
+# Headers of vendored libraries that must not come from the system.
+VENDORED_RE='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest)'
+# build_checks: which headers the compiler read and which libraries the binary resolves; sets
+# ENGINE_OK and BUILD_DETAIL (the detail of the build record).
+build_checks() {
+  local deps_list nsys nvend missing h isys lddout nf zip cudnn cublas detail
+  if [ -f "$EBUILD/build.ninja" ]; then
+    (cd "$EBUILD" && ninja -t deps) > "$BUILD/engine.deps" 2> /dev/null
+  else
+    find "$EBUILD" -name '*.o.d' -exec cat {} + > "$BUILD/engine.deps" 2> /dev/null
+  fi
+  deps_list=$BUILD/engine.headers
+  tr -s ' \\' '\n' < "$BUILD/engine.deps" | sed 's/:$//' | sort -u > "$deps_list"
+  grep -E "$VENDORED_RE" "$deps_list" > "$OUTDIR/engine_system_headers.txt"
+  nsys=$(wc -l < "$OUTDIR/engine_system_headers.txt")
+  nvend=$(grep -c "^$DEPS/include/" "$deps_list")
+  missing=""
+  for h in CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h \
+           boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h; do
+    grep -qx "$DEPS/include/$h" "$deps_list" || missing="$missing $h"
+  done
+  isys=$(grep -c -- "-isystem $DEPS/include" "$EBUILD/compile_commands.json" 2> /dev/null)
+  lddout=$(LD_LIBRARY_PATH="$ENGINE_LD" ldd "$EBUILD/parchgrad" 2>&1)
+  echo "$lddout" > "$OUTDIR/engine_ldd.txt"
+  nf=$(grep -c 'not found' <<< "$lddout")
+  zip=$(grep -o 'libzip.so.4 => [^ ]*' <<< "$lddout" | awk '{print $3}')
+  cudnn=$(grep -o 'libcudnn.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
+  cublas=$(grep -o 'libcublas.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
+  detail="headers: $nvend vendored, $nsys from the system"
+  [ -n "$missing" ] && detail="$detail, vendored not seen:$missing"
+  detail="$detail; -isystem $DEPS/include in $isys compile commands; libzip ${zip:-?}, cuDNN ${cudnn:-?}, cuBLAS ${cublas:-?}"
+  [ "$nf" = 0 ] || detail="$detail; ldd: $nf not found (engine_ldd.txt)"
+  if [ "$nsys" = 0 ] && [ -z "$missing" ] && [ "$nf" = 0 ] && [ "$zip" = "$DEPS/lib/libzip.so.4" ]; then
+    ENGINE_OK=1
+  fi
+  BUILD_DETAIL=$detail
+}
+bstart=$SECONDS
+if [ "$DEPS_OK" != 1 ] || [ -z "$NVCC_BIN" ] || [ -z "$CXX_BIN" ] || [ -z "$CMAKE_BIN" ]; then
+  why="no deps prefix"
+  [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ] || why="no nvcc or no host compiler"
+  [ -n "$CMAKE_BIN" ] || why="no cmake"
+  record build FAIL 0 "not built: $why"
+else
+  ENGINE_LD=$(engine_ld_path)
+  mkdir -p "$EBUILD"
+  cat > "$EBUILD/parchgrad-run" <<EOS
+#!/usr/bin/env bash
+# Made by tools/gpu_check.sh: runs this build's parchgrad (or \$PG_RUN_BINARY, relative to the build
+# directory) with the vendored, pip nvidia-* and toolkit library directories on its path.
+export LD_LIBRARY_PATH="$ENGINE_LD\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$EBUILD/\${PG_RUN_BINARY:-parchgrad}" "\$@"
+EOS
+  chmod +x "$EBUILD/parchgrad-run"
+  echo "run-time library path: $ENGINE_LD" >> "$BLOG"
+  gen_args=()
   # Ninja when there is one, else make ($CMAKE_GENERATOR, as CMake reads it, wins); a build
   # directory made with another generator is started afresh.
   if [ -n "${CMAKE_GENERATOR:-}" ]; then
     gen=$CMAKE_GENERATOR
   elif command -v ninja > /dev/null 2>&1; then
     gen=Ninja
-  elif command -v make > /dev/null 2>&1; then
-    gen="Unix Makefiles"
   else
-    echo "neither ninja nor make found: CMake has no generator" >> "$ELOG"
-    echo "configure 127 0" >> "$ESTAT"
-    return
+    gen="Unix Makefiles"
   fi
   had=$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$EBUILD/CMakeCache.txt" 2> /dev/null)
   if [ -n "$had" ] && [ "$had" != "$gen" ]; then
-    echo "$EBUILD was made with '$had', not '$gen': starting it afresh" >> "$ELOG"
+    echo "$EBUILD was made with '$had', not '$gen': starting it afresh" >> "$BLOG"
     rm -rf "$EBUILD/CMakeCache.txt" "$EBUILD/CMakeFiles"
   fi
-  # nvcc refuses host compilers newer than it knows: the same test as the build step's.
-  printf '__global__ void k() {}\nint main() { k<<<1, 1>>>(); return 0; }\n' > "$BUILD/engine_probe.cu"
-  if ! "$NVCC_BIN" -ccbin "$CXX_BIN" "$BUILD/engine_probe.cu" -o "$BUILD/engine_probe" >> "$ELOG" 2>&1 &&
-      grep -qi unsupported "$ELOG"; then
-    extra+=(-DCMAKE_CUDA_FLAGS=-allow-unsupported-compiler)
+  # nvcc refuses host compilers newer than it knows: then -allow-unsupported-compiler.
+  printf '__global__ void k() {}\nint main() { k<<<1, 1>>>(); return 0; }\n' > "$BUILD/nvcc_probe.cu"
+  if ! "$NVCC_BIN" -ccbin "$CXX_BIN" "$BUILD/nvcc_probe.cu" -o "$BUILD/nvcc_probe" >> "$BLOG" 2>&1 &&
+      grep -qi unsupported "$BLOG"; then
+    gen_args+=(-DCMAKE_CUDA_FLAGS=-allow-unsupported-compiler)
   fi
-  # cmake/cuda.cmake asks `python3` for the pip nvidia-* packages: let that be $PYTHON_BIN.
-  [ -n "$PYTHON_BIN" ] && pypath="$(dirname "$PYTHON_BIN"):"
   # shellcheck disable=SC2206  # ENGINE_CMAKE_ARGS is a list of words on purpose
-  extra+=(${ENGINE_CMAKE_ARGS:-})
-  PATH="$pypath$PATH" run_appended "$ELOG" "$(step_timeout 120)" nice -n 5 "$CMAKE_BIN" -S "$ROOT" -B "$EBUILD" \
-    -G "$gen" -DCMAKE_BUILD_TYPE=Release -DPARCHGRAD_CUDA=ON -DPARCHGRAD_DEPS_PREFIX="$DEPS" \
+  gen_args+=(${ENGINE_CMAKE_ARGS:-})
+  # cmake/cuda.cmake asks `python3` for the pip nvidia-* packages: let that be $PYTHON_BIN.
+  pypath=""
+  [ -n "$PYTHON_BIN" ] && pypath="$(dirname "$PYTHON_BIN"):"
+  PATH="$pypath$PATH" run_appended "$BLOG" "$(step_timeout 120)" "$CMAKE_BIN" -S "$ROOT" -B "$EBUILD" \
+    -G "$gen" -DCMAKE_BUILD_TYPE=Release -DPARCHGRAD_CUDA=ON -DPARCHGRAD_GPU_TESTS=ON -DPARCHGRAD_DEPS_PREFIX="$DEPS" \
     -DCMAKE_CXX_COMPILER="$CXX_BIN" -DCMAKE_CUDA_COMPILER="$NVCC_BIN" -DCMAKE_CUDA_HOST_COMPILER="$CXX_BIN" \
-    -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSYSTEM_PYTHON="${PYTHON_BIN:-python3-not-found}" "${extra[@]}"
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSYSTEM_PYTHON="${PYTHON_BIN:-python3-not-found}" "${gen_args[@]}"
   rc=$?
-  echo "configure $rc $((SECONDS - t0))" >> "$ESTAT"
-  [ "$rc" = 0 ] || return
-  run_appended "$ELOG" "$(step_timeout 420)" nice -n 5 "$CMAKE_BIN" --build "$EBUILD" -j "$JOBS" \
-    --target parchgrad parchgrad_unit
-  rc=$?
-  echo "build $rc $((SECONDS - t0))" >> "$ESTAT"
-  [ "$rc" = 0 ] || return
-  t0=$SECONDS
+  if [ "$rc" != 0 ]; then
+    record build FAIL $((SECONDS - bstart)) "configure failed (exit $rc): $(grep -m1 -E 'CMake Error|error' "$BLOG" | cut -c1-100) (see build.log)"
+  else
+    run_appended "$BLOG" "$(step_timeout 480)" "$CMAKE_BIN" --build "$EBUILD" -j "$JOBS" \
+      --target parchgrad parchgrad_unit parchgrad_kernels_gpu parchgrad_tensor_core_hw
+    rc=$?
+    if [ "$rc" != 0 ]; then
+      record build FAIL $((SECONDS - bstart)) "build failed (exit $rc$([ "$rc" = 124 ] && echo ', timed out')): $(grep -m1 -E 'error|Error' "$BLOG" | cut -c1-100)"
+    else
+      BUILD_OK=1
+      build_checks
+      if [ "$ENGINE_OK" = 1 ]; then st=PASS; else st=FAIL; fi
+      record build $st $((SECONDS - bstart)) "sm_$ARCH, -j$JOBS; $BUILD_DETAIL"
+    fi
+  fi
+fi
+export LD_LIBRARY_PATH="$BUILD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# ---- unit, cli: in the background (niced) beside the device steps; recorded later ------------------------
+ASTAT=$BUILD/aux.status
+: > "$ASTAT"
+AUX_STARTED=0
+aux_job() {
+  local t0=$SECONDS
   run_logged "$OUTDIR/unit.log" "$(step_timeout 180)" env OPENBLAS_NUM_THREADS=1 PG_RUN_BINARY=tests/parchgrad_unit \
     nice -n 5 "$EBUILD/parchgrad-run"
-  echo "unit $? $((SECONDS - t0))" >> "$ESTAT"
+  echo "unit $? $((SECONDS - t0))" >> "$ASTAT"
   t0=$SECONDS
   : > "$OUTDIR/cli.log"
   cli_checks
-  echo "cli $? $((SECONDS - t0))" >> "$ESTAT"
+  echo "cli $? $((SECONDS - t0))" >> "$ASTAT"
 }
-if [ "$DEPS_OK" = 1 ] && [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ] && [ -n "$CMAKE_BIN" ]; then
-  ENGINE_LD=$(engine_ld_path)
-  mkdir -p "$EBUILD"
-  cat > "$EBUILD/parchgrad-run" <<EOF
-#!/usr/bin/env bash
-# Made by tools/gpu_check.sh: runs this build's parchgrad (or \$PG_RUN_BINARY, relative to the build
-# directory) with the vendored, pip nvidia-* and toolkit library directories on its path.
-export LD_LIBRARY_PATH="$ENGINE_LD\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
-exec "$EBUILD/\${PG_RUN_BINARY:-parchgrad}" "\$@"
-EOF
-  chmod +x "$EBUILD/parchgrad-run"
-  echo "run-time library path: $ENGINE_LD" >> "$ELOG"
-  # Detached (not one of this shell's jobs, which the build step waits for); "done" marks its end.
-  rm -f "$BUILD/engine.pid"
-  ( (echo "$BASHPID" > "$BUILD/engine.pid"; engine_job; echo done >> "$ESTAT") > /dev/null 2>&1 & )
-  ENGINE_PID=started
+if [ "$BUILD_OK" = 1 ]; then
+  # Detached (not one of this shell's jobs); "done" marks its end.
+  rm -f "$BUILD/aux.pid"
+  ( (echo "$BASHPID" > "$BUILD/aux.pid"; aux_job; echo "done" >> "$ASTAT") > /dev/null 2>&1 & )
+  AUX_STARTED=1
 fi
-
-# ---- build ----------------------------------------------------------------------------------------
-BLOG=$OUTDIR/build.log
-: > "$BLOG"
-bstart=$SECONDS
-BUILD_OK=0
-TC_OK=0
-if [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ]; then
-  JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
-  NVFLAGS=(-std=c++17 -O3 -I"$ROOT" -lineinfo -ccbin "$CXX_BIN"
-           -gencode "arch=compute_$ARCH,code=sm_$ARCH" -gencode "arch=compute_$ARCH,code=compute_$ARCH")
-  CXXFLAGS=(-std=c++17 -O3 -DNDEBUG -I"$ROOT")
-  # nvcc refuses host compilers newer than it knows: retry once with -allow-unsupported-compiler.
-  printf '__global__ void k() {}\nint main() { k<<<1, 1>>>(); return 0; }\n' > "$BUILD/probe.cu"
-  if ! "$NVCC_BIN" "${NVFLAGS[@]}" "$BUILD/probe.cu" -o "$BUILD/probe" >> "$BLOG" 2>&1; then
-    if grep -qi 'unsupported' "$BLOG"; then
-      NVFLAGS+=(-allow-unsupported-compiler)
-      echo "retrying with -allow-unsupported-compiler" >> "$BLOG"
-    fi
+# astat NAME: "rc seconds" of one background stage, empty when it did not run.
+astat() { awk -v n="$1" '$1 == n { print $2, $3 }' "$ASTAT" 2>/dev/null | tail -1; }
+collect_aux() {
+  local rc secs detail st
+  if [ "$AUX_STARTED" != 1 ]; then
+    record_later unit SKIP 0 "not built"
+    record_later cli SKIP 0 "not built"
+    return
   fi
-  # OpenMP: the compiler's, or the stub (twins single-threaded; OpenBLAS may then not load).
-  printf '#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n' > "$BUILD/omp_probe.cpp"
-  if "$CXX_BIN" -fopenmp "$BUILD/omp_probe.cpp" -o "$BUILD/omp_probe" >> "$BLOG" 2>&1; then
-    OMP_CXX=(-fopenmp)
-    OMP_NV=(-Xcompiler=-fopenmp)
-    OMP_LINK=(-Xcompiler=-fopenmp -lgomp)
-    omp_note="OpenMP"
+  wait_detached "$ASTAT" "$BUILD/aux.pid"
+  rc=$(astat unit)
+  if [ -z "$rc" ]; then
+    record_later unit FAIL 0 "did not run (see unit.log)"
   else
-    OMP_CXX=(-I"$ROOT/tests/cuda/omp_stub")
-    OMP_NV=(-I"$ROOT/tests/cuda/omp_stub")
-    OMP_LINK=()
-    omp_note="no OpenMP in $(basename "$CXX_BIN"): stub omp.h, single-threaded twins"
+    secs=${rc##* }
+    rc=${rc%% *}
+    detail=$(grep -m1 '^\[doctest\] test cases' "$OUTDIR/unit.log" | sed 's/\[doctest\] //; s/  */ /g')
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+    record_later unit $st "$secs" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); ${detail:-no doctest summary (see unit.log)}"
   fi
-  # The BF16 data-gradient variant is tested when this tree's header declares it.
-  if grep -q 'launch_conv_dgrad_bf16' kernels/cuda/conv_dgrad.h; then
-    NVFLAGS+=(-DPG_GPU_TEST_BF16=1)
-    omp_note="$omp_note, with bf16 dgrad"
-  fi
-  echo "flags: nvcc ${NVFLAGS[*]} ${OMP_NV[*]}; c++ ${CXXFLAGS[*]} ${OMP_CXX[*]}" >> "$BLOG"
-
-  # One compile per source, at most JOBS at a time; each writes its own log.
-  objs=()
-  compile() {  # object, then the command
-    local obj=$1
-    shift
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n 2>/dev/null || sleep 0.2; done
-    ("$@" > "$BUILD/obj/$obj.log" 2>&1 && touch "$BUILD/obj/$obj.ok") &
-    objs+=("$BUILD/obj/$obj")
-  }
-  rm -f "$BUILD"/obj/*.ok "$BUILD"/obj/*.o "$BUILD/test_kernels_gpu" "$BUILD/test_tensor_core_hw"
-  for cu in kernels/cuda/*.cu tests/cuda/test_kernels_gpu.cu tests/cuda/broken_kernels.cu; do
-    o=$(basename "$cu" .cu)_cu.o
-    compile "$o" "$NVCC_BIN" "${NVFLAGS[@]}" "${OMP_NV[@]}" -c "$cu" -o "$BUILD/obj/$o"
-  done
-  for cpp in kernels/cpu/relu.cpp kernels/cpu/pool.cpp kernels/cpu/channel_stats.cpp kernels/cpu/conv2d.cpp \
-             kernels/cpu/elementwise.cpp kernels/cpu/seed.cpp kernels/cpu/maps.cpp kernels/cpu/preprocess.cpp; do
-    o=$(basename "$cpp" .cpp)_cpp.o
-    compile "$o" "$CXX_BIN" "${CXXFLAGS[@]}" "${OMP_CXX[@]}" -c "$cpp" -o "$BUILD/obj/$o"
-  done
-  compile blas_cpp.o "$CXX_BIN" "${CXXFLAGS[@]}" "${OMP_CXX[@]}" "-DPARCHGRAD_OPENBLAS_DIR=\"$BUILD/lib\"" \
-    -c kernels/cpu/blas.cpp -o "$BUILD/obj/blas_cpp.o"
-  # The tensor-core hardware test is one self-contained source.
-  compile test_tensor_core_hw "$NVCC_BIN" "${NVFLAGS[@]}" tests/cuda/test_tensor_core_hw.cu -o "$BUILD/test_tensor_core_hw"
-  wait
-  # test_kernels_gpu is linked when all of its objects compiled (test_tensor_core_hw is apart).
-  kobjs_ok=1
-  for obj in "${objs[@]}"; do
-    { echo "=== $(basename "$obj")"; cat "$obj.log"; } >> "$BLOG"
-    if [ ! -f "$obj.ok" ]; then
-      echo "FAILED: $(basename "$obj")" >> "$BLOG"
-      [ "$(basename "$obj")" = test_tensor_core_hw ] || kobjs_ok=0
-    fi
-  done
-  [ -f "$BUILD/obj/test_tensor_core_hw.ok" ] && TC_OK=1
-  if [ "$kobjs_ok" = 1 ]; then
-    echo "=== link test_kernels_gpu" >> "$BLOG"
-    if "$NVCC_BIN" "${NVFLAGS[@]}" "$BUILD"/obj/*_cu.o "$BUILD"/obj/*_cpp.o "${OMP_LINK[@]+"${OMP_LINK[@]}"}" -ldl \
-        -o "$BUILD/test_kernels_gpu" >> "$BLOG" 2>&1; then
-      BUILD_OK=1
+  rc=$(astat cli)
+  if [ -z "$rc" ]; then
+    record_later cli FAIL 0 "did not run (see cli.log)"
+  else
+    secs=${rc##* }
+    rc=${rc%% *}
+    detail="inspect, preprocess, gradient, saliency on the CPU"
+    if grep -q '^cuda_rc 0' "$OUTDIR/cli.log"; then
+      detail="$detail; --device cuda: ran"
     else
-      echo "FAILED: link of test_kernels_gpu" >> "$BLOG"
+      detail="$detail; --device cuda: $(grep -v '^+' "$OUTDIR/cli.log" | grep -m1 -E 'error|device' | cut -c1-110)"
     fi
+    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; detail="failed (see cli.log); $detail"; fi
+    record_later cli $st "$secs" "$detail"
   fi
-  failed=$(grep '^FAILED' "$BLOG" | cut -d' ' -f2- | tr '\n' ' ')
-  if [ "$BUILD_OK" = 1 ] && [ "$TC_OK" = 1 ]; then
-    record build PASS $((SECONDS - bstart)) "sm_$ARCH, $omp_note, -j$JOBS -> $BUILD"
-  else
-    record build FAIL $((SECONDS - bstart)) "failed: ${failed:-?} (see build.log)"
-  fi
-else
-  record build FAIL 0 "no nvcc or no host compiler"
-fi
+}
 
-# ---- runs -------------------------------------------------------------------------------------------
-export LD_LIBRARY_PATH="$BUILD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-KBIN=$BUILD/test_kernels_gpu
-TBIN=$BUILD/test_tensor_core_hw
+# ---- host, probe ---------------------------------------------------------------------------------------
 HAVE_DEVICE=0
-RUN_STEPS=(tensor_core kernels memcheck+ memcheck racecheck+ racecheck)
-
-# host side, no device: OpenBLAS from the build's lib directory, twin vs double loops
+RUN_STEPS=(gpu memcheck+ memcheck racecheck+ racecheck)
 if [ "$BUILD_OK" = 1 ]; then
   s0=$SECONDS
   run_logged "$OUTDIR/host.log" "$(step_timeout 120)" "$KBIN" --host-only
@@ -633,24 +631,12 @@ if [ "$BUILD_OK" = 1 ]; then
   if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
   record host $st $((SECONDS - s0)) "exit $rc; $(test_detail "$OUTDIR/host.log"); $(grep -m1 '^INFO OpenBLAS' "$OUTDIR/host.log" | cut -c6-80)"
 else
-  record host SKIP 0 "test_kernels_gpu not built"
+  record host SKIP 0 "not built"
 fi
-
 if [ "$DRY" = 1 ]; then
   for s in probe "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "dry run"; done
 elif [ "$BUILD_OK" != 1 ]; then
-  record probe SKIP 0 "test_kernels_gpu not built"
-  # The tensor-core test stands alone (it reports a missing device itself).
-  if [ "$TC_OK" = 1 ]; then
-    s0=$SECONDS
-    run_logged "$OUTDIR/tensor_core.log" "$(step_timeout 90)" "$TBIN"
-    rc=$?
-    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-    record tensor_core $st $((SECONDS - s0)) "exit $rc; $(test_detail "$OUTDIR/tensor_core.log")"
-  else
-    record tensor_core SKIP 0 "not built"
-  fi
-  for s in "${RUN_STEPS[@]:1}"; do record "$s" SKIP 0 "test_kernels_gpu not built"; done
+  for s in probe "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "not built"; done
 else
   s0=$SECONDS
   run_logged "$OUTDIR/probe.log" "$(step_timeout 60)" "$KBIN" --probe
@@ -692,103 +678,10 @@ sanitizer_step() {
   fi
 }
 
-# ---- engine results, and the models step started beside the sanitizers ------------------------------
-ENGINE_COLLECTED=0
-ENGINE_OK=0
+# ---- the models step, started beside the sanitizers -------------------------------------------------
 MODELS_PID=""
-# Headers of vendored libraries that must not come from the system.
-VENDORED_RE='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest)'
-# estat NAME: "rc seconds" of one engine job stage, empty when it did not run.
-estat() { awk -v n="$1" '$1 == n { print $2, $3 }' "$ESTAT" 2>/dev/null | tail -1; }
-# Is there a device for the engine? The probe's answer, or nvidia-smi's when the probe did not run.
-engine_device() {
-  [ "$HAVE_DEVICE" = 1 ] && return 0
-  [ "$BUILD_OK" != 1 ] && [ "$DEVICE_SEEN" = 1 ]
-}
-collect_engine() {
-  [ "$ENGINE_COLLECTED" = 1 ] && return
-  ENGINE_COLLECTED=1
-  local why cfg bld rc secs deps_list nsys nvend isys missing h lddout zip cudnn cublas nf detail st
-  if [ -z "$ENGINE_PID" ]; then
-    why="no deps prefix"
-    [ -n "$NVCC_BIN" ] && [ -n "$CXX_BIN" ] || why="no nvcc or no host compiler"
-    [ -n "$CMAKE_BIN" ] || why="no cmake"
-    record_later engine FAIL 0 "not built: $why"
-    record_later unit SKIP 0 "engine not built"
-    record_later cli SKIP 0 "engine not built"
-    return
-  fi
-  wait_detached "$ESTAT" "$BUILD/engine.pid"
-  cfg=$(estat configure)
-  bld=$(estat build)
-  if [ "${cfg%% *}" != 0 ]; then
-    record_later engine FAIL "${cfg##* }" "configure failed (exit ${cfg%% *}): $(grep -m1 -E 'CMake Error|error' "$ELOG" | cut -c1-100) (see engine.log)"
-  elif [ "${bld%% *}" != 0 ]; then
-    record_later engine FAIL "${bld##* }" "build failed (exit ${bld%% *}$([ "${bld%% *}" = 124 ] && echo ', timed out')): $(grep -m1 -E 'error|Error' "$ELOG" | cut -c1-100)"
-  else
-    # Which headers the compiler read: its dependency files (Makefiles) or ninja's log.
-    if [ -f "$EBUILD/build.ninja" ]; then
-      (cd "$EBUILD" && ninja -t deps) > "$BUILD/engine.deps" 2> /dev/null
-    else
-      find "$EBUILD" -name '*.o.d' -exec cat {} + > "$BUILD/engine.deps" 2> /dev/null
-    fi
-    deps_list=$BUILD/engine.headers
-    tr -s ' \\' '\n' < "$BUILD/engine.deps" | sed 's/:$//' | sort -u > "$deps_list"
-    grep -E "$VENDORED_RE" "$deps_list" > "$OUTDIR/engine_system_headers.txt"
-    nsys=$(wc -l < "$OUTDIR/engine_system_headers.txt")
-    nvend=$(grep -c "^$DEPS/include/" "$deps_list")
-    missing=""
-    for h in CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h \
-             boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h; do
-      grep -qx "$DEPS/include/$h" "$deps_list" || missing="$missing $h"
-    done
-    isys=$(grep -c -- "-isystem $DEPS/include" "$EBUILD/compile_commands.json" 2> /dev/null)
-    lddout=$(LD_LIBRARY_PATH="$ENGINE_LD" ldd "$EBUILD/parchgrad" 2>&1)
-    echo "$lddout" > "$OUTDIR/engine_ldd.txt"
-    nf=$(grep -c 'not found' <<< "$lddout")
-    zip=$(grep -o 'libzip.so.4 => [^ ]*' <<< "$lddout" | awk '{print $3}')
-    cudnn=$(grep -o 'libcudnn.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
-    cublas=$(grep -o 'libcublas.so[.0-9]* => [^ ]*' <<< "$lddout" | awk '{print $3}')
-    detail="sm_$ARCH, -j$JOBS, ${bld##* } s; headers: $nvend vendored, $nsys from the system"
-    [ -n "$missing" ] && detail="$detail, vendored not seen:$missing"
-    detail="$detail; -isystem $DEPS/include in $isys compile commands; libzip ${zip:-?}, cuDNN ${cudnn:-?}, cuBLAS ${cublas:-?}"
-    [ "$nf" = 0 ] || detail="$detail; ldd: $nf not found (engine_ldd.txt)"
-    if [ "$nsys" = 0 ] && [ -z "$missing" ] && [ "$nf" = 0 ] && [ "$zip" = "$DEPS/lib/libzip.so.4" ]; then
-      ENGINE_OK=1
-      st=PASS
-    else
-      st=FAIL
-    fi
-    record_later engine $st "${bld##* }" "$detail"
-  fi
-  # parchgrad_unit
-  rc=$(estat unit)
-  if [ -z "$rc" ]; then
-    record_later unit SKIP 0 "engine not built"
-  else
-    secs=${rc##* }
-    rc=${rc%% *}
-    detail=$(grep -m1 '^\[doctest\] test cases' "$OUTDIR/unit.log" | sed 's/\[doctest\] //; s/  */ /g')
-    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-    record_later unit $st "$secs" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); ${detail:-no doctest summary (see unit.log)}"
-  fi
-  # the command line on the bundled model
-  rc=$(estat cli)
-  if [ -z "$rc" ]; then
-    record_later cli SKIP 0 "engine not built"
-  else
-    secs=${rc##* }
-    rc=${rc%% *}
-    detail="inspect, preprocess, gradient, saliency on the CPU"
-    if grep -q '^cuda_rc 0' "$OUTDIR/cli.log"; then
-      detail="$detail; --device cuda: ran"
-    else
-      detail="$detail; --device cuda: $(grep -v '^+' "$OUTDIR/cli.log" | grep -m1 -E 'error|device' | cut -c1-110)"
-    fi
-    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; detail="failed (see cli.log); $detail"; fi
-    record_later cli $st "$secs" "$detail"
-  fi
-}
+# Is there a device for the engine? The probe's answer.
+engine_device() { [ "$HAVE_DEVICE" = 1 ]; }
 # The models step beside the sanitizers: up to 300 s, no model started after two thirds of that.
 start_models() {
   local t
@@ -803,35 +696,25 @@ start_models() {
     run_logged "$OUTDIR/models.log" "$t" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" "$ROOT/tools/gpu_models_check.py" \
       --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --time-limit $((t * 2 / 3)) --timeout 150
     echo $? > "$BUILD/models.rc"
-    echo done > "$BUILD/models.status"
+    echo "done" > "$BUILD/models.status"
   ) > /dev/null 2>&1 & )
   MODELS_PID=started
 }
 
+# ---- gpu (ctest -L gpu), sanitizers -------------------------------------------------------------------
 if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
   if [ "$HAVE_DEVICE" != 1 ]; then
     for s in "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "no CUDA device"; done
   else
-    # tensor-core instruction models vs the hardware
+    # tensor_core_hw and kernels_gpu, their output in the log (-V: each line prefixed "N: ")
     s0=$SECONDS
-    if [ "$TC_OK" = 1 ]; then
-      run_logged "$OUTDIR/tensor_core.log" "$(step_timeout 90)" "$TBIN"
-      rc=$?
-      if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-      record tensor_core $st $((SECONDS - s0)) "exit $rc; $(test_detail "$OUTDIR/tensor_core.log")"
-    else
-      record tensor_core FAIL 0 "test_tensor_core_hw not built"
-    fi
-    # every kernel vs its twin, determinism, timings
-    s0=$SECONDS
-    run_logged "$OUTDIR/kernels.log" "$(step_timeout 240)" "$KBIN"
+    CTEST_BIN=$(dirname "$CMAKE_BIN")/ctest
+    [ -x "$CTEST_BIN" ] || CTEST_BIN=ctest
+    run_logged "$OUTDIR/gpu.log" "$(step_timeout 300)" "$CTEST_BIN" --test-dir "$EBUILD" -L gpu -V --timeout 280
     rc=$?
-    grep '^TIME' "$OUTDIR/kernels.log" > "$OUTDIR/timings.txt"
+    grep -o 'TIME .*' "$OUTDIR/gpu.log" > "$OUTDIR/timings.txt"
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-    record kernels $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(test_detail "$OUTDIR/kernels.log"); $(grep -c '^TIME' "$OUTDIR/timings.txt") timings"
-    # the engine build (background since deps) should be done by now; its models step runs
-    # beside the sanitizers
-    collect_engine
+    record gpu $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(grep -m1 -E 'tests passed' "$OUTDIR/gpu.log"); $(test_detail "$OUTDIR/gpu.log"); $(wc -l < "$OUTDIR/timings.txt") timings"
     start_models
     # sanitizers, each with its positive control
     if [ -z "$SANITIZER" ]; then
@@ -850,11 +733,11 @@ if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
   fi
 fi
 
-# ---- engine, unit, cli, models, bench -----------------------------------------------------------------
-collect_engine
+# ---- unit, cli, models, invariance, bench ----------------------------------------------------------------
+collect_aux
 flush_later
 # models: the 13 architectures on the device (started beside the sanitizers, or here when the
-# kernel steps did not run), or the self-test
+# device steps did not run), or the self-test
 [ -z "$MODELS_PID" ] && start_models
 models_detail() {  # LOG: the script's last summary lines
   local last worst
