@@ -52,6 +52,8 @@ class DatasetStats {
 
   const DatasetStatsMeta& meta() const { return meta_; }
   int64_t images() const { return int64_t(index_.size()); }
+  // The image index of every sample, in the order they were added (or merged).
+  const std::vector<int64_t>& image_indices() const { return index_; }
   const std::vector<long>& images_per_class() const { return per_class_; }
 
   // Starts a batch of samples: their image indices and class ids. Then add() is called
@@ -64,7 +66,8 @@ class DatasetStats {
   // Raw accumulators and samples to a shard file (atomically: temporary file + rename).
   void write_shard(const std::string& path, int shard, int shards);
   // Merges the given shard files (same model, test, weights, classes and convs; shard
-  // ids 0..N-1 of one N, each once; disjoint image indices). The samples stay in the
+  // ids 0..N-1 of one N, each once; disjoint image indices). Checkpoint parts of one run
+  // (`parchgrad stats` writes them as it goes, shards = 0) merge the same way, any ids. The samples stay in the
   // shard files until finalize(), which must be called while they exist.
   static std::unique_ptr<DatasetStats> merge_shards(const std::vector<std::string>& paths,
                                                     size_t memory_limit);

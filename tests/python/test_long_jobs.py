@@ -279,3 +279,40 @@ def test_an_imagenet_model_needs_folders_that_say_their_class(tmp_path):
         r = run("stats", "--weights", weights, "--data", root, "--out", tmp_path / "s.safetensors")
         ls = lines(r.stderr)
         assert r.returncode == 1 and len(ls) == 1 and says in ls[0] and "--labels" in ls[0], r.stderr
+
+
+def test_stats_resumes_from_its_checkpoints_and_equals_one_run():
+    # A run stopped by a bad last image (--strict) leaves its checkpoints; once the image is
+    # readable the run resumes from them and writes the same file as one uninterrupted run.
+    tree = image_tree("ckpt_tree")
+    out = os.path.join(SCRATCH, "ckpt.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    for f in os.listdir(SCRATCH):
+        if f.startswith("ckpt.safetensors.part-"):
+            os.remove(os.path.join(SCRATCH, f))
+    args = ["stats", "--weights", WEIGHTS, "--data", tree, "--out", out, "--batch", "1", "--checkpoint", "1"]
+    r = run(*args, "--strict")
+    assert r.returncode == 1 and not os.path.exists(out), r.stderr
+    parts = [f for f in os.listdir(SCRATCH) if f.startswith("ckpt.safetensors.part-")]
+    assert len(parts) == 4, parts
+    shutil.copy(os.path.join(EXAMPLES, "star.png"), os.path.join(tree, "b_ring", "truncated.png"))
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 4 of 5 images done" in r.stderr, r.stderr
+    assert not [f for f in os.listdir(SCRATCH) if f.startswith("ckpt.safetensors.part-")]
+    whole = os.path.join(SCRATCH, "ckpt_whole.safetensors")
+    r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", whole, "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    a, b = model_prep.read_safetensors(out), model_prep.read_safetensors(whole)
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+    # Another job's checkpoint beside the output is refused, not used or deleted.
+    stray = out + ".part-0123456789abcdef-000000.pgpart"
+    open(stray, "wb").close()
+    r = run(*args)
+    ls = lines(r.stderr)
+    assert r.returncode == 1 and len(ls) == 1 and "is a checkpoint of another" in ls[0], r.stderr
+    r = run(*args, "--no-resume")
+    assert r.returncode == 0 and not os.path.exists(stray), r.stderr

@@ -156,21 +156,6 @@ std::string record_image(const json& rec) {
 }
 std::string record_key(const json& rec, const std::string& method) { return record_image(rec) + "\t" + method; }
 
-// FNV-1a, 64 bits, of a file's bytes: what a report's weights, statistics and boxes are,
-// whatever the path they were given by.
-std::string content_hash(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw file_error(path, "cannot open");
-  uint64_t h = 1469598103934665603ull;
-  std::vector<char> buf(1 << 20);
-  while (f) {
-    f.read(buf.data(), std::streamsize(buf.size()));
-    for (std::streamsize i = 0; i < f.gcount(); ++i) h = (h ^ uint8_t(buf[size_t(i)])) * 1099511628211ull;
-  }
-  char out[24];
-  std::snprintf(out, sizeof out, "%016llx", (unsigned long long)h);
-  return out;
-}
 
 // Reads an existing REPORT.jsonl: every line, the keys done; drops a partial last line (a
 // killed run) by truncating the file there.

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <unistd.h>
 
@@ -32,7 +33,8 @@ struct StatsOptions {
   std::string weights, model, data, out, test = "student", shard, labels, dump_gap;
   int batch = 16, threads = 0;
   double memory_mb = 256;
-  bool strict = false;
+  bool strict = false, no_resume = false;
+  int64_t checkpoint = 2000;
 };
 
 struct MergeOptions {
@@ -66,10 +68,12 @@ void parse_shard(const std::string& spec, int* i, int* n) {
 // With --dump-gap it also keeps every gap row, to be written as [images, channels] per conv.
 class GapCollector : public ag::ConvHook {
  public:
-  GapCollector(DatasetStats& s, bool keep) : stats_(s), keep_(keep) {}
+  GapCollector(DatasetStats* s, bool keep) : stats_(s), keep_(keep) {}
+  // The accumulator the next batches go to (a checkpoint starts a new one).
+  void set_stats(DatasetStats* s) { stats_ = s; }
   bool hooks(const ag::ConvSite&) const override { return true; }
   void on_forward(const ag::ConvSite& site, const Tensor& gap) override {
-    stats_.add(site.name, gap);
+    stats_->add(site.name, gap);
     if (keep_) {
       auto& rows = kept_[site.name];
       rows.first = gap.dim(1);
@@ -95,7 +99,7 @@ class GapCollector : public ag::ConvHook {
   }
 
  private:
-  DatasetStats& stats_;
+  DatasetStats* stats_;
   bool keep_;
   std::map<std::string, std::pair<int64_t, std::vector<float>>> kept_;
 };
@@ -122,9 +126,67 @@ void run_stats(const StatsOptions& o) {
   meta.num_classes = model->num_classes();
   std::vector<std::pair<std::string, int>> convs;
   for (const auto* c : model->convs()) convs.emplace_back(c->site.name, c->out_channels);
-  const std::string spill = o.out + ".samples." + std::to_string(getpid()) + ".tmp";
-  DatasetStats acc(meta, convs, limit, spill);
-  GapCollector hook(acc, !o.dump_gap.empty());
+  // Checkpoints: every --checkpoint images the accumulators so far go to a part file beside
+  // the output (a shard file of this run, written atomically) and a new accumulator starts,
+  // so a killed run loses at most that many images. A part's name carries the run's identity:
+  // the weights' and labels' content, the resolved data folder and its listing, the test and
+  // the shard, so that only the same job resumes from it. Parts merge exactly (the moments are
+  // error-free double-double sums, the samples are sorted by image index), so a resumed run
+  // writes the same file as one run; they are removed once the output is written. --dump-gap
+  // keeps every gap row in memory for its own file, so it runs without checkpoints.
+  const bool checkpoints = o.dump_gap.empty() && o.checkpoint > 0;
+  std::string listing;
+  for (const auto& it : all) listing += fs::relative(it.path, o.data).generic_string() + "\t" + std::to_string(it.label) + "\n";
+  std::error_code ec;
+  const std::string identity =
+      text_hash(content_hash(o.weights) + "|" + (o.labels.empty() ? "" : content_hash(o.labels)) + "|" +
+                fs::weakly_canonical(fs::absolute(o.data), ec).generic_string() + "|" + text_hash(listing) + "|" + o.test +
+                "|" + std::to_string(shard) + "/" + std::to_string(shards) + "|" + meta.model);
+  const fs::path out_path(o.out);
+  const std::string part_stem = out_path.filename().string() + ".part-" + identity + "-";
+  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  std::vector<std::string> parts;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(out_path.filename().string() + ".part-", 0) != 0 || e.path().extension() != ".pgpart") continue;
+    if (o.no_resume || !checkpoints || name.rfind(part_stem, 0) != 0) {
+      // Another job's checkpoint (other weights, data or settings), or a fresh start: not ours
+      // to use; refused rather than silently deleted, unless --no-resume says to start over.
+      if (!o.no_resume)
+        throw file_error(e.path().string(), "is a checkpoint of another `parchgrad stats` run into " + o.out +
+                                                " (other weights, data or settings); remove it, or --no-resume");
+      fs::remove(e.path(), ec);
+      continue;
+    }
+    parts.push_back(e.path().string());
+  }
+  std::sort(parts.begin(), parts.end());
+  std::set<int64_t> done;
+  if (!parts.empty()) {
+    const auto resumed = DatasetStats::merge_shards(parts, limit);
+    done.insert(resumed->image_indices().begin(), resumed->image_indices().end());
+    std::fprintf(stderr, "parchgrad: resuming: %zu of %zu images done (%zu checkpoints of %s)\n", done.size(),
+                 mine.size(), parts.size(), o.out.c_str());
+  }
+  int part_no = int(parts.size());
+  auto new_accumulator = [&]() {
+    const std::string spill =
+        o.out + ".samples." + std::to_string(getpid()) + "." + std::to_string(part_no) + ".tmp";
+    return std::make_unique<DatasetStats>(meta, convs, limit, spill);
+  };
+  std::unique_ptr<DatasetStats> acc = new_accumulator();
+  GapCollector hook(acc.get(), !o.dump_gap.empty());
+  auto write_part = [&]() {
+    if (acc->images() == 0) return;
+    char num[16];
+    std::snprintf(num, sizeof num, "%06d", part_no);
+    const std::string part = (out_dir / (part_stem + num + ".pgpart")).string();
+    acc->write_shard(part, part_no, 0);
+    parts.push_back(part);
+    ++part_no;
+    acc = new_accumulator();
+    hook.set_stats(acc.get());
+  };
   std::vector<int64_t> all_idx;
   std::vector<int> all_labels;
   nn::Context ctx;
@@ -132,6 +194,7 @@ void run_stats(const StatsOptions& o) {
   ctx.hook = &hook;
 
   io::Progress progress(o.shard.empty() ? "stats" : "stats " + o.shard, int64_t(mine.size()));
+  if (!done.empty()) progress.advance(int64_t(done.size()));
   std::vector<Tensor> xs;
   std::vector<int64_t> idx;
   std::vector<int> labels;
@@ -142,17 +205,19 @@ void run_stats(const StatsOptions& o) {
     Tensor x({B, s0[0], s0[1], s0[2]});
     for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
     check_input(x, all[size_t(idx[0])].path);
-    acc.begin_batch(idx, labels);
+    acc->begin_batch(idx, labels);
     all_idx.insert(all_idx.end(), idx.begin(), idx.end());
     all_labels.insert(all_labels.end(), labels.begin(), labels.end());
     model->forward(ctx, ag::Var{x, -1});
-    acc.end_batch();
+    acc->end_batch();
     progress.advance(B);
     xs.clear();
     idx.clear();
     labels.clear();
+    if (checkpoints && acc->images() >= o.checkpoint) write_part();
   };
   for (int64_t i : mine) {
+    if (done.count(i)) continue;
     const DatasetItem& it = all[size_t(i)];
     // An unreadable image is skipped and counted (as saliency and eval do), unless --strict.
     Tensor t;
@@ -173,14 +238,24 @@ void run_stats(const StatsOptions& o) {
   }
   flush();
   progress.finish();
-  if (all_idx.empty()) throw Error("stats: no readable image in " + o.data + " (" + std::to_string(progress.skipped()) +
-                                   " skipped)");
+  if (all_idx.empty() && done.empty())
+    throw Error("stats: no readable image in " + o.data + " (" + std::to_string(progress.skipped()) + " skipped)");
   if (!o.dump_gap.empty()) hook.dump(o.dump_gap, all_idx, all_labels);
-  if (o.shard.empty()) {
-    acc.finalize(o.out);
-  } else {
-    acc.write_shard(o.out, shard, shards);
+  // With checkpoints written, the result is the merge of every part (the last one included).
+  std::unique_ptr<DatasetStats> merged;
+  DatasetStats* result = acc.get();
+  if (!parts.empty()) {
+    write_part();
+    merged = DatasetStats::merge_shards(parts, limit);
+    result = merged.get();
   }
+  if (o.shard.empty()) {
+    result->finalize(o.out);
+  } else {
+    result->write_shard(o.out, shard, shards);
+  }
+  merged.reset();
+  for (const auto& p : parts) fs::remove(p, ec);
   progress.summary((o.shard.empty() ? "statistics in " : "shard in ") + o.out);
 }
 
@@ -210,6 +285,10 @@ void register_stats(CLI::App& app) {
   s->add_option("--memory-mb", so->memory_mb, "gap samples kept in memory before spilling to a temporary file")
       ->capture_default_str();
   s->add_flag("--strict", so->strict, "stop at the first unreadable image instead of skipping it");
+  s->add_option("--checkpoint", so->checkpoint,
+                "images between checkpoints (part files beside --out; a killed run resumes from them; 0: none)")
+      ->capture_default_str();
+  s->add_flag("--no-resume", so->no_resume, "start over: remove the checkpoints of an earlier run into --out");
 
   CLI::App* m = s->add_subcommand("merge", "Combine shard files of `parchgrad stats --shard` into a stats file");
   m->add_option("shards", mo->shards, "shard files")->required();

@@ -128,6 +128,33 @@ void check_output_file(const std::string& flag, const std::string& path) {
   fs::remove(probe, ec);
 }
 
+namespace {
+constexpr uint64_t kFnvOffset = 1469598103934665603ull, kFnvPrime = 1099511628211ull;
+std::string hex64(uint64_t h) {
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", (unsigned long long)h);
+  return out;
+}
+}  // namespace
+
+std::string content_hash(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw file_error(path, "cannot open");
+  uint64_t h = kFnvOffset;
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    for (std::streamsize i = 0; i < f.gcount(); ++i) h = (h ^ uint8_t(buf[size_t(i)])) * kFnvPrime;
+  }
+  return hex64(h);
+}
+
+std::string text_hash(const std::string& text) {
+  uint64_t h = kFnvOffset;
+  for (char c : text) h = (h ^ uint8_t(c)) * kFnvPrime;
+  return hex64(h);
+}
+
 void write_text_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {

@@ -55,6 +55,11 @@ std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string&
 // unwritable output only at its end.
 void check_output_file(const std::string& flag, const std::string& path);
 
+// FNV-1a (64 bits, hex) of a file's bytes, or of a string: what a file is, whatever path it was
+// given by (the identity of a resumable run).
+std::string content_hash(const std::string& path);
+std::string text_hash(const std::string& text);
+
 // Writes a text file through a temporary file and rename.
 void write_text_atomic(const std::string& path, const std::string& text);
 
