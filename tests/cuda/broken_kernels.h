@@ -8,7 +8,7 @@
 // defines: run_broken_oob, run_broken_race
 #pragma once
 
-#include "kernels/cuda/stream.h"
+#include "core/stream.h"
 
 namespace pg::gputest {
 
