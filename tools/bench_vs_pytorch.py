@@ -30,7 +30,7 @@ precision) pairs in one run, e.g. resnet18:fp32,resnet18:bf16,resnet18:bf16:cls 
 ":ins" also times the engine's ParchGrad saliency; engine only on the GPU).
 
 Needs PyTorch; torchvision when it is there (else the torchvision-shaped models of
-tools/gpu_models_check.py):
+tests/gpu/models_check.py):
   /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models resnet18,vgg16
   python3 tools/bench_vs_pytorch.py --bin BUILD/parchgrad --device cuda --batch 256 \\
       --runs resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
@@ -45,6 +45,7 @@ import time
 
 DEFAULT_MODELS = "resnet18,resnet50,vgg16"
 HERE = os.path.dirname(os.path.abspath(__file__))
+GPU_TESTS = os.path.join(HERE, "..", "tests", "gpu")  # models_check.py: torchvision-free model builder
 
 
 def parse_args():
@@ -118,16 +119,16 @@ def make_model(model_name):
         import torchvision
         return getattr(torchvision.models, model_name)(weights=None), "torchvision"
     except Exception:  # absent, or built for another torch
-        sys.path.insert(0, HERE)
-        import gpu_models_check
-        return gpu_models_check.own_model(model_name), "own"
+        sys.path.insert(0, GPU_TESTS)
+        import models_check
+        return models_check.own_model(model_name), "own"
 
 
 def set_tf32(torch, allow):
-    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off (gpu_models_check.set_tf32)."""
-    sys.path.insert(0, HERE)
-    import gpu_models_check
-    gpu_models_check.set_tf32(torch, allow)
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on or off (tests/gpu/models_check.set_tf32)."""
+    sys.path.insert(0, GPU_TESTS)
+    import models_check
+    models_check.set_tf32(torch, allow)
 
 
 def cuda_settings(torch, precision):

@@ -43,11 +43,11 @@
 #   unit        parchgrad_unit (doctest) of that build
 #   cli         that build on the bundled model: inspect, preprocess, gradient and saliency on
 #               the CPU; what --device cuda answers is noted
-#   models      tools/gpu_models_check.py: the 13 architectures with random weights, the cuda
+#   models      tests/gpu/models_check.py: the 13 architectures with random weights, the cuda
 #               input gradient against the CPU backend and PyTorch on the GPU (1e-4), the
 #               bf16/tf32 maps against PyTorch float64, no farther than 1.5x PyTorch's own
 #               autocast-bf16 / TF32 map is, Spearman no lower than PyTorch's - 0.005; OUTDIR/models/
-#   invariance  tools/gpu_invariance_check.py: resnet18 and vgg11_bn (random weights), examples
+#   invariance  tests/gpu/invariance_check.py: resnet18 and vgg11_bn (random weights), examples
 #               and flat-colour images, maps of --batch 1, 8 and 3 bitwise equal with
 #               --deterministic (fp32, bf16, --dgrad cudnn); without it, differences reported
 #   bench       tools/bench_vs_pytorch.py --device cuda at batch 256, 224x224: resnet18 fp32,
@@ -59,7 +59,7 @@
 # alone on the GPU, and GPU_CHECK_RESERVE_S of the budget is kept for it. unit and cli are
 # listed after the device steps.
 # --dry-run (no device needed; exit 0 when they pass): env, vendor, deps, build, host, unit,
-# cli, then `gpu_models_check.py --selftest` (small models of all 13 architectures through the
+# cli, then `tests/gpu/models_check.py --selftest` (small models of all 13 architectures through the
 # CPU backend against PyTorch on the CPU, the fallback model builder against torchvision) as
 # models, the invariance script's self-test, and a CPU smoke run of bench_vs_pytorch.py
 # (resnet18, batch 2, 64x64) as bench.
@@ -693,7 +693,7 @@ start_models() {
   MODELS_START=$SECONDS
   ( (
     echo "$BASHPID" > "$BUILD/models.pid"
-    run_logged "$OUTDIR/models.log" "$t" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" "$ROOT/tools/gpu_models_check.py" \
+    run_logged "$OUTDIR/models.log" "$t" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" "$ROOT/tests/gpu/models_check.py" \
       --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --time-limit $((t * 2 / 3)) --timeout 150
     echo $? > "$BUILD/models.rc"
     echo "done" > "$BUILD/models.status"
@@ -749,7 +749,7 @@ if [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
     run_logged "$OUTDIR/models.log" "$(step_timeout 420)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
-      "$ROOT/tools/gpu_models_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --selftest \
+      "$ROOT/tests/gpu/models_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --selftest \
       --threads "$JOBS" --jobs 1
     rc=$?
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
@@ -772,7 +772,7 @@ else
   record models FAIL 0 "not started: time budget used up"
 fi
 # invariance: an image's map bitwise the same at --batch 1, 8 and 3 with --deterministic
-# (fp32, bf16, --dgrad cudnn), and what happens without it (tools/gpu_invariance_check.py)
+# (fp32, bf16, --dgrad cudnn), and what happens without it (tests/gpu/invariance_check.py)
 inv_detail() {
   local last
   last=$(grep -E '^invariance: ' "$1" | tail -1)
@@ -782,7 +782,7 @@ if [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
     run_logged "$OUTDIR/invariance.log" "$(step_timeout 180)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
-      "$ROOT/tools/gpu_invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --selftest
+      "$ROOT/tests/gpu/invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --selftest
     rc=$?
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
     record invariance $st $((SECONDS - s0)) "selftest (CPU): exit $rc; $(inv_detail "$OUTDIR/invariance.log")"
@@ -798,7 +798,7 @@ elif [ -z "$PYTHON_BIN" ]; then
 else
   s0=$SECONDS
   run_logged "$OUTDIR/invariance.log" "$(step_timeout 240)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
-    "$ROOT/tools/gpu_invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --timeout 120
+    "$ROOT/tests/gpu/invariance_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/invariance" --timeout 120
   rc=$?
   if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
   record invariance $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(inv_detail "$OUTDIR/invariance.log")"

@@ -2,7 +2,7 @@
 //
 // A standalone nvcc program for a machine with a GPU (sm_80 or newer): the CMake target
 // parchgrad_tensor_core_hw of a build with the CUDA backend (CTest test tensor_core_hw, label
-// gpu, with -DPARCHGRAD_GPU_TESTS=ON); tools/cuda_compile_gate.sh checks its PTX and SASS.
+// gpu, with -DPARCHGRAD_GPU_TESTS=ON); tests/checks/cuda_compile_gate.sh checks its PTX and SASS.
 //   ./tests/parchgrad_tensor_core_hw
 // It feeds random fragments to mma.sync / ldmatrix / cvt.rna.tf32 / cp.async on the GPU and
 // the same fragments to the host models (pg::simt::tc, compiled here as host code), and

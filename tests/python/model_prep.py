@@ -1,9 +1,9 @@
 """Random-weight models made numerically tame, and safetensors files: the one copy shared by the
-parity tests (parity_common.py) and the GPU machine's tools/gpu_models_check.py.
+parity tests (parity_common.py) and the GPU machine's tests/gpu/models_check.py.
 
 torch and numpy only: no torchvision, which the GPU machine's Python may lack (the module trees
 of torchvision's ResNet and VGG are recognised by their attribute names, so the models that
-gpu_models_check.py builds without torchvision are handled alike). Models may live on any
+tests/gpu/models_check.py builds without torchvision are handled alike). Models may live on any
 device; the random draws are made on the CPU from seeded generators.
 """
 import json

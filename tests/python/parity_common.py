@@ -18,7 +18,7 @@ import torchvision
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet  # noqa: F401 (pc.BasicBlock, pc.Bottleneck)
 from torchvision.models.vgg import VGG, make_layers
 
-# Shared with tools/gpu_models_check.py (torch only): re-exported here for the tests' pc.* use.
+# Shared with tests/gpu/models_check.py (torch only): re-exported here for the tests' pc.* use.
 from model_prep import (calibrate_logits, condition, randomise, read_safetensors,  # noqa: F401
                         set_relu_margins, write_safetensors)
 

@@ -1,7 +1,7 @@
 // Test kernels of the SIMT runtime. Compiled as C++ into parchgrad_unit (through
 // pg_add_simt_cuda_sources) only: they include the CPU execution mode's headers, which nvcc
 // refuses (the nvcc side of ptx.h is checked on tests/cuda/test_tensor_core_hw.cu by
-// tools/cuda_compile_gate.sh). Several kernels are wrong on purpose (marked "bug:"): the
+// tests/checks/cuda_compile_gate.sh). Several kernels are wrong on purpose (marked "bug:"): the
 // runtime must catch them.
 #include "tests/simt_kernels/test_kernels.h"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the SASS (machine code) of a cubin, for the compile gate on the tensor-core kernels.
 #
-# Usage: tools/sass_dump.sh KERNEL.cubin
+# Usage: tests/checks/sass_dump.sh KERNEL.cubin
 #
 # With a CUDA toolkit that has cuobjdump (the GPU machines), that is used. The toolkit on the
 # CI machines is nvcc and ptxas only, so otherwise the disassembler comes from Debian's
@@ -11,9 +11,9 @@
 # writes (ABI version 8, architecture in bits 8-15 of e_flags), so a copy of the cubin gets the
 # older header (ABI version 7, EF_CUDA_SM90 | EF_CUDA_VIRTUAL_SM(SM90)); the code is unchanged.
 set -euo pipefail
-cubin="${1:?usage: tools/sass_dump.sh KERNEL.cubin}"
+cubin="${1:?usage: tests/checks/sass_dump.sh KERNEL.cubin}"
 [ -f "$cubin" ] || { echo "sass_dump: $cubin: no such file" >&2; exit 2; }
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 
 if command -v cuobjdump > /dev/null 2>&1; then
   exec cuobjdump --dump-sass "$cubin"

@@ -39,7 +39,7 @@ must pass, and with the two swapped it must fail), and, when torchvision is ther
 tensor names and shapes against torchvision's for the full-size models.
 
 Needs numpy and torch; torchvision is optional.
-  python3 tools/gpu_models_check.py --bin BUILD/parchgrad --out OUTDIR [--models resnet18,vgg16]
+  python3 tests/gpu/models_check.py --bin BUILD/parchgrad --out OUTDIR [--models resnet18,vgg16]
 """
 import argparse
 import concurrent.futures as futures
@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from model_prep import condition, randomise, write_safetensors  # noqa: E402
 
 RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -810,12 +810,12 @@ def main():
     args = parse_args()
     start = time.time()
     if not os.path.exists(args.bin):
-        print(f"gpu_models_check: engine not found: {args.bin}", file=sys.stderr)
+        print(f"models_check: engine not found: {args.bin}", file=sys.stderr)
         return 2
     archs = [a.strip() for a in args.models.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
-        print(f"gpu_models_check: unknown models {unknown} (know {ARCHS})", file=sys.stderr)
+        print(f"models_check: unknown models {unknown} (know {ARCHS})", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     work = os.path.join(args.out, "scratch")
@@ -829,7 +829,7 @@ def main():
     if builder == "auto":
         builder = "own" if args.selftest or tv is None else "torchvision"
     if builder == "torchvision" and tv is None:
-        print("gpu_models_check: --builder torchvision, but torchvision cannot be imported", file=sys.stderr)
+        print("models_check: --builder torchvision, but torchvision cannot be imported", file=sys.stderr)
         return 2
     header = {"torch": torch.__version__, "torchvision": getattr(sys.modules.get("torchvision"), "__version__", None),
               "builder": builder, "batch": args.batch, "size": args.size, "selftest": args.selftest}
@@ -838,7 +838,7 @@ def main():
         torch.set_num_threads(max(1, args.threads))
     else:
         if not torch.cuda.is_available():
-            print("gpu_models_check: PyTorch sees no CUDA device (use --selftest without a GPU)", file=sys.stderr)
+            print("models_check: PyTorch sees no CUDA device (use --selftest without a GPU)", file=sys.stderr)
             return 1
         device = "cuda"
         set_tf32(torch, False)

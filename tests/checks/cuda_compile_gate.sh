@@ -14,12 +14,12 @@
 # The GPU-side test programs themselves (tests/cuda/test_kernels_gpu.cu, test_tensor_core_hw.cu)
 # are CMake targets of every build with the CUDA backend, so a build links them.
 # SASS: cuobjdump (CUOBJDUMP=..., then PATH, then nvcc's directory); without it
-# tools/sass_dump.sh (Debian's nvidia disassembler, fetched once; SASS_OPTIONAL=1 makes its
+# tests/checks/sass_dump.sh (Debian's nvidia disassembler, fetched once; SASS_OPTIONAL=1 makes its
 # failure a skip), and step 3 is skipped.
 # Exits 0 with a message when nvcc is absent. Env: NVCC, CUOBJDUMP, KEEP=dir for outputs,
 # NVCC_EXTRA=more nvcc flags (e.g. -maxrregcount=24 to see the spill check fail).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 # file:substring of the (mangled) kernel name that must use the tensor cores[:type], type
 # tf32 (default: mma.sync m16n8k8 .tf32 in the PTX, HMMA.1688.F32.TF32 in the SASS) or bf16
@@ -90,10 +90,10 @@ sass() {
     "$CUOBJDUMP" --dump-sass "$OUT/$base.o" > "$OUT/$base.sass"
     return 0
   fi
-  # No cuobjdump (the CI toolkits): tools/sass_dump.sh disassembles an sm_90 cubin with the
+  # No cuobjdump (the CI toolkits): tests/checks/sass_dump.sh disassembles an sm_90 cubin with the
   # nvdisasm of Debian's CUDA package.
   if "$NVCC" -std=c++17 -I. -O3 -arch=sm_90 -cubin -o "$OUT/$base.cubin" "$cu" &&
-     bash tools/sass_dump.sh "$OUT/$base.cubin" > "$OUT/$base.sass"; then
+     bash tests/checks/sass_dump.sh "$OUT/$base.cubin" > "$OUT/$base.sass"; then
     return 0
   fi
   rm -f "$OUT/$base.sass"
@@ -101,7 +101,7 @@ sass() {
     echo "skip SASS of $cu: no disassembler could be had (SASS_OPTIONAL=1)"
     return 2
   fi
-  echo "FAIL $cu: cannot disassemble the SASS (no cuobjdump, tools/sass_dump.sh failed)"
+  echo "FAIL $cu: cannot disassemble the SASS (no cuobjdump, tests/checks/sass_dump.sh failed)"
   return 1
 }
 

@@ -10,7 +10,7 @@ kernel, --deterministic or not) the three runs' maps are compared bit for bit. W
 --deterministic any difference is a failure; without it the differences are reported (what
 the README says holds there).
 
-    python3 tools/gpu_invariance_check.py --bin BUILD/parchgrad --out DIR [--device cuda]
+    python3 tests/gpu/invariance_check.py --bin BUILD/parchgrad --out DIR [--device cuda]
            [--archs resnet18,vgg11_bn] [--selftest]
 
 --selftest runs the same on the CPU backend with a small model (the CPU must always be batch
@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import parchgrad_ref as ref  # noqa: E402
 import parity_common as pc  # noqa: E402
