@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev   # SGEMM for convolutions and linear layers, OpenMP-threaded
-  libstb-dev               # PNG/JPEG decoding and PNG writing
+  libstb-dev               # PNG decoding and PNG writing
+  libjpeg62-turbo-dev      # JPEG decoding: libjpeg-turbo's libjpeg API, the library and the calls
+                           # PIL decodes JPEGs with (its _imaging links libjpeg.so.62), so that
+                           # decoded JPEGs equal PIL's bit for bit
   libzip-dev               # reading torch .pth zip archives
   nlohmann-json3-dev       # safetensors headers, JSON lines output
   libcli11-dev             # command line

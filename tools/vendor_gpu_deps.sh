@@ -22,6 +22,9 @@
 #       include/stb/stb_image.h, stb_image_write.h, stb_easy_font.h   libstb-dev (the three
 #                                           the engine includes; it compiles stb itself)
 #       include/pugixml.hpp, pugiconfig.hpp libpugixml-dev
+#       include/jpeglib.h, jconfig.h, jmorecfg.h, jerror.h
+#                                           libjpeg62-turbo-dev (jconfig.h from its multiarch
+#                                           directory, next to jpeglib.h here)
 #       include/boost/                      libboost1.74-dev: only the Boost.Math headers the
 #                                           engine's sources pull in (found with `g++ -M` on
 #                                           the files that include boost, for C++14/17/20,
@@ -30,6 +33,8 @@
 #       include/doctest/doctest.h           doctest-dev (the unit tests)
 #       lib/libzip.so.4, lib/libzip.so      libzip4 (the link name is a symbolic link)
 #       lib/libpugixml.a                    libpugixml-dev (static: nothing to find at run time)
+#       lib/libjpeg.a                       libjpeg62-turbo-dev (static, the same libjpeg-turbo
+#                                           2.1.5 as the libjpeg.so.62 that PIL links)
 #       lib/fallback/libcrypto.so.3, libbz2.so.1.0, libz.so.1
 #                                           libzip's own dependencies (libssl3, libbz2-1.0,
 #                                           zlib1g): gpu_check.sh puts one next to libzip only
@@ -52,7 +57,7 @@ ROOT=$(pwd)
 DEST=$ROOT/.vendor
 PKGS=(libopenblas0-openmp libgfortran5 libquadmath0 doctest-dev
       libzip-dev libzip4 libssl3 libbz2-1.0 zlib1g nlohmann-json3-dev libcli11-dev libstb-dev
-      libpugixml-dev libboost1.74-dev)
+      libpugixml-dev libjpeg62-turbo-dev libboost1.74-dev)
 
 for tool in apt-get dpkg-deb sha256sum gzip tar g++; do
   command -v "$tool" > /dev/null || { echo "vendor_gpu_deps: $tool not found (run on the Debian dev machine)" >&2; exit 1; }
@@ -173,6 +178,11 @@ ln -s libzip.so.4 "$work/deps/lib/libzip.so"
 dep libpugixml-dev usr/include/pugixml.hpp include/pugixml.hpp
 dep libpugixml-dev usr/include/pugiconfig.hpp include/pugiconfig.hpp
 dep libpugixml-dev 'usr/lib/*/libpugixml.a' lib/libpugixml.a
+for h in jpeglib.h jmorecfg.h jerror.h; do
+  dep libjpeg62-turbo-dev "usr/include/$h" "include/$h"
+done
+dep libjpeg62-turbo-dev 'usr/include/*/jconfig.h' include/jconfig.h
+dep libjpeg62-turbo-dev 'usr/lib/*/libjpeg.a' lib/libjpeg.a
 dep_tree nlohmann-json3-dev usr/include/nlohmann include/nlohmann
 dep_tree libcli11-dev usr/include/CLI include/CLI
 for h in stb_image.h stb_image_write.h stb_easy_font.h; do
@@ -215,7 +225,7 @@ echo "  boost: $(find "$work/deps/include/boost" -type f | wc -l) headers, $(du 
 # Self-check 1: every engine source preprocesses against the vendored include directory and
 # none reaches a system copy of a vendored library (-MG: the CUDA toolkit's headers may be
 # missing here; they are not vendored).
-vendored_re='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest)'
+vendored_re='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest|jpeglib|jmorecfg|jerror|([^/]*/)?jconfig)'
 find kernels/cpu nn autograd parchgrad weights tools/lib tools/cli tests/unit tests/tools kernels/simt \
   -name '*.cpp' | sort > "$work/sources"
 bad=0

@@ -1,6 +1,18 @@
-// Image decoding (PNG/JPEG via stb_image, with our own structural checks for truncated and
-// corrupt files), PIL-exact antialiased bilinear resizing, torchvision-exact centre
-// cropping and ImageNet normalisation, and PNG writing.
+// Image decoding (PNG via stb_image, JPEG via libjpeg-turbo's libjpeg API, decoded as PIL
+// decodes it; our own structural checks for truncated and corrupt files), PIL-exact
+// antialiased bilinear resizing, torchvision-exact centre cropping and ImageNet
+// normalisation, and PNG writing.
+//
+// JPEG, as Pillow 9.4's JpegImagePlugin and JpegDecode.c decode a file that
+// Image.open(p).convert("RGB") reads (so, as torchvision's loader does): the same library
+// (Debian's libjpeg62-turbo: PIL's _imaging links libjpeg.so.62) with libjpeg's default
+// decompression parameters, which PIL leaves alone unless draft() is called (slow-integer
+// IDCT JDCT_ISLOW, fancy upsampling, block smoothing, no scaling), the colour space of the
+// file as libjpeg reads it from the JFIF/Adobe markers, and the output PIL asks for by the
+// number of components in the frame: 1 -> JCS_GRAYSCALE, replicated into R, G and B as
+// convert("RGB") does; 3 -> JCS_RGB (libjpeg's YCbCr -> RGB); 4 -> JCS_CMYK, which PIL reads
+// as Adobe-inverted CMYK ("CMYK;I") and converts with its own formula (cmyk_channel_to_rgb below).
+// Other component counts PIL refuses, and so do we.
 //
 // The resize reproduces Pillow 9.4's ImagingResample for 8-bit images: per-dimension
 // triangle-filter windows whose support grows with the downscale factor, coefficients
@@ -26,12 +38,90 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
+#include <csetjmp>
+#include <cstdio>  // before jpeglib.h, which uses FILE
 #include <cstring>
 #include <limits>
+#include <memory>
+
+#include <jpeglib.h>
+
+#include <jerror.h>
 
 #include "core/error.h"
 #include "core/file.h"
+
+// ---------------------------------------------------------------- libjpeg error handling
+//
+// libjpeg reports errors through a callback that must not return. Ours longjmps back to the
+// setjmp in decode_jpeg(), which is the only frame between the jump and its target that is
+// C++: every object that frame owns lives in a heap JpegDecoder made before setjmp, so the
+// jump skips no destructor, and the C++ exception is thrown only after the jump, from C++
+// code. (Throwing through libjpeg's C frames instead would unwind code compiled without
+// exception tables.)
+
+namespace {
+
+struct JpegErrorManager {
+  jpeg_error_mgr pub;  // first: libjpeg's cinfo->err points here
+  std::jmp_buf jump;
+  int code = 0;        // the libjpeg message code that stopped the decoding
+  bool too_many_scans = false;
+  char message[JMSG_LENGTH_MAX] = {};
+};
+
+// A progressive file of more scans than this is refused: encoders write a few dozen at most,
+// and thousands of tiny scans only make decoding slow (libjpeg-turbo's djpeg offers the same
+// limit, -maxscans). PIL has none; no real file reaches it.
+constexpr int kMaxJpegScans = 1000;
+
+// Warnings that mean the decoder had to make up pixels (libjpeg substitutes zeros and goes
+// on). PIL ignores libjpeg's warnings; we refuse such a file as corrupt (or truncated), so
+// that every JPEG we accept decodes to what PIL gives. Warnings about metadata (an unknown
+// JFIF version or Adobe transform code, bytes skipped before a marker) do not change a pixel,
+// and are ignored as PIL ignores them.
+bool jpeg_warning_is_fatal(int code) {
+  switch (code) {
+    case JWRN_JPEG_EOF:            // premature end of file
+    case JWRN_HIT_MARKER:          // premature end of a scan's data
+    case JWRN_HUFF_BAD_CODE:       // bad Huffman code
+    case JWRN_ARITH_BAD_CODE:      // bad arithmetic code
+    case JWRN_MUST_RESYNC:         // restart marker out of sequence
+    case JWRN_BOGUS_PROGRESSION:   // progressive refinement of data never sent
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+static void pg_jpeg_fail(j_common_ptr cinfo) {
+  auto* e = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  e->code = cinfo->err->msg_code;
+  (*cinfo->err->format_message)(cinfo, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+static void pg_jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
+  if (msg_level >= 0) return;  // trace messages
+  cinfo->err->num_warnings++;
+  if (jpeg_warning_is_fatal(cinfo->err->msg_code)) pg_jpeg_fail(cinfo);
+}
+
+static void pg_jpeg_output_message(j_common_ptr) {}  // libjpeg never prints to stderr
+
+static void pg_jpeg_progress(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  if (reinterpret_cast<j_decompress_ptr>(cinfo)->input_scan_number <= kMaxJpegScans) return;
+  auto* e = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  e->too_many_scans = true;
+  std::longjmp(e->jump, 1);
+}
+
+}  // extern "C"
 
 namespace pg::io {
 
@@ -161,6 +251,114 @@ void check_jpeg_structure(const std::string& path, const std::vector<uint8_t>& d
   throw file_error(path, "truncated JPEG file (no end-of-image marker)");
 }
 
+// ---------------------------------------------------------------- JPEG
+
+// PIL's convert("RGB") of a CMYK image (Pillow 9.4, checked over every (C, K) pair by
+// tests/python/test_preprocess.py): with PIL's C and K, nk = 255 - K and
+// R = nk - muldiv255(C, nk), where muldiv255(a, b) = ((t >> 8) + t) >> 8, t = a * b + 128
+// (a * b / 255 rounded). PIL's C = 255 - c and K = 255 - k for the bytes c, k libjpeg gives
+// (its rawmode "CMYK;I": Adobe's inverted CMYK, assumed for every 4-component JPEG).
+inline uint8_t cmyk_channel_to_rgb(uint8_t c, uint8_t k) {
+  const int nk = k;
+  const int t = (255 - c) * nk + 128;
+  const int v = nk - (((t >> 8) + t) >> 8);
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+// Everything decode_jpeg() owns across its setjmp (see "libjpeg error handling").
+struct JpegDecoder {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager err;
+  jpeg_progress_mgr progress;
+  bool created = false;
+  Image8 img;
+  std::vector<uint8_t> buffer;      // decoded rows of a greyscale or CMYK image
+  std::vector<JSAMPROW> rows;
+  JpegDecoder() {
+    std::memset(&cinfo, 0, sizeof cinfo);
+    std::memset(&err.pub, 0, sizeof err.pub);
+    std::memset(&progress, 0, sizeof progress);
+  }
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+  ~JpegDecoder() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+Error jpeg_failure(const std::string& path, const JpegErrorManager& e) {
+  if (e.too_many_scans)
+    return file_error(path, "corrupt JPEG (more than " + std::to_string(kMaxJpegScans) + " scans)");
+  if (e.code == JWRN_JPEG_EOF) return file_error(path, "truncated JPEG file (premature end of data)");
+  std::string m = e.message;
+  const std::string prefix = "Corrupt JPEG data: ";
+  if (m.compare(0, prefix.size(), prefix) == 0) m.erase(0, prefix.size());
+  if (e.code == JERR_OUT_OF_MEMORY) return file_error(path, "out of memory decoding the JPEG (" + m + ")");
+  return file_error(path, "corrupt JPEG (" + m + ")");
+}
+
+// The file's bytes (already through check_jpeg_structure) decoded as PIL decodes them.
+Image8 decode_jpeg(const std::string& path, const std::vector<uint8_t>& d) {
+  const std::unique_ptr<JpegDecoder> dec = std::make_unique<JpegDecoder>();
+  jpeg_decompress_struct* const ci = &dec->cinfo;
+  ci->err = jpeg_std_error(&dec->err.pub);
+  dec->err.pub.error_exit = pg_jpeg_fail;
+  dec->err.pub.emit_message = pg_jpeg_emit_message;
+  dec->err.pub.output_message = pg_jpeg_output_message;
+  if (setjmp(dec->err.jump)) throw jpeg_failure(path, dec->err);
+
+  jpeg_create_decompress(ci);
+  dec->created = true;
+  dec->progress.progress_monitor = pg_jpeg_progress;
+  ci->progress = &dec->progress;
+  jpeg_mem_src(ci, d.data(), static_cast<unsigned long>(d.size()));
+  jpeg_read_header(ci, TRUE);
+  check_declared_size(path, "JPEG", ci->image_width, ci->image_height);
+  const int comps = ci->num_components;
+  if (comps == 1) ci->out_color_space = JCS_GRAYSCALE;
+  else if (comps == 3) ci->out_color_space = JCS_RGB;
+  else if (comps == 4) ci->out_color_space = JCS_CMYK;
+  else throw file_error(path, "unsupported JPEG (" + std::to_string(comps) + " components; PIL reads 1, 3 or 4)");
+  // Everything else stays at libjpeg's defaults, as PIL leaves it.
+  jpeg_start_decompress(ci);
+  const int w = static_cast<int>(ci->output_width), h = static_cast<int>(ci->output_height);
+  if (ci->output_components != comps || w != static_cast<int>(ci->image_width) ||
+      h != static_cast<int>(ci->image_height))
+    throw file_error(path, "corrupt JPEG (unexpected decoder output)");
+  Image8& img = dec->img;
+  img.w = w;
+  img.h = h;
+  img.rgb.resize(static_cast<size_t>(w) * h * 3);
+  const size_t out_row = static_cast<size_t>(w) * 3, in_row = static_cast<size_t>(w) * comps;
+  const int batch = std::max(1, ci->rec_outbuf_height);
+  dec->rows.resize(static_cast<size_t>(batch));
+  if (comps != 3) dec->buffer.resize(in_row * batch);
+  while (ci->output_scanline < ci->output_height) {
+    const int y0 = static_cast<int>(ci->output_scanline), n = std::min(batch, h - y0);
+    for (int i = 0; i < n; ++i)
+      dec->rows[i] = comps == 3 ? &img.rgb[(y0 + i) * out_row] : &dec->buffer[i * in_row];
+    const int got = static_cast<int>(jpeg_read_scanlines(ci, dec->rows.data(), static_cast<JDIMENSION>(n)));
+    if (got <= 0) throw file_error(path, "corrupt JPEG (decoder returned no rows)");
+    if (comps == 3) continue;
+    for (int i = 0; i < got; ++i) {
+      const uint8_t* in = &dec->buffer[i * in_row];
+      uint8_t* out = &img.rgb[(y0 + i) * out_row];
+      if (comps == 1) {
+        for (int x = 0; x < w; ++x) out[x * 3] = out[x * 3 + 1] = out[x * 3 + 2] = in[x];
+      } else {
+        for (int x = 0; x < w; ++x) {
+          const uint8_t k = in[x * 4 + 3];
+          out[x * 3 + 0] = cmyk_channel_to_rgb(in[x * 4 + 0], k);
+          out[x * 3 + 1] = cmyk_channel_to_rgb(in[x * 4 + 1], k);
+          out[x * 3 + 2] = cmyk_channel_to_rgb(in[x * 4 + 2], k);
+        }
+      }
+    }
+  }
+  jpeg_finish_decompress(ci);  // reads up to the end marker (PIL does too)
+  return std::move(dec->img);
+}
+
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r ? r : "unknown error";
@@ -180,22 +378,23 @@ Image8 load_image_rgb(const std::string& path) {
     if (d.size() < 8 && d.size() >= 1 && d[0] == 0x89) throw file_error(path, "truncated PNG file");
     throw file_error(path, "not a PNG or JPEG image");
   }
-  PngInfo pinfo;
-  if (png) pinfo = check_png_structure(path, d);
-  else check_jpeg_structure(path, d);
+  if (jpeg) {
+    check_jpeg_structure(path, d);  // the declared size is refused before anything is decoded
+    return decode_jpeg(path, d);
+  }
+  const PngInfo pinfo = check_png_structure(path, d);
   if (d.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
     throw file_error(path, "file too large");
   const int len = static_cast<int>(d.size());
-  const char* kind = png ? "PNG" : "JPEG";
 
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d.data(), len, &w, &h, &comp))
-    throw file_error(path, std::string("corrupt ") + kind + " (" + stb_reason() + ")");
-  if (w < 1 || h < 1) throw file_error(path, std::string("corrupt ") + kind + " (empty image)");
-  check_declared_size(path, kind, static_cast<uint64_t>(w), static_cast<uint64_t>(h));
+    throw file_error(path, "corrupt PNG (" + stb_reason() + ")");
+  if (w < 1 || h < 1) throw file_error(path, "corrupt PNG (empty image)");
+  check_declared_size(path, "PNG", static_cast<uint64_t>(w), static_cast<uint64_t>(h));
 
   Image8 img;
-  if (png && pinfo.bit_depth == 16 && pinfo.color_type == 0) {
+  if (pinfo.bit_depth == 16 && pinfo.color_type == 0) {
     // 16-bit greyscale: PIL opens it as mode "I" and convert("RGB") clamps the 16-bit
     // value to 0..255 (it does not rescale). Other 16-bit PNGs keep the high byte, which
     // is what stb_image's 8-bit conversion does as well.
@@ -215,7 +414,7 @@ Image8 load_image_rgb(const std::string& path) {
   // req_comp = 3: grey replicated, alpha dropped (no compositing), palettes expanded.
   int c = 0;
   stbi_uc* px = stbi_load_from_memory(d.data(), len, &w, &h, &c, 3);
-  if (!px) throw file_error(path, std::string("corrupt ") + kind + " (" + stb_reason() + ")");
+  if (!px) throw file_error(path, "corrupt PNG (" + stb_reason() + ")");
   img.w = w;
   img.h = h;
   img.rgb.assign(px, px + static_cast<size_t>(w) * h * 3);
