@@ -461,7 +461,7 @@ ENGINE_OK=0
 KBIN=$EBUILD/tests/parchgrad_kernels_gpu
 ENGINE_LD=""
 # Headers of vendored libraries that must not come from the system.
-VENDORED_RE='^/usr/(local/)?include/(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest)'
+VENDORED_RE='^/usr/(local/)?include/((x86_64|aarch64)-linux-gnu/)?(boost|CLI|nlohmann|stb|pugixml|pugiconfig|zip|zipconf|doctest|jpeglib|jmorecfg|jerror|jconfig)'
 # build_checks: which headers the compiler read and which libraries the binary resolves; sets
 # ENGINE_OK and BUILD_DETAIL (the detail of the build record).
 build_checks() {
@@ -478,7 +478,7 @@ build_checks() {
   nvend=$(grep -c "^$DEPS/include/" "$deps_list")
   missing=""
   for h in CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h \
-           boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h; do
+           boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h jpeglib.h; do
     grep -qx "$DEPS/include/$h" "$deps_list" || missing="$missing $h"
   done
   isys=$(grep -c -- "-isystem $DEPS/include" "$EBUILD/compile_commands.json" 2> /dev/null)
