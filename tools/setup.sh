@@ -17,6 +17,9 @@ PACKAGES=(
   libboost-math-dev        # normal and Student t distributions for the statistics
   libpugixml-dev           # Pascal VOC XML box annotations (eval)
   doctest-dev              # unit tests
+  clang libclang-rt-14-dev # fuzz tests (tests/fuzz): clang++ -fsanitize=fuzzer,address,undefined;
+                           # Debian 12 ships libFuzzer and the sanitizer runtimes in
+                           # libclang-rt-14-dev, only a Recommends of clang (skipped below)
   python3-torch python3-torchvision python3-scipy python3-pil python3-numpy python3-pytest
                            # reference implementations for the parity tests, model training
 )

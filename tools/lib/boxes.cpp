@@ -66,6 +66,14 @@ int64_t rasterize_box(const Box& m, int crop_w, int crop_h, std::vector<uint8_t>
 
 namespace {
 
+// Text from the file quoted in an error message, control characters as '?', so that the
+// message stays one line (core/error.h).
+std::string printable(std::string s) {
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
 double xml_number(const std::string& path, const pugi::xml_node& parent, const char* name, int object) {
   const pugi::xml_node n = parent.child(name);
   const std::string where = object >= 0 ? "object " + std::to_string(object) + ": " : "";
@@ -80,7 +88,7 @@ double xml_number(const std::string& path, const pugi::xml_node& parent, const c
   }
   while (used < text.size() && std::isspace(static_cast<unsigned char>(text[used]))) ++used;
   if (text.empty() || used != text.size() || !std::isfinite(v))
-    throw file_error(path, where + "<" + std::string(name) + "> is not a number ('" + text + "')");
+    throw file_error(path, where + "<" + std::string(name) + "> is not a number ('" + printable(text) + "')");
   return v;
 }
 
@@ -182,7 +190,7 @@ std::map<std::string, JsonlAnnotation> read_boxes_jsonl(const std::string& path)
         a.label = j["label"].get<int>();
       }
       const std::string key = fs::path(j["file"].get<std::string>()).lexically_normal().generic_string();
-      if (!out.emplace(key, a).second) throw std::invalid_argument("file " + key + " listed twice");
+      if (!out.emplace(key, a).second) throw std::invalid_argument("file " + printable(key) + " listed twice");
     } catch (const std::invalid_argument& e) {
       throw file_error(path, where + e.what());
     }

@@ -178,6 +178,14 @@ std::string dtype_words(const std::string& dt) {
   return " (" + name + ")";
 }
 
+// Header text quoted in an error message: control characters as '?', so that the message
+// stays one line (core/error.h).
+std::string printable(std::string s) {
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
 }  // namespace
 
 Tensor load_npy(const std::string& path) {
@@ -217,7 +225,7 @@ Tensor load_npy(const std::string& path) {
   size_t item = 0;
   if (dt == "<f4") item = 4;
   else if (dt == "<f8") item = 8;
-  else throw file_error(path, "unsupported dtype '" + dt + "'" + dtype_words(dt) +
+  else throw file_error(path, "unsupported dtype '" + printable(dt) + "'" + dtype_words(dt) +
                                  " (expected float32 '<f4' or float64 '<f8')");
   if (fortran->second.kind != HeaderValue::kBool) throw file_error(path, "bad .npy header (fortran_order)");
   if (fortran->second.flag) throw file_error(path, "Fortran-order .npy arrays are not supported");

@@ -1,0 +1,37 @@
+# Runs one libFuzzer target for a fixed number of executions from its committed seed corpus
+# (CTest's fuzz_<target>; tests/CMakeLists.txt passes the settings):
+#   cmake -DEXE=<fuzz binary> -DCORPUS=<tests/fuzz/corpus/target> -DWORK=<scratch dir>
+#         -DRUNS=N -DMAX_LEN=bytes -DRSS_MB=MB -DTIMEOUT_S=s -P run.cmake
+# New inputs the fuzzer finds go to WORK/corpus (emptied first, so every run starts from the
+# seeds alone and the committed corpus is never written); a crashing input is saved as
+# WORK/crash-<sha1> (or leak-, timeout-, oom-) and the test fails. The seed is fixed, so a run
+# is repeatable: the same sources and corpus give the same inputs. -use_value_profile guides
+# the mutations by the operands of comparisons (off-by-one bounds checks are found sooner).
+foreach(v EXE CORPUS WORK RUNS MAX_LEN RSS_MB TIMEOUT_S)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "run.cmake: -D${v}=... missing")
+  endif()
+endforeach()
+if(NOT EXISTS ${EXE})
+  message(FATAL_ERROR "fuzz target ${EXE} was not built: the fixture test fuzz_build failed or did not run. "
+                      "The fuzz targets need clang++ with libFuzzer and the sanitizer runtimes "
+                      "(Debian 12: apt-get install clang libclang-rt-14-dev; tools/setup.sh installs both).")
+endif()
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/corpus ${WORK}/tmp)
+set(ENV{TMPDIR} ${WORK}/tmp)  # the targets' scratch files
+set(ENV{ASAN_OPTIONS} "detect_leaks=1:abort_on_error=0:allocator_may_return_null=0")
+set(ENV{UBSAN_OPTIONS} "halt_on_error=1:print_stacktrace=1")
+string(TIMESTAMP t0 "%s")
+execute_process(COMMAND ${EXE} -runs=${RUNS} -seed=1 -max_len=${MAX_LEN} -rss_limit_mb=${RSS_MB}
+                  -malloc_limit_mb=${RSS_MB} -timeout=${TIMEOUT_S} -use_value_profile=1 -print_final_stats=1
+                  -artifact_prefix=${WORK}/ ${WORK}/corpus ${CORPUS}
+                RESULT_VARIABLE rc)
+string(TIMESTAMP t1 "%s")
+math(EXPR secs "${t1} - ${t0}")
+if(NOT rc EQUAL 0)
+  file(GLOB artifacts ${WORK}/crash-* ${WORK}/leak-* ${WORK}/timeout-* ${WORK}/oom-* ${WORK}/slow-unit-*)
+  message(FATAL_ERROR "${EXE} failed (exit ${rc}) after ${secs} s; the input: ${artifacts} "
+                      "(reproduce: ${EXE} <that file>)")
+endif()
+message(STATUS "${RUNS} runs in ${secs} s, no crash")
