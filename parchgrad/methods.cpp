@@ -4,6 +4,8 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/params.h"
+
 #include "kernels/cpu/maps.h"
 #include "core/error.h"
 
@@ -168,6 +170,20 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
   if (opt.method == Method::IG) {
     const int M = opt.ig_steps;
     if (M < 1) throw Error("--ig-steps must be at least 1");
+    // The baseline b [C, H, W]; empty for the normalised zero (then the path is a * x exactly).
+    Tensor b;
+    if (opt.ig_baseline == MethodOptions::Baseline::black) {
+      const kernels::NormalizeParams np;  // ImageNet's mean and std, as the inputs were normalised
+      if (C != 3) throw Error("--ig-baseline black: needs 3-channel inputs");
+      b = Tensor({C, H, W});
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) b[c * HW + i] = (0.0f - np.mean[c]) / np.std[c];
+    } else if (opt.ig_baseline == MethodOptions::Baseline::given) {
+      b = opt.ig_baseline_tensor;
+      if (b.ndim() != 3 || b.dim(0) != C || b.dim(1) != H || b.dim(2) != W)
+        throw Error("--ig-baseline: expected a [" + std::to_string(C) + ", " + std::to_string(H) + ", " +
+                    std::to_string(W) + "] tensor, got " + b.shape_str());
+    }
     const int64_t copies = N * (M + 1);
     Tensor pts({copies, C, H, W});
     std::vector<int> t(copies);
@@ -175,7 +191,10 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
       for (int i = 0; i <= M; ++i) {
         const int64_t j = n * (M + 1) + i;
         const float a = float(i) / float(M);
-        for (int64_t k = 0; k < per; ++k) pts[j * per + k] = x[n * per + k] * a;
+        if (b.empty())
+          for (int64_t k = 0; k < per; ++k) pts[j * per + k] = x[n * per + k] * a;
+        else
+          for (int64_t k = 0; k < per; ++k) pts[j * per + k] = b[k] + (x[n * per + k] - b[k]) * a;
         t[j] = ex.targets[n];
       }
     Tensor avg = Tensor::zeros({N, C, H, W});
@@ -189,7 +208,8 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
         float s = 0;
         for (int64_t c = 0; c < C; ++c) {
           const int64_t j = n * per + c * HW + i;
-          s += x[j] * (avg[j] / float(M));
+          const float d = b.empty() ? x[j] : x[j] - b[c * HW + i];
+          s += d * (avg[j] / float(M));
         }
         ex.maps[n * HW + i] = std::fabs(s / float(C));
       }

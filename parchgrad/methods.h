@@ -17,6 +17,12 @@ const char* method_name(Method m);
 struct MethodOptions {
   Method method = Method::Grad;
   int ig_steps = 25;
+  // Integrated gradients' baseline b (the path is b + a (x - b), a in [0, 1]): the normalised
+  // zero (the ImageNet mean colour), black (every pixel 0 before normalisation), or a given
+  // normalised tensor [3, H, W].
+  enum class Baseline { zero, black, given };
+  Baseline ig_baseline = Baseline::zero;
+  Tensor ig_baseline_tensor;
   int sg_samples = 25;
   double sg_sigma = 0.15;  // fraction of each input's value range
   uint64_t seed = 0;

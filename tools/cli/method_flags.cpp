@@ -19,6 +19,10 @@ void add_method_flags(CLI::App* s, MethodFlags& f) {
   s->add_flag("--exact-variance", f.exact_variance, "finite gamma: rescale to the exact pre-edit variance");
   s->add_option("--layers", f.layers, "hooked convs: ratio:R, layer34 or conv names")->capture_default_str();
   s->add_option("--ig-steps", f.ig_steps, "integrated gradients steps")->capture_default_str();
+  s->add_option("--ig-baseline", f.ig_baseline,
+                "integrated gradients baseline: zero (the normalised zero: the ImageNet mean colour), black, or a "
+                "normalised [3, H, W] .npy")
+      ->capture_default_str();
   s->add_option("--sg-samples", f.sg_samples, "SmoothGrad noisy copies")->capture_default_str();
   s->add_option("--sg-sigma", f.sg_sigma, "SmoothGrad noise, fraction of the input range")->capture_default_str();
   s->add_option("--sg-noise", f.sg_noise, "fixed SmoothGrad noise .npy: [M, 3, H, W] for every sample, or [M, S, 3, H, W] for the S samples of the run in input order");
@@ -93,6 +97,18 @@ std::vector<Config> build_configs(const std::vector<std::string>& specs, const M
   check_numbers(f);
   Tensor sg_noise;
   if (!f.sg_noise.empty()) sg_noise = io::load_npy(f.sg_noise);
+  MethodOptions::Baseline baseline = MethodOptions::Baseline::zero;
+  Tensor baseline_tensor;
+  if (f.ig_baseline == "black") {
+    baseline = MethodOptions::Baseline::black;
+  } else if (f.ig_baseline != "zero") {
+    if (!io::is_npy_file(f.ig_baseline))
+      throw Error("--ig-baseline: '" + f.ig_baseline + "' is not zero, black or a .npy file");
+    baseline = MethodOptions::Baseline::given;
+    baseline_tensor = io::load_npy(f.ig_baseline);
+    for (int64_t i = 0; i < baseline_tensor.numel(); ++i)
+      if (!std::isfinite(baseline_tensor.data()[i])) throw file_error(f.ig_baseline, "holds non-finite values");
+  }
   std::vector<Config> configs;
   for (const auto& spec : specs) {
     Config c;
@@ -101,6 +117,8 @@ std::vector<Config> build_configs(const std::vector<std::string>& specs, const M
     const std::string mode = plus == std::string::npos ? "off" : spec.substr(plus + 1);
     c.method.method = parse_method(spec.substr(0, plus));
     c.method.ig_steps = f.ig_steps;
+    c.method.ig_baseline = baseline;
+    c.method.ig_baseline_tensor = baseline_tensor;
     c.method.sg_samples = f.sg_samples;
     c.method.sg_sigma = f.sg_sigma;
     c.method.seed = f.seed;
@@ -137,6 +155,7 @@ nlohmann::json settings_json(const MethodFlags& f) {
           {"exact_variance", f.exact_variance},
           {"layers", f.layers},
           {"ig_steps", f.ig_steps},
+          {"ig_baseline", f.ig_baseline},
           {"sg_samples", f.sg_samples},
           {"sg_sigma", f.sg_sigma},
           {"sg_noise", f.sg_noise},

@@ -16,7 +16,7 @@
 namespace pg::cli {
 
 struct MethodFlags {
-  std::string stats, gamma = "inf", layers = "ratio:0.5", sg_noise;
+  std::string stats, gamma = "inf", layers = "ratio:0.5", sg_noise, ig_baseline = "zero";
   double alpha = -1, quantile = 0.1, shapiro_threshold = 0.05, sg_sigma = 0.15;
   bool no_variance_conservation = false, exact_variance = false;
   int ig_steps = 25, sg_samples = 25;
