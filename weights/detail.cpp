@@ -50,24 +50,7 @@ void check_finite(const Tensor& t, DType source, const std::string& path, const 
   }
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i == 200) {
-      out += "...";
-      break;
-    }
-    unsigned char ch = static_cast<unsigned char>(s[i]);
-    if (ch < 0x20 || ch == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", ch);
-      out += buf;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out + "'";
-}
+std::string quote(const std::string& s) { return "'" + printable(s, 200) + "'"; }
 
 bool is_zip_magic(const std::string& head) { return head.compare(0, 4, std::string("PK\x03\x04", 4)) == 0; }
 

@@ -43,22 +43,6 @@ struct Parsed {
   std::map<std::string, std::string> metadata;
 };
 
-// A parser message (which quotes what it last read of the file) as one line of printable
-// ASCII: control and non-ASCII bytes as \xNN, so a hostile header cannot garble the message.
-std::string one_line(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-    if (out.size() > 300) return out + "...";
-  }
-  return out;
-}
 
 // A key that occurs twice in one JSON object (nlohmann keeps the last silently).
 struct DuplicateKey {
@@ -117,7 +101,7 @@ Parsed parse(const std::string& path) {
   } catch (const DuplicateKey& d) {
     throw file_error(path, "bad safetensors header: key " + detail::quote(d.key) + " occurs twice");
   } catch (const json::exception& e) {
-    throw file_error(path, "bad safetensors header: " + one_line(e.what()));
+    throw file_error(path, "bad safetensors header: " + printable(e.what()));
   }
   if (!h.is_object()) throw file_error(path, "bad safetensors header: not a JSON object");
   p.data_start = 8 + n;

@@ -66,13 +66,6 @@ int64_t rasterize_box(const Box& m, int crop_w, int crop_h, std::vector<uint8_t>
 
 namespace {
 
-// Text from the file quoted in an error message, control characters as '?', so that the
-// message stays one line (core/error.h).
-std::string printable(std::string s) {
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return s;
-}
 
 double xml_number(const std::string& path, const pugi::xml_node& parent, const char* name, int object) {
   const pugi::xml_node n = parent.child(name);
@@ -172,9 +165,7 @@ std::map<std::string, JsonlAnnotation> read_boxes_jsonl(const std::string& path)
       throw file_error(path, where + "not valid JSON");
     }
     if (!repeated.empty()) {
-      for (char& c : repeated)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-      throw file_error(path, where + "key \"" + repeated + "\" given twice");
+      throw file_error(path, where + "key \"" + printable(repeated) + "\" given twice");
     }
     try {
       if (!j.is_object() || !j.contains("file") || !j["file"].is_string())

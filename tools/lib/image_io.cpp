@@ -361,7 +361,7 @@ Image8 decode_jpeg(const std::string& path, const std::vector<uint8_t>& d) {
 
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
-  return r ? r : "unknown error";
+  return r ? printable(r) : "unknown error";  // stb quotes raw chunk-type bytes
 }
 
 void check_size(int w, int h) {

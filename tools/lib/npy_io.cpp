@@ -178,13 +178,6 @@ std::string dtype_words(const std::string& dt) {
   return " (" + name + ")";
 }
 
-// Header text quoted in an error message: control characters as '?', so that the message
-// stays one line (core/error.h).
-std::string printable(std::string s) {
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return s;
-}
 
 }  // namespace
 
