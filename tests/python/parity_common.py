@@ -45,6 +45,18 @@ def binary_path():
     return path if os.path.exists(path) else None
 
 
+def engine_binary():
+    """binary_path(), or a RuntimeError saying how to point the tests at the binary."""
+    path = binary_path()
+    if not path or not os.path.exists(path):
+        raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
+    return path
+
+
+SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+DEFAULT_DIR = os.path.join(SRC, "assets", "default")  # the bundled model, statistics and examples
+
+
 def scratch_dir():
     path = os.environ.get("PARCHGRAD_SCRATCH")
     if not path:

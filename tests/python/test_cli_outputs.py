@@ -7,10 +7,8 @@ from PIL import Image
 
 import parity_common as pc
 
-BIN = pc.binary_path()
-if not BIN or not os.path.exists(BIN):
-    raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
-SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = pc.engine_binary()
+SRC = pc.SRC
 WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
 STATS = os.path.join(SRC, "assets", "default", "stats.safetensors")
 STAR = os.path.join(SRC, "assets", "default", "examples", "star.png")

@@ -14,10 +14,8 @@ from torchvision.models.resnet import BasicBlock
 
 import parity_common as pc
 
-BIN = pc.binary_path()
-if not BIN or not os.path.exists(BIN):
-    raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
-SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = pc.engine_binary()
+SRC = pc.SRC
 WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
 IMAGE = os.path.join(SRC, "assets", "default", "examples", "star.png")
 SCRATCH = pc.scratch_dir()

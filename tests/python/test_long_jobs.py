@@ -9,10 +9,8 @@ import subprocess
 import model_prep
 import parity_common as pc
 
-BIN = pc.binary_path()
-if not BIN or not os.path.exists(BIN):
-    raise RuntimeError("the parchgrad binary is needed: set PARCHGRAD_BIN or build into build/")
-SRC = os.environ.get("PARCHGRAD_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = pc.engine_binary()
+SRC = pc.SRC
 WEIGHTS = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
 EXAMPLES = os.path.join(SRC, "assets", "default", "examples")
 SCRATCH = pc.scratch_dir()
@@ -22,6 +20,13 @@ def run(*args):
     # capture_output: stderr is a pipe, not a terminal, as in a batch job's log.
     return subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def assert_same_statistics(path_a, path_b):
+    a, b = model_prep.read_safetensors(path_a), model_prep.read_safetensors(path_b)
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
 
 
 def lines(text):
@@ -80,10 +85,7 @@ def test_stats_skips_and_counts_an_unreadable_image():
     out2 = os.path.join(SCRATCH, "clean.safetensors")
     r2 = run("stats", "--weights", WEIGHTS, "--data", clean, "--out", out2, "--batch", "2")
     assert r2.returncode == 0, r2.stderr
-    a, b = model_prep.read_safetensors(out), model_prep.read_safetensors(out2)
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), k
+    assert_same_statistics(out, out2)
 
 
 def test_stats_strict_stops_at_an_unreadable_image():
@@ -304,10 +306,7 @@ def test_stats_resumes_from_its_checkpoints_and_equals_one_run():
     whole = os.path.join(SCRATCH, "ckpt_whole.safetensors")
     r = run("stats", "--weights", WEIGHTS, "--data", tree, "--out", whole, "--batch", "2")
     assert r.returncode == 0, r.stderr
-    a, b = model_prep.read_safetensors(out), model_prep.read_safetensors(whole)
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), k
+    assert_same_statistics(out, whole)
     # Another job's checkpoint beside the output is refused, not used or deleted.
     stray = out + ".part-0123456789abcdef-000000.pgpart"
     open(stray, "wb").close()

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 
+#include "tests/unit/support.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "tools/lib/boxes.h"
@@ -29,14 +30,7 @@ void write(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const pg::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using pg::test::error_of;
 
 // A safetensors file from a header text and data bytes (no checks: the point is bad files).
 std::string safetensors(const std::string& header, const std::string& data) {

@@ -12,6 +12,7 @@
 #include <limits>
 #include <string>
 
+#include "tests/unit/support.h"
 #include "core/error.h"
 #include "tools/lib/image_io.h"
 
@@ -37,14 +38,7 @@ std::string read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const pg::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using pg::test::error_of;
 
 io::Image8 solid(int w, int h, uint8_t r, uint8_t g, uint8_t b) {
   io::Image8 img;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/support.h"
 #include "kernels/simt/simt.h"
 #include "kernels/simt/tensor_core.h"
 #include "core/error.h"
@@ -18,17 +19,7 @@
 
 namespace {
 
-// Runs f, which must throw pg::Error; returns its message.
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const pg::Error& e) {
-    return e.what();
-  }
-  FAIL("no pg::Error thrown");
-  return "";
-}
+using pg::test::error_of;
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
