@@ -61,3 +61,31 @@ def test_gradcam_with_parchgrad_refused(tmp_path):
     for d in ("a", "b", "c"):
         p = tmp_path / d
         assert not p.exists() or not any(f.suffix in (".npy", ".jsonl", ".png") for f in p.rglob("*")), d
+
+
+def test_overlay_colormap_and_opacity():
+    """--colormap and --overlay-opacity: opacity 0 leaves the dimmed grey image; gray keeps every
+    pixel grey and paints the map's top values white; jet paints them dark red (128, 0, 0)."""
+    scratch = pc.scratch_dir()
+    raw = os.path.join(scratch, "star_raw.npy")
+    subprocess.run([BIN, "preprocess", STAR, "--raw", "--out", raw], check=True, capture_output=True)
+    crop = np.load(raw).astype(np.float64)  # [224, 224, 3], the pixels the overlay is drawn on
+    grey = 0.5 * (0.299 * crop[..., 0] + 0.587 * crop[..., 1] + 0.114 * crop[..., 2])
+
+    def overlay(*flags):
+        out = os.path.join(scratch, "overlay_" + "_".join(flags).replace(".", ""))
+        proc = subprocess.run([BIN, "saliency", "--weights", WEIGHTS, "--out", out, *flags, STAR],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return np.asarray(Image.open(os.path.join(out, "star.png")).convert("RGB")).astype(np.int32)
+
+    none = overlay("--overlay-opacity", "0")
+    assert np.abs(none - np.round(grey)[..., None]).max() <= 1
+    gray = overlay("--colormap", "gray")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert (gray == 255).all(axis=2).sum() >= 20
+    jet = overlay("--colormap", "jet")
+    assert (jet == [128, 0, 0]).all(axis=2).sum() >= 20
+    proc = subprocess.run([BIN, "saliency", "--weights", WEIGHTS, "--out", os.path.join(scratch, "bad_cm"),
+                           "--colormap", "viridis", STAR], capture_output=True, text=True)
+    assert proc.returncode == 1 and "--colormap: 'viridis' is not ramp, jet or gray" in proc.stderr

@@ -45,6 +45,8 @@ struct SaliencyOptions {
   std::string method = "grad", parchgrad = "off", compare;
   bool explain_masks = false;
   bool all_targets = false;
+  std::string colormap = "ramp";
+  double overlay_opacity = 1.0;
   MethodFlags m;  // method constants and ParchGrad settings
 };
 
@@ -284,6 +286,11 @@ void run_saliency(const SaliencyOptions& opts) {
                   "for each listed class");
   }
 
+  io::OverlayStyle style;
+  if (!io::parse_colormap(o.colormap, &style.colormap))
+    throw Error("--colormap: '" + o.colormap + "' is not ramp, jet or gray");
+  if (!(o.overlay_opacity >= 0 && o.overlay_opacity <= 1)) throw Error("--overlay-opacity must be in [0, 1]");
+  style.opacity = float(o.overlay_opacity);
   std::error_code ec;
   fs::create_directories(o.out, ec);
   if (ec) throw file_error(o.out, "cannot create output directory (" + ec.message() + ")");
@@ -374,10 +381,10 @@ void run_saliency(const SaliencyOptions& opts) {
           json out = {{"config", configs[ci].label}, {"map", npy}};
           if (configs.size() == 1) {
             const std::string png = (fs::path(o.out) / (name + ".png")).string();
-            io::save_overlay_png(png, base, map);
+            io::save_overlay_png(png, base, map, style);
             out["overlay"] = png;
           } else {
-            overlays.push_back(io::render_overlay(base, map));
+            overlays.push_back(io::render_overlay(base, map, style));
             labels.push_back(configs[ci].label);
           }
           if (o.explain_masks && configs[ci].hook) {
@@ -397,7 +404,8 @@ void run_saliency(const SaliencyOptions& opts) {
         line["outputs"] = outputs;
         json settings = settings_json(o.m);
         settings.update({{"method", o.method}, {"parchgrad", o.parchgrad}, {"model", model->arch()},
-                         {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch}});
+                         {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch},
+                         {"colormap", o.colormap}, {"overlay_opacity", o.overlay_opacity}});
         line["settings"] = settings;
         results << line.dump() << "\n";
       }
@@ -490,6 +498,9 @@ void register_saliency(CLI::App& app) {
   s->add_option("--target", so->target,
                 "class id or name, top1, topK, or a comma-separated list: one class per sample (or every listed class "
                 "for every sample with --all-targets)");
+  s->add_option("--colormap", so->colormap, "overlay colour map: ramp, jet or gray")->capture_default_str();
+  s->add_option("--overlay-opacity", so->overlay_opacity, "weight of the colour where the map is at its top, in [0, 1]")
+      ->capture_default_str();
   s->add_flag("--all-targets", so->all_targets, "explain every input for each class of the --target list (<name>_c<class>)");
   s->add_option("-o,--out", so->out, "output directory")->capture_default_str();
   s->add_option("--batch", so->batch, "images per batch (default: 8, or the CPU thread count when larger)");

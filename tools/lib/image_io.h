@@ -46,9 +46,6 @@ Tensor load_npy(const std::string& path);
 // Writes float32 C-order .npy via a temporary file and rename.
 void save_npy(const std::string& path, const Tensor& t);
 
-// Saliency map [H, W] drawn as a colour overlay on the image (resized to the image
-// if the sizes differ), written as PNG via a temporary file and rename.
-void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map);
 void save_png(const std::string& path, const Image8& img);
 
 // ---- Lower-level pieces, exposed for the command line and the unit tests ----
@@ -79,11 +76,25 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
 // True if the file starts with the .npy magic bytes (false if it cannot be read).
 bool is_npy_file(const std::string& path);
 
-// Colour map used by the overlays: v in [0, 1] (clamped; NaN -> 0) to RGB.
-void colormap_rgb(float v, uint8_t rgb[3]);
+// How an overlay draws a map: its colour map (ramp: a perceptual dark-to-bright ramp; jet: the
+// blue-cyan-yellow-red map of OpenCV's COLORMAP_JET that Grad-CAM figures use; gray) and its
+// opacity (the weight of the colour at the map's top value; 1 by default).
+struct OverlayStyle {
+  enum class Colormap { ramp, jet, gray };
+  Colormap colormap = Colormap::ramp;
+  float opacity = 1.0f;
+};
+// "ramp", "jet" or "gray"; false (and *out untouched) for anything else.
+bool parse_colormap(const std::string& name, OverlayStyle::Colormap* out);
+
+// Colour of v in [0, 1] (clamped; NaN -> 0) in a colour map.
+void colormap_rgb(float v, uint8_t rgb[3], OverlayStyle::Colormap map = OverlayStyle::Colormap::ramp);
 // The overlay image save_overlay_png writes. Non-finite map values count as 0; the map is
-// divided by its maximum (all-zero or non-positive maps give a plain dimmed image).
-Image8 render_overlay(const Image8& base, const Tensor& map);
+// scaled by its 99th percentile (all-zero or non-positive maps give a plain dimmed image).
+Image8 render_overlay(const Image8& base, const Tensor& map, const OverlayStyle& style = {});
+// Saliency map [H, W] drawn as a colour overlay on the image (resized to the image
+// if the sizes differ), written as PNG via a temporary file and rename.
+void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map, const OverlayStyle& style = {});
 // Float bilinear resize of a [H, W] plane with the same (antialiased) windows as images.
 Tensor resize_plane(const Tensor& plane, int new_h, int new_w);
 

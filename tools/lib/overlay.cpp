@@ -1,5 +1,5 @@
-// Saliency overlays: the map, scaled to [0, 1] by its 99th percentile, drawn with a perceptual
-// dark-to-bright colour ramp over a dimmed greyscale copy of the image.
+// Saliency overlays: the map, scaled to [0, 1] by its 99th percentile, drawn with a colour map
+// (by default a perceptual dark-to-bright ramp) over a dimmed greyscale copy of the image.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -23,9 +23,28 @@ const Stop kRamp[] = {
 
 }  // namespace
 
-void colormap_rgb(float v, uint8_t rgb[3]) {
+bool parse_colormap(const std::string& name, OverlayStyle::Colormap* out) {
+  if (name == "ramp") *out = OverlayStyle::Colormap::ramp;
+  else if (name == "jet") *out = OverlayStyle::Colormap::jet;
+  else if (name == "gray") *out = OverlayStyle::Colormap::gray;
+  else return false;
+  return true;
+}
+
+void colormap_rgb(float v, uint8_t rgb[3], OverlayStyle::Colormap map) {
   if (!(v > 0.0f)) v = 0.0f;  // NaN and negatives
   if (v > 1.0f) v = 1.0f;
+  if (map == OverlayStyle::Colormap::gray) {
+    rgb[0] = rgb[1] = rgb[2] = static_cast<uint8_t>(std::lround(v * 255.0f));
+    return;
+  }
+  if (map == OverlayStyle::Colormap::jet) {
+    // Piecewise linear: dark blue, blue, cyan, yellow, red, dark red.
+    auto ch = [&](float centre) { return std::clamp(1.5f - std::fabs(4.0f * v - centre), 0.0f, 1.0f); };
+    const float c[3] = {ch(3.0f), ch(2.0f), ch(1.0f)};
+    for (int k = 0; k < 3; ++k) rgb[k] = static_cast<uint8_t>(std::lround(c[k] * 255.0f));
+    return;
+  }
   const int n = static_cast<int>(sizeof kRamp / sizeof kRamp[0]);
   int i = 0;
   while (i + 2 < n && v > kRamp[i + 1].t) ++i;
@@ -36,7 +55,8 @@ void colormap_rgb(float v, uint8_t rgb[3]) {
   for (int k = 0; k < 3; ++k) rgb[k] = static_cast<uint8_t>(std::lround(std::clamp(c[k], 0.0f, 255.0f)));
 }
 
-Image8 render_overlay(const Image8& base, const Tensor& map) {
+Image8 render_overlay(const Image8& base, const Tensor& map, const OverlayStyle& style) {
+  if (!(style.opacity >= 0.0f && style.opacity <= 1.0f)) throw Error("overlay: opacity must be in [0, 1]");
   if (base.w < 1 || base.h < 1 || base.rgb.size() != static_cast<size_t>(base.w) * base.h * 3)
     throw Error("overlay: empty or malformed base image");
   Tensor m = map;
@@ -72,9 +92,10 @@ Image8 render_overlay(const Image8& base, const Tensor& map) {
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* p = &base.rgb[i * 3];
     const float grey = 0.5f * (0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
-    const float a = std::clamp(norm[i], 0.0f, 1.0f);
+    const float m = std::clamp(norm[i], 0.0f, 1.0f);
+    const float a = style.opacity == 1.0f ? m : m * style.opacity;
     uint8_t c[3];
-    colormap_rgb(a, c);
+    colormap_rgb(m, c, style.colormap);
     for (int k = 0; k < 3; ++k) {
       const float v = (1.0f - a) * grey + a * c[k];
       out.rgb[i * 3 + k] = static_cast<uint8_t>(std::lround(std::clamp(v, 0.0f, 255.0f)));
@@ -83,8 +104,8 @@ Image8 render_overlay(const Image8& base, const Tensor& map) {
   return out;
 }
 
-void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map) {
-  save_png(path, render_overlay(base, map));
+void save_overlay_png(const std::string& path, const Image8& base, const Tensor& map, const OverlayStyle& style) {
+  save_png(path, render_overlay(base, map, style));
 }
 
 }  // namespace pg::io
