@@ -157,63 +157,26 @@ std::string record_image(const json& rec) {
 std::string record_key(const json& rec, const std::string& method) { return record_image(rec) + "\t" + method; }
 
 
-// Reads an existing REPORT.jsonl: every line, the keys done; drops a partial last line (a
-// killed run) by truncating the file there.
+// Reads an existing REPORT.jsonl: every record, the keys done; drops a partial last line (a
+// killed run).
 std::vector<json> read_report(const std::string& path, const std::string& settings_id, std::set<std::string>* done) {
-  std::vector<json> lines;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return lines;
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  f.close();
-  size_t pos = 0, good_end = 0;
-  int lineno = 0;
-  while (pos < text.size()) {
-    const size_t nl = text.find('\n', pos);
-    ++lineno;
-    if (nl == std::string::npos) break;  // no newline: a partial last line
-    const std::string line = text.substr(pos, nl - pos);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const std::exception&) {
-      if (text.find('\n', nl + 1) == std::string::npos && nl + 1 >= text.size()) break;  // garbled last line
-      throw file_error(path, "line " + std::to_string(lineno) + " is not valid JSON (not a report of parchgrad eval?)");
-    }
-    if (!j.is_object() || !j.contains("image") || !j.contains("settings_id"))
-      throw file_error(path, "line " + std::to_string(lineno) + " is not a parchgrad eval record");
+  bool partial = false;
+  std::vector<json> records;
+  for (auto& [j, number] : read_json_lines(path, "not a report of parchgrad eval?", &partial)) {
+    auto is_string = [&](const char* key) { return j.contains(key) && j[key].is_string(); };
+    if (!j.is_object() || !is_string("image") || !j.contains("settings_id") || (j.contains("method") && !is_string("method")) ||
+        (j.contains("image_path") && !is_string("image_path")))
+      throw file_error(path, "line " + std::to_string(number) + " is not a parchgrad eval record");
     if (j["settings_id"] != settings_id)
       throw file_error(path, "was made with other settings (model, weights, ratios, steps or method settings); "
                              "use another --out or --no-resume to start over");
     done->insert(record_key(j, j.value("method", std::string("*"))));
-    lines.push_back(std::move(j));
-    pos = good_end = nl + 1;
+    records.push_back(std::move(j));
   }
-  if (good_end < text.size()) {
-    std::error_code ec;
-    fs::resize_file(path, good_end, ec);
-    if (ec) throw file_error(path, "cannot drop its partial last line (" + ec.message() + ")");
+  if (partial)
     std::fprintf(stderr, "parchgrad: note: %s: dropped a partial last line left by an interrupted run\n", path.c_str());
-  }
-  return lines;
+  return records;
 }
-
-class ReportWriter {
- public:
-  explicit ReportWriter(const std::string& path) : path_(path) {}
-  void append(const std::vector<json>& lines) {
-    if (lines.empty()) return;
-    std::string text;
-    for (const auto& l : lines) text += l.dump() + "\n";
-    std::ofstream f(path_, std::ios::binary | std::ios::app);
-    if (!f) throw file_error(path_, "cannot append");
-    f.write(text.data(), std::streamsize(text.size()));
-    f.flush();
-    if (!f) throw file_error(path_, "write failed");
-  }
-
- private:
-  std::string path_;
-};
 
 // ---------------------------------------------------------------------------------------
 // The summary: means and confidence intervals per method, the table and the plots.
@@ -480,7 +443,6 @@ void run_eval(const EvalOptions& o) {
   } else {
     read_report(jsonl_path, settings_id, &done);
   }
-  ReportWriter writer(jsonl_path);
 
   nn::Context ctx;
   setup_device(o.dev, ctx);
@@ -557,7 +519,7 @@ void run_eval(const EvalOptions& o) {
       }
     }
     for (int64_t b = 0; b < B; ++b) {
-      writer.append(records[size_t(b)]);
+      append_json_lines(jsonl_path, records[size_t(b)]);
       progress.advance();
     }
     chunk.clear();
@@ -596,7 +558,7 @@ void run_eval(const EvalOptions& o) {
     if (!failure.empty()) {
       std::fprintf(stderr, "parchgrad: skipped: %s\n", failure.c_str());
       progress.skip();
-      writer.append(std::vector<json>{
+      append_json_lines(jsonl_path, std::vector<json>{
           json{{"image", it.path}, {"image_path", image_key(it.path)}, {"method", "*"}, {"skipped", failure},
                {"settings_id", settings_id}}});
       continue;

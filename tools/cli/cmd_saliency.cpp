@@ -172,28 +172,15 @@ io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays
 // same .npy. Lines that are not records of this command are refused before any work (the
 // folder holds something else); a partial last line, left by a killed run, is dropped.
 std::vector<json> read_results_index(const std::string& path) {
-  std::vector<json> lines;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return lines;
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  size_t pos = 0;
-  int number = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    const bool last_partial = end == std::string::npos;
-    const std::string line = text.substr(pos, last_partial ? std::string::npos : end - pos);
-    pos = last_partial ? text.size() : end + 1;
-    ++number;
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("outputs") || !j["outputs"].is_array()) {
-      if (last_partial) break;
+  bool partial = false;
+  std::vector<json> records;
+  for (auto& [j, number] : read_json_lines(path, "not a saliency record; move the file away or choose another --out", &partial)) {
+    if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array())
       throw file_error(path, "line " + std::to_string(number) +
                                  " is not a saliency record; move the file away or choose another --out");
-    }
-    lines.push_back(std::move(j));
+    records.push_back(std::move(j));
   }
-  return lines;
+  return records;
 }
 
 std::vector<std::string> files_of(const json& line) {
@@ -269,8 +256,7 @@ void run_saliency(const SaliencyOptions& opts) {
   // for every sample: said by a flag, never guessed from the number of inputs.
   if (o.all_targets && (topk || targets.size() < 2))
     throw Error("--all-targets needs a list of classes in --target (e.g. --target 3,5 --all-targets)");
-  const bool multi = o.all_targets;
-  if (targets.size() > 1 && !multi) {
+  if (targets.size() > 1 && !o.all_targets) {
     int64_t total_samples = 0;
     for (const auto& in : inputs) {
       if (!is_npy(in.path)) {
@@ -333,7 +319,7 @@ void run_saliency(const SaliencyOptions& opts) {
     }
     const Tensor& xin = x.empty() ? xdev : x;
     std::vector<std::vector<int>> sets;
-    if (multi) {
+    if (o.all_targets) {
       for (int t : targets) sets.push_back({t});
     } else {
       sets = target_sets_for(o.target, tg);
@@ -347,8 +333,7 @@ void run_saliency(const SaliencyOptions& opts) {
       exps.push_back(explain(*model, ctx, xin, sets, c.method, c.hook.get()));
     }
     const int64_t H = xin.dim(2), W = xin.dim(3);
-    std::ofstream results(results_path, std::ios::app);
-    if (!results) throw file_error(results_path, "cannot append");
+    std::vector<json> records;
     for (int64_t b = 0; b < B; ++b) {
       Sample& s = pending[b];
       const io::Image8 base = s.crop.rgb.empty() ? io::denormalize_imagenet(s.x) : s.crop;
@@ -407,11 +392,10 @@ void run_saliency(const SaliencyOptions& opts) {
                          {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch},
                          {"colormap", o.colormap}, {"overlay_opacity", o.overlay_opacity}});
         line["settings"] = settings;
-        results << line.dump() << "\n";
+        records.push_back(std::move(line));
       }
     }
-    results.flush();
-    if (!results) throw file_error(results_path, "write failed");
+    append_json_lines(results_path, records);
     pending.clear();
   };
 
@@ -431,7 +415,7 @@ void run_saliency(const SaliencyOptions& opts) {
       continue;
     }
     for (auto& s : samples) {
-      s.target = (targets.size() == 1 || multi) ? targets[0] : targets[sample_counter];
+      s.target = (targets.size() == 1 || o.all_targets) ? targets[0] : targets[sample_counter];
       s.run_index = sample_counter;
       ++sample_counter;
       if (!pending.empty() && (pending[0].shape() != s.shape() || int(pending.size()) >= o.batch)) flush();

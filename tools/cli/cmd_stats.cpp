@@ -135,13 +135,17 @@ void run_stats(const StatsOptions& o) {
   // writes the same file as one run; they are removed once the output is written. --dump-gap
   // keeps every gap row in memory for its own file, so it runs without checkpoints.
   const bool checkpoints = o.dump_gap.empty() && o.checkpoint > 0;
-  std::string listing;
-  for (const auto& it : all) listing += fs::relative(it.path, o.data).generic_string() + "\t" + std::to_string(it.label) + "\n";
   std::error_code ec;
-  const std::string identity =
-      text_hash(content_hash(o.weights) + "|" + (o.labels.empty() ? "" : content_hash(o.labels)) + "|" +
-                fs::weakly_canonical(fs::absolute(o.data), ec).generic_string() + "|" + text_hash(listing) + "|" + o.test +
-                "|" + std::to_string(shard) + "/" + std::to_string(shards) + "|" + meta.model);
+  // (Hashing the weights reads them once more: only a run that checkpoints needs its identity.)
+  auto job_identity = [&]() {
+    std::string listing;
+    for (const auto& it : all)
+      listing += fs::relative(it.path, o.data).generic_string() + "\t" + std::to_string(it.label) + "\n";
+    return text_hash(content_hash(o.weights) + "|" + (o.labels.empty() ? "" : content_hash(o.labels)) + "|" +
+                     fs::weakly_canonical(fs::absolute(o.data), ec).generic_string() + "|" + text_hash(listing) + "|" +
+                     o.test + "|" + std::to_string(shard) + "/" + std::to_string(shards) + "|" + meta.model);
+  };
+  const std::string identity = checkpoints ? job_identity() : std::string();
   const fs::path out_path(o.out);
   const std::string part_stem = out_path.filename().string() + ".part-" + identity + "-";
   const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");

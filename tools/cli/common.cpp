@@ -74,13 +74,6 @@ bool is_npy(const std::string& path) {
   return ext == ".npy";
 }
 
-namespace {
-bool is_input_file(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".npy";
-}
-}  // namespace
 
 std::vector<InputFile> expand_inputs(const std::vector<std::string>& paths) {
   std::vector<InputFile> out;
@@ -92,7 +85,7 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& paths) {
       fs::recursive_directory_iterator it(p, opts, ec), end;
       for (; !ec && it != end; it.increment(ec)) {
         const fs::directory_entry& e = *it;
-        if (!is_input_file(e.path())) continue;
+        if (!is_data_file(e.path())) continue;
         std::error_code ec2;
         const bool dangling = e.is_symlink(ec2) && !fs::exists(e.path(), ec2);
         if (!dangling && !e.is_regular_file(ec2)) continue;
@@ -153,6 +146,43 @@ std::string text_hash(const std::string& text) {
   uint64_t h = kFnvOffset;
   for (char c : text) h = (h ^ uint8_t(c)) * kFnvPrime;
   return hex64(h);
+}
+
+std::vector<JsonLine> read_json_lines(const std::string& path, const std::string& hint, bool* dropped_partial) {
+  *dropped_partial = false;
+  std::vector<JsonLine> lines;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return lines;
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  f.close();
+  size_t pos = 0;
+  int number = 0;
+  for (size_t nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    ++number;
+    if (nl == pos) continue;
+    nlohmann::json j = nlohmann::json::parse(text.begin() + std::ptrdiff_t(pos), text.begin() + std::ptrdiff_t(nl),
+                                             nullptr, false);
+    if (j.is_discarded()) throw file_error(path, "line " + std::to_string(number) + " is not valid JSON (" + hint + ")");
+    lines.push_back({std::move(j), number});
+  }
+  if (pos < text.size()) {
+    std::error_code ec;
+    fs::resize_file(path, pos, ec);
+    if (ec) throw file_error(path, "cannot drop its partial last line (" + ec.message() + ")");
+    *dropped_partial = true;
+  }
+  return lines;
+}
+
+void append_json_lines(const std::string& path, const std::vector<nlohmann::json>& lines) {
+  if (lines.empty()) return;
+  std::string text;
+  for (const auto& l : lines) text += l.dump() + "\n";
+  std::ofstream f(path, std::ios::binary | std::ios::app);
+  if (!f) throw file_error(path, "cannot append");
+  f.write(text.data(), std::streamsize(text.size()));
+  f.flush();
+  if (!f) throw file_error(path, "write failed");
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {

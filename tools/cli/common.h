@@ -2,6 +2,7 @@
 #pragma once
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,20 @@ void check_output_file(const std::string& flag, const std::string& path);
 // given by (the identity of a resumable run).
 std::string content_hash(const std::string& path);
 std::string text_hash(const std::string& text);
+
+// A JSON-lines file that a command appends to as it works, so that a killed run keeps what it
+// did (eval's REPORT.jsonl, saliency's results.jsonl).
+struct JsonLine {
+  nlohmann::json value;
+  int number = 0;  // line number in the file, from 1
+};
+// Every complete (newline-terminated, non-empty) line, parsed. An unterminated last line is a
+// killed run's partial write: it is cut from the file (*dropped_partial = true) so that the
+// next append starts a line of its own. A complete line that is not JSON throws
+// "<path>: line N is not valid JSON (<hint>)". A missing file has no lines.
+std::vector<JsonLine> read_json_lines(const std::string& path, const std::string& hint, bool* dropped_partial);
+// Appends lines in one write (one line each).
+void append_json_lines(const std::string& path, const std::vector<nlohmann::json>& lines);
 
 // Writes a text file through a temporary file and rename.
 void write_text_atomic(const std::string& path, const std::string& text);

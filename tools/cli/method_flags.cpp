@@ -44,7 +44,8 @@ ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode
     try {
       size_t used = 0;
       p.gamma = std::stod(f.gamma, &used);
-      if (used != f.gamma.size()) throw std::invalid_argument("");
+      // Only "inf" spells the infinite gain; "infinity", "nan" and the like are not numbers here.
+      if (used != f.gamma.size() || !std::isfinite(p.gamma)) throw std::invalid_argument("");
     } catch (const std::exception&) {
       throw Error("--gamma: '" + f.gamma + "' is not a number or inf");
     }
@@ -84,10 +85,6 @@ void check_numbers(const MethodFlags& f) {
   if (f.alpha != -1 && !(f.alpha > 0 && f.alpha < 1)) throw Error("--alpha must be in (0, 1)");
   if (!(f.shapiro_threshold >= 0 && f.shapiro_threshold <= 1)) throw Error("--shapiro-threshold must be in [0, 1]");
   if (!(f.sg_sigma >= 0)) throw Error("--sg-sigma must be at least 0");
-  if (f.gamma != "inf") {
-    const ParchGradOptions p = parchgrad_options(f, "cls");
-    if (!std::isfinite(p.gamma)) throw Error("--gamma: '" + f.gamma + "' is not a finite number or inf");
-  }
 }
 
 }  // namespace

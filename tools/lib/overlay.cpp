@@ -93,7 +93,7 @@ Image8 render_overlay(const Image8& base, const Tensor& map, const OverlayStyle&
     const uint8_t* p = &base.rgb[i * 3];
     const float grey = 0.5f * (0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
     const float m = std::clamp(norm[i], 0.0f, 1.0f);
-    const float a = style.opacity == 1.0f ? m : m * style.opacity;
+    const float a = m * style.opacity;  // exact at the default opacity 1
     uint8_t c[3];
     colormap_rgb(m, c, style.colormap);
     for (int k = 0; k < 3; ++k) {
