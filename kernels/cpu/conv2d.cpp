@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/gemm.h"
 
 namespace pg::kernels::cpu {
 
@@ -105,16 +106,20 @@ namespace {
 
 // ---- Work decomposition ------------------------------------------------------------------
 // Batch and thread invariance: every sample's result must be the same bits whatever the
-// batch size, the other samples, its position and the thread count. OpenBLAS's rounding of
-// an element depends on the GEMM call that computes it (its shape, its blocking over the
-// reduction, which micro-kernel handles the element, and whether the call itself is
-// threaded: the threaded driver splits the reduction differently). So each convolution is
-// cut into work units whose GEMM calls are a function of the layer's shape alone, the same
-// for every sample, and every unit runs single-threaded BLAS (called inside the OpenMP team,
-// where OpenBLAS does not thread; with one thread OpenBLAS has one thread). The units are
-// spread over the threads; which thread runs a unit never changes its bits.
-//   forward:  (sample, group, block of output rows, chunk of output channels)
-//   dgrad:    (sample, group, chunk of input channels), output-row blocks in order inside
+// batch size, the other samples, its position and the thread count.
+//   forward: the GEMM is gemm_ordered (kernels/cpu/gemm.h), whose every output element is
+//   one fixed chain of fmas: its bits depend on the weights and the receptive field alone,
+//   so the forward is batch, thread and position invariant by construction (equal receptive
+//   fields give equal outputs: exact max-pool ties in flat image regions stay ties).
+//   dgrad: OpenBLAS, whose rounding of an element depends on the GEMM call that computes it
+//   (its shape, its blocking over the reduction, which micro-kernel handles the element, and
+//   whether the call itself is threaded). So each convolution is cut into work units whose
+//   GEMM calls are a function of the layer's shape alone, the same for every sample, and
+//   every unit runs single-threaded BLAS (called inside the OpenMP team, where OpenBLAS does
+//   not thread). The units are spread over the threads; which thread runs a unit never
+//   changes its bits.
+//   forward units: (sample, group, block of output rows, chunk of output channels)
+//   dgrad units:   (sample, group, chunk of input channels), output-row blocks in order inside
 // A dgrad unit owns its input channels' rows of dx, so col2im needs no synchronisation and
 // every dx element receives its taps in one fixed order.
 
@@ -163,7 +168,7 @@ Plan plan_for(const Conv2dParams& p) {
 }
 
 int64_t forward_ws(const Conv2dParams& p, const Plan& pl) {
-  return p.is_pointwise() ? 0 : pl.rows * pl.fwd_step * p.Q;
+  return (p.is_pointwise() ? 0 : pl.rows * pl.fwd_step * p.Q) + int64_t(gemm_ordered_workspace_floats());
 }
 
 int64_t dgrad_ws(const Conv2dParams& p, const Plan& pl) {
@@ -198,7 +203,6 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
   const Plan pl = plan_for(p);
   const int64_t PQ = pl.PQ, rows = pl.rows;
   const int Kg = p.Kg();
-  blas::init();
   const int64_t per_group = int64_t(pl.fwd_blocks) * pl.mchunks;
   const int64_t per_sample = per_group * p.groups;
   for_each_unit(int64_t(p.N) * per_sample, ws_per_thread(p, pl), workspace, [&](int64_t u, float* ws) {
@@ -211,11 +215,11 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
     float* yk = y + (int64_t(n) * p.K + int64_t(g) * Kg + k0) * PQ + int64_t(oh0) * p.Q;
     const float* wk = w + (int64_t(g) * Kg + k0) * rows;
     if (p.is_pointwise()) {
-      blas::sgemm(false, false, k1 - k0, cols, int(rows), 1.f, wk, int(rows), xg + int64_t(oh0) * p.Q, int(PQ), 0.f,
-                  yk, int(PQ));
+      gemm_ordered(k1 - k0, cols, int(rows), wk, int(rows), xg + int64_t(oh0) * p.Q, int(PQ), yk, int(PQ), ws);
     } else {
+      float* gemm_ws = ws + pl.rows * pl.fwd_step * p.Q;
       im2col(p, xg, ws, oh0, oh1);
-      blas::sgemm(false, false, k1 - k0, cols, int(rows), 1.f, wk, int(rows), ws, cols, 0.f, yk, int(PQ));
+      gemm_ordered(k1 - k0, cols, int(rows), wk, int(rows), ws, cols, yk, int(PQ), gemm_ws);
     }
     if (epi.bias) {
       for (int k = k0; k < k1; ++k) {

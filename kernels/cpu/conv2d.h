@@ -1,6 +1,7 @@
-// CPU convolution: forward (im2col + SGEMM, with a fused per-sample epilogue) and the
-// data-gradient (SGEMM + col2im) with ParchGrad's per-(sample, channel) scale applied to
-// the output-gradient operand. Weights are never differentiated.
+// CPU convolution: forward (im2col + gemm_ordered, whose outputs depend on the receptive
+// field alone, with a fused per-sample epilogue) and the data-gradient (OpenBLAS SGEMM +
+// col2im) with ParchGrad's per-(sample, channel) scale applied to the output-gradient
+// operand. Weights are never differentiated.
 // defines: conv2d_workspace_floats, conv2d_forward, conv2d_dgrad
 #pragma once
 #include <cstddef>

@@ -159,11 +159,14 @@ def _pool_geometry(pool):
     return ks, st, pd
 
 
-def _pool_candidates(inp, out_grad, pool, tol_abs):
+def _pool_candidates(inp, out_grad, pool, tol_abs, decided_ties=False):
     """Max-pool windows whose two largest inputs are within tol_abs (per sample and channel):
     rounding may make either the maximum. Returns flat indices (into inp) of the maximum and of
     the runner-up and the window's output gradient: moving the gradient to the runner-up changes
-    the gradient w.r.t. inp by +g at the runner-up and -g at the maximum."""
+    the gradient w.r.t. inp by +g at the runner-up and -g at the maximum. decided_ties: windows
+    whose two largest inputs are exactly equal in float64 are not ambiguous (equal receptive
+    fields, e.g. in a flat image region, give equal values in float32 too, and the first index
+    wins)."""
     ks, st, pd = _pool_geometry(pool)
     n, c, h, w = inp.shape
     pad = (pd[1], pd[1], pd[0], pd[0])
@@ -175,7 +178,10 @@ def _pool_candidates(inp, out_grad, pool, tol_abs):
                                 pad, value=-1.0), ks, stride=st)[0].long()  # [kh*kw, windows]
     top, arg = vals.topk(2, dim=1)
     g = out_grad.reshape(n * c, -1)
-    sel = ((top[:, 0] - top[:, 1]) < 2 * tol_abs.reshape(n * c, 1)) & (top[:, 0] > 0) & (g != 0)
+    gap = top[:, 0] - top[:, 1]
+    sel = (gap < 2 * tol_abs.reshape(n * c, 1)) & (top[:, 0] > 0) & (g != 0)
+    if decided_ties:
+        sel &= gap > 0
     nc, win = sel.nonzero(as_tuple=True)
     first = nc * (h * w) + where[arg[nc, 0, win], win]
     second = nc * (h * w) + where[arg[nc, 1, win], win]
@@ -228,7 +234,7 @@ def _no_inplace(model, dtype):
 
 
 def explain_gradient(model, x, target, grad, tol=REL_TOL, noise_factor=8.0, max_columns=40,
-                     time_limit=180.0):
+                     time_limit=180.0, decided_ties=False):
     """Checks one sample's input gradient against PyTorch in float64, up to ambiguous decisions.
 
     ReLU and max pooling make the input gradient piecewise constant in the input: where a ReLU
@@ -242,6 +248,9 @@ def explain_gradient(model, x, target, grad, tol=REL_TOL, noise_factor=8.0, max_
     finite-difference forward pass per round, each picked change from one backward pass; at most
     max_columns changes and time_limit seconds). The fit's coefficients are rounded to -1, 0 or
     1 (a flip counts exactly once) before the remaining error is measured.
+
+    decided_ties: max-pool windows whose two largest inputs are exactly equal in float64 are not
+    ambiguous: the first index must win (_pool_candidates).
 
     Returns a dict: fp64_rel (error against float64), explained_rel (error left after the fit),
     candidates (ambiguous units), decisions (flips the fit used). The gradient is right when
@@ -285,7 +294,7 @@ def explain_gradient(model, x, target, grad, tol=REL_TOL, noise_factor=8.0, max_
                 cands.append((i, torch.tensor([j]), empty, g_out.reshape(-1)[j:j + 1]))
         else:
             first, second, g = _pool_candidates(inp, g_out, mod, tol_abs.expand_as(inp)
-                                                .amax(dim=(2, 3)))
+                                                .amax(dim=(2, 3)), decided_ties)
             for k in range(len(g)):
                 cands.append((i, second[k:k + 1], first[k:k + 1], g[k:k + 1]))
     info["candidates"] = len(cands)

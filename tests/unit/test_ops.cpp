@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
@@ -227,6 +230,97 @@ TEST_CASE("conv2d tiled over output rows gives the untiled result") {
     for (size_t i = 0; i < dy.size(); ++i) scaled[i] = dy[i] * scale[i / (size_t(p.P) * p.Q)];
     kc::conv2d_dgrad(p, dy.data(), w.data(), scale.data(), dx.data(), ws.data());
     CHECK(rel_err(dx, dgrad_ref(p, scaled, w)) < 1e-6);
+  }
+  kc::conv2d_set_block_bytes(0);
+}
+
+TEST_CASE("gemm_ordered: every element is one chain of fmas, the same bits in every instruction set") {
+  struct Shape {
+    int M, N, K, pad;  // pad: extra leading-dimension elements
+  };
+  // Edges in both dimensions, several reduction slices (KC = 256), several column blocks
+  // (NC = 1536), K = 0, and leading dimensions larger than the rows.
+  const Shape shapes[] = {{1, 1, 1, 0}, {7, 13, 5, 3}, {6, 16, 256, 0}, {8, 48, 257, 1}, {100, 333, 300, 0},
+                          {97, 1601, 513, 2}, {5, 3, 0, 0}, {64, 49, 4608, 0}};
+  std::vector<float> ws(kc::gemm_ordered_workspace_floats());
+  int isas_run = 0;
+  for (kc::GemmIsa isa : {kc::GemmIsa::kAuto, kc::GemmIsa::kScalar, kc::GemmIsa::kAvx2, kc::GemmIsa::kAvx512}) {
+    if (!kc::gemm_isa_supported(isa)) {
+      CHECK_THROWS(kc::gemm_ordered(1, 1, 1, ws.data(), 1, ws.data(), 1, ws.data() + 1, 1, ws.data() + 2, isa));
+      continue;
+    }
+    ++isas_run;
+    for (const Shape& sh : shapes) {
+      CAPTURE(int(isa));
+      CAPTURE(sh.M);
+      CAPTURE(sh.N);
+      CAPTURE(sh.K);
+      const int lda = sh.K + sh.pad, ldb = sh.N + sh.pad, ldc = sh.N + 2 * sh.pad;
+      auto A = randn(size_t(sh.M) * lda + 1, 81);
+      auto B = randn(size_t(std::max(sh.K, 1)) * ldb, 82);
+      std::vector<float> C(size_t(sh.M) * ldc, -7.f);
+      kc::gemm_ordered(sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, C.data(), ldc, ws.data(), isa);
+      int64_t differ = 0, outside = 0;
+      for (int i = 0; i < sh.M; ++i)
+        for (int j = 0; j < ldc; ++j) {
+          if (j >= sh.N) {  // untouched past N
+            outside += C[size_t(i) * ldc + j] != -7.f;
+            continue;
+          }
+          float c = 0.f;
+          for (int k = 0; k < sh.K; ++k) c = std::fma(A[size_t(i) * lda + k], B[size_t(k) * ldb + j], c);
+          differ += std::memcmp(&c, &C[size_t(i) * ldc + j], sizeof(float)) != 0;
+        }
+      CHECK(differ == 0);
+      CHECK(outside == 0);
+    }
+  }
+  CHECK(isas_run >= 2);  // the CPU's own family and the scalar one, at least
+  MESSAGE("gemm_ordered runs the " << std::string(kc::gemm_ordered_isa()) << " micro-kernels here");
+}
+
+TEST_CASE("conv2d forward: equal receptive fields give equal bits (max-pool ties in flat regions)") {
+  // A ResNet stem on an image that is constant, and one that is periodic with the stride's
+  // period: every output pixel whose receptive field lies inside the image sees the same
+  // values, so its channel's value must be the same bits at every such position, whatever
+  // the tile, block or thread that computed it.
+  Conv2dParams p;
+  p.N = 2, p.C = 3, p.H = 70, p.W = 90, p.K = 13, p.R = 7, p.S = 7, p.stride_h = 2, p.stride_w = 2, p.pad_h = 3,
+  p.pad_w = 3;
+  REQUIRE(pg::kernels::conv2d_output_size(p));
+  auto w = randn(size_t(p.K) * p.C * p.R * p.S, 91, 0.3f);
+  auto bias = randn(p.K, 92);
+  for (int pattern = 0; pattern < 2; ++pattern) {
+    for (int64_t block : {int64_t(0), int64_t(1)}) {  // default blocks; one output row per block
+      CAPTURE(pattern);
+      CAPTURE(block);
+      kc::conv2d_set_block_bytes(block);
+      std::vector<float> x(size_t(p.N) * p.C * p.H * p.W);
+      const auto cell = randn(size_t(p.N) * p.C * 4, 93);
+      for (int n = 0; n < p.N; ++n)
+        for (int c = 0; c < p.C; ++c)
+          for (int h = 0; h < p.H; ++h)
+            for (int v = 0; v < p.W; ++v)
+              x[((size_t(n) * p.C + c) * p.H + h) * p.W + v] =
+                  pattern == 0 ? cell[size_t(n) * p.C + c] : cell[(size_t(n) * p.C + c) * 4 + (h % 2) * 2 + v % 2];
+      std::vector<float> y(size_t(p.N) * p.K * p.P * p.Q), ws(kc::conv2d_workspace_floats(p, 4));
+      kc::ConvEpilogue e;
+      e.bias = bias.data();
+      kc::conv2d_forward(p, x.data(), w.data(), e, y.data(), ws.data());
+      int64_t interior = 0, differ = 0;
+      for (int n = 0; n < p.N; ++n)
+        for (int k = 0; k < p.K; ++k) {
+          const float* yk = y.data() + (size_t(n) * p.K + k) * p.P * p.Q;
+          const float first = yk[2 * p.Q + 2];  // (2, 2): the first interior position
+          for (int oh = 2; oh + 2 < p.P; ++oh)
+            for (int ow = 2; ow + 2 < p.Q; ++ow) {
+              ++interior;
+              differ += std::memcmp(&first, &yk[oh * p.Q + ow], sizeof(float)) != 0;
+            }
+        }
+      CHECK(interior > 1000);
+      CHECK(differ == 0);
+    }
   }
   kc::conv2d_set_block_bytes(0);
 }

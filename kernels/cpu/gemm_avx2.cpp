@@ -1,0 +1,28 @@
+// gemm_ordered's AVX2 micro-kernel: 6 x 16 tiles (12 accumulator registers). This file
+// alone is compiled with -mavx2 -mfma (CMakeLists.txt); it runs only where the CPU has both.
+#include <immintrin.h>
+
+#include "kernels/cpu/gemm_impl.h"
+
+namespace pg::kernels::cpu {
+namespace {
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int kW = 8, kMR = 6, kNV = 2;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+};
+
+}  // namespace
+
+size_t gemm_avx2_workspace_floats() { return GemmKernel<Avx2>::kWorkspaceFloats; }
+
+void gemm_avx2(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc, float* ws) {
+  GemmKernel<Avx2>::run(M, N, K, A, lda, B, ldb, C, ldc, ws);
+}
+
+}  // namespace pg::kernels::cpu
