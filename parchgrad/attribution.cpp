@@ -70,7 +70,7 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
   ag::Tape tape(nn::add_gradients);
   ctx.tape = &tape;
   ctx.hook = opt.hook;
-  ctx.capture_feature = opt.capture_feature;
+  ctx.capture_feature = opt.capture_feature && opt.feature_id < 0;
   ctx.feature = ag::Var{};
   std::vector<GradientResult> out;
   auto reset = [&]() {
@@ -88,7 +88,7 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
     ag::Var logits = model.forward(ctx, in);
     const Tensor logits_host = logits.value.to(Device::cpu);
     Tensor probs = on_device ? Tensor() : softmax(logits.value);
-    if (opt.capture_feature) tape.keep_gradient(ctx.feature.id);
+    if (opt.capture_feature) tape.keep_gradient(opt.feature_id >= 0 ? opt.feature_id : ctx.feature.id);
     for (size_t j = 0; j < target_sets.size(); ++j) {
       GradientResult r;
       r.logits = logits_host;
@@ -113,7 +113,9 @@ std::vector<GradientResult> input_gradients(const nn::Model& model, nn::Context&
         }
       }
       if (opt.keep_grad) r.grad = g.to(Device::cpu);
-      if (opt.capture_feature) {
+      if (opt.capture_feature && opt.feature_id >= 0) {
+        r.feature_grad = tape.kept_gradient().to(Device::cpu);  // empty when none reached it
+      } else if (opt.capture_feature) {
         r.feature = ctx.feature.value.to(Device::cpu);
         r.feature_grad = tape.kept_gradient().to(Device::cpu);
         if (r.feature_grad.empty()) r.feature_grad = Tensor::zeros(r.feature.shape());

@@ -24,8 +24,8 @@ struct GradientResult {
   std::vector<int> targets;  // resolved
   Tensor grad;               // dL/dx [N, 3, H, W] (empty when BackwardOptions::keep_grad is off)
   Tensor map;                // [N, H, W] when BackwardOptions::map asks for one
-  Tensor feature;            // last conv block output (with capture_feature)
-  Tensor feature_grad;       // its gradient
+  Tensor feature;            // last conv block output (with capture_feature and no feature_id)
+  Tensor feature_grad;       // its gradient (with feature_id: the gradient of that value)
 };
 
 struct BackwardOptions {
@@ -33,6 +33,10 @@ struct BackwardOptions {
   // Called with the resolved targets after the forward pass, before backward.
   std::function<void(const std::vector<int>&)> on_targets;
   bool capture_feature = false;
+  // With capture_feature: the tape id of the value whose gradient is kept instead of the
+  // model's own feature's (Grad-CAM at another layer: its id in a forward from the tape's
+  // start, see methods.cpp); -1: the model's feature (ctx.feature).
+  int feature_id = -1;
   // A map computed where the gradient is (on the device: only the map comes back), and
   // whether the gradient itself is returned.
   enum class Map { none, grad, inputgrad } map = Map::none;

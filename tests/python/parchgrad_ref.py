@@ -251,7 +251,12 @@ def _gradient(model, pg, x, targets):
     return g.detach()
 
 
-def _gradcam_layer(model):
+def _gradcam_layer(model, name=None):
+    """Grad-CAM's target module: `name` (a module name, as pytorch-grad-cam users pick
+    target_layers, e.g. "layer3", "layer4.0.conv2", "features.33"), else the default: ResNet's
+    layer4, VGG's last ReLU."""
+    if name:
+        return dict(model.named_modules())[name]
     if isinstance(model, ResNet):
         return model.layer4
     relus = [m for m in model.features if isinstance(m, torch.nn.ReLU)]
@@ -259,13 +264,17 @@ def _gradcam_layer(model):
 
 
 def attribute(model, stats, cfg, x, targets, method="grad", ig_steps=25, sg_noise=None,
-              ig_zero_grad=None):
+              ig_zero_grad=None, gradcam_layer=None):
     """Maps [N, H, W] (numpy, the model's dtype) and the records of the forward passes.
 
     x: [N, 3, H, W] normalised input; targets: one class per sample; sg_noise: [M, N, 3, H, W]
     (already scaled) for smoothgrad. ig_zero_grad: use this input gradient at the zero baseline
     instead of computing it (for a comparison where the gradient at a constant input is not
-    well defined in floating point: max-pool windows of exactly equal values).
+    well defined in floating point: max-pool windows of exactly equal values). gradcam_layer: a
+    module name for Grad-CAM (default: _gradcam_layer's). Grad-CAM takes the gradient that
+    reaches that module's output, so only the ParchGrad edits of convs above it change the map;
+    at a hooked conv's own output the gradient is the one before that conv's edit (the tensor
+    hook edits what flows on into the conv; autograd.grad returns the gradient of the output).
     """
     prepare(model)
     dtype = next(model.parameters()).dtype  # float32 as the reference; float64 for diagnosis
@@ -290,7 +299,7 @@ def attribute(model, stats, cfg, x, targets, method="grad", ig_steps=25, sg_nois
                 acc += _gradient(model, pg, x + noise[k], targets).abs().double()
             m = (acc / noise.shape[0]).mean(1).to(dtype)
         elif method == "gradcam":
-            layer = _gradcam_layer(model)
+            layer = _gradcam_layer(model, gradcam_layer)
             acts = []
             h = layer.register_forward_hook(lambda mod, i, o: acts.append(o))
             try:

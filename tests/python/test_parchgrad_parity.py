@@ -368,7 +368,16 @@ def _cases():
         Case(arch, "smoothgrad", make_cfg("cls", "g2-vc", "q", "ratio:1.0"), False, False),
         Case(arch, "smoothgrad", make_cfg("ins", "inf-novc", "a"), False, False),
         Case(arch, "gradcam", make_cfg("off"), False, False),
-        # gradcam with +cls/+ins is refused (test_gradcam_with_parchgrad_refused)
+        # gradcam with +cls/+ins at the default layer (above every conv) is refused
+        # (test_gradcam_with_parchgrad_refused); at an earlier layer ("gradcam@LAYER", its
+        # --gradcam-layer) the hooked convs above it change the map:
+        Case(arch, "gradcam@layer3", make_cfg("off"), False, False),
+        Case(arch, "gradcam@layer4.0.conv2", make_cfg("off"), False, False),  # raw conv (BN after)
+        Case(arch, "gradcam@layer2.1.bn1", make_cfg("off"), False, False),
+        Case(arch, "gradcam@layer3", make_cfg("cls"), False, False),  # layer4's convs hooked
+        Case(arch, "gradcam@layer3.1", make_cfg("ins", "g2-vc", "a", NAMES[arch]), False, False),
+        # the hooked conv at the layer itself: Grad-CAM takes the gradient before its edit
+        Case(arch, "gradcam@layer4.0.conv1", make_cfg("cls", "inf-vc", "q", "ratio:1.0"), False, False),
     ]
     # resnet50 / vgg16_bn: every edit for both modes, thresholds and layer sets rotated
     for arch in ("resnet50", "vgg16_bn"):
@@ -394,6 +403,13 @@ def _cases():
             Case(arch, "smoothgrad", make_cfg("ins", "g2-exact", "q"), False, False),
             Case(arch, "gradcam", make_cfg("off"), False, False),
         ]
+        if arch == "resnet50":  # a bottleneck block, the last stage's convs above it hooked
+            cases.append(Case(arch, "gradcam@layer4.1", make_cfg("cls", "inf-vc", "q"), False, False))
+        else:
+            cases += [
+                Case(arch, "gradcam@features.40", make_cfg("off"), False, False),  # the last conv, raw
+                Case(arch, "gradcam@features.33", make_cfg("cls", "g2-vc", "a"), False, False),  # a pool
+            ]
     return cases
 
 
@@ -427,10 +443,11 @@ CASES = _cases()
 
 def _oracle(s, c, x, targets, g0=None):
     method, steps = ("ig", 25) if c.method == "ig25" else (c.method, IG_STEPS)
+    method, _, layer = method.partition("@")  # gradcam@LAYER: Grad-CAM at that layer
     sl = slice(1, 2) if c.single else slice(None)
     noise = s.noise.numpy()[:, sl] if c.method == "smoothgrad" else None
     return ref.attribute(s.model, s.stats, c.cfg, x, targets, method=method, ig_steps=steps,
-                         sg_noise=noise, ig_zero_grad=g0)
+                         sg_noise=noise, ig_zero_grad=g0, gradcam_layer=layer or None)
 
 
 def _check_masks(engine_json, records, layers, sample):
@@ -521,7 +538,10 @@ def test_parchgrad_parity(case):
         assert kept and max(kept) > 0, "test construction: nothing selected"
 
     method, extra = case.method, []
-    if method == "ig25":
+    if method.startswith("gradcam@"):
+        method, layer = method.split("@")
+        extra = ["--gradcam-layer", layer]
+    elif method == "ig25":
         method = "ig"
     elif method == "ig":
         extra = ["--ig-steps", str(IG_STEPS)]
@@ -782,6 +802,13 @@ def test_oracle_gradcam_untouched_and_methods():
     a, _, _ = _maps(ref.Config("off"), "gradcam")
     b, _, _ = _maps(ref.Config("cls"), "gradcam")
     assert rel(b, a) < 1e-6 and np.linalg.norm(a) > 0
+    # At layer3 the hooked convs of layer4 lie above Grad-CAM's layer: the map changes; with only
+    # layer3's own convs hooked (all below or at the block's output) it does not.
+    a3, _, _ = _maps(ref.Config("off"), "gradcam", gradcam_layer="layer3")
+    b3, _, _ = _maps(ref.Config("cls"), "gradcam", gradcam_layer="layer3")
+    c3, _, _ = _maps(ref.Config("cls", layers="layer3.0.conv1,layer3.1.conv2"), "gradcam",
+                     gradcam_layer="layer3")
+    assert rel(b3, a3) > 1e-2 and rel(c3, a3) < 1e-6 and rel(a3, a) > 1e-2
     plain = _plain_grad()
     x = small()["x"].numpy()
     g, _, _ = _maps(ref.Config("off"), "inputgrad")
