@@ -286,10 +286,11 @@ CamCapture capture_point(const nn::Model& model, nn::Context& ctx, const Tensor&
 CamCapture prepare_cam(const nn::Model& model, nn::Context& ctx, const Tensor& x, const std::string& layer,
                        bool walk_default, BackwardOptions& b) {
   b.capture_feature = true;
+  CamCapture cap;
+  if (layer.empty() && !walk_default) return cap;  // the model's own: no walk needed
   const std::vector<CamPoint> pts = walk(model, nullptr, {}, -1, nullptr);
   int p = layer.empty() ? default_point(pts) : find_point(model, pts, layer);
   if (pts[size_t(p)].alias_of >= 0) p = pts[size_t(p)].alias_of;
-  CamCapture cap;
   if (p != default_point(pts) || walk_default) {
     cap = capture_point(model, ctx, x, p);
     b.feature_id = cap.id;
@@ -333,7 +334,16 @@ CamInputs gradcam_inputs(const nn::Model& model, nn::Context& ctx, const Tensor&
 }
 
 CamLayer resolve_cam_layer(const nn::Model& model, const std::string& name) {
-  const std::vector<CamPoint> pts = walk(model, nullptr, {}, -1, nullptr);
+  std::vector<CamPoint> pts;
+  try {
+    pts = walk(model, nullptr, {}, -1, nullptr);
+  } catch (const Error&) {
+    // A model the walk does not know still has its own layer, above every conv.
+    if (!name.empty()) throw Error("--gradcam-layer: " + model.arch() + " takes only its default layer");
+    CamLayer out;
+    out.name = "the default layer";
+    return out;
+  }
   const int d = default_point(pts);
   int p = name.empty() ? d : find_point(model, pts, name);
   CamLayer out;

@@ -1,4 +1,6 @@
-"""What `saliency` writes for people to look at: the `--compare` strip names every panel."""
+"""What `saliency` writes for people to look at: the `--compare` strip names every panel; what
+Grad-CAM's layer and ParchGrad mean together, and their options' errors."""
+import json
 import os
 import subprocess
 
@@ -42,25 +44,85 @@ def test_compare_strip_is_labelled(tmp_path):
 
 
 def test_gradcam_with_parchgrad_refused(tmp_path):
-    """ParchGrad edits gradients below Grad-CAM's target layer, so gradcam+cls would silently
-    equal gradcam (the PyTorch oracle shows the same: test_parchgrad_parity's
-    test_oracle_gradcam_untouched_and_methods): refused, in one line, before any work."""
+    """ParchGrad edits the gradients of the hooked convs; Grad-CAM takes the gradient that reaches
+    its layer, which only convs above that layer change. At the default layer (the last block,
+    above every conv), or wherever every hooked conv lies below the layer, gradcam+cls would
+    silently equal gradcam (the PyTorch oracle shows the same: test_parchgrad_parity's
+    test_oracle_gradcam_untouched_and_methods): refused, in one line naming the layer and the
+    hooked convs, before any work."""
     runs = [
-        ["saliency", "--weights", WEIGHTS, "--stats", STATS, "--method", "gradcam", "--parchgrad", "cls",
-         "--out", str(tmp_path / "a"), STAR],
-        ["saliency", "--weights", WEIGHTS, "--stats", STATS, "--compare", "grad,gradcam+ins",
-         "--out", str(tmp_path / "b"), STAR],
-        ["eval", "--weights", WEIGHTS, "--stats", STATS, "--data", os.path.dirname(STAR),
-         "--methods", "grad,gradcam+cls", "--out", str(tmp_path / "c" / "report")],
+        (["saliency", "--weights", WEIGHTS, "--stats", STATS, "--method", "gradcam", "--parchgrad", "cls",
+          "--out", str(tmp_path / "a"), STAR], "at layer4.0: every hooked convolution (layer3.0.conv1 ... "
+                                                  "layer4.0.downsample.0) lies below it"),
+        (["saliency", "--weights", WEIGHTS, "--stats", STATS, "--compare", "grad,gradcam+ins",
+          "--out", str(tmp_path / "b"), STAR], "at layer4.0:"),
+        (["eval", "--weights", WEIGHTS, "--stats", STATS, "--data", os.path.dirname(STAR),
+          "--methods", "grad,gradcam+cls", "--out", str(tmp_path / "c" / "report")], "at layer4.0:"),
+        # An earlier layer with only convs below it hooked (layer3's own convs are below its output).
+        (["saliency", "--weights", WEIGHTS, "--stats", STATS, "--method", "gradcam", "--parchgrad", "cls",
+          "--gradcam-layer", "layer3", "--layers", "layer2.0.conv1,layer3.0.conv2", "--out", str(tmp_path / "d"),
+          STAR], "at layer3: every hooked convolution (layer2.0.conv1 ... layer3.0.conv2) lies below it"),
+        # Inside a block: the downsample is beside conv1, not above it.
+        (["saliency", "--weights", WEIGHTS, "--stats", STATS, "--method", "gradcam", "--parchgrad", "ins",
+          "--gradcam-layer", "layer4.0.conv1", "--layers", "layer4.0.downsample.0", "--out", str(tmp_path / "e"),
+          STAR], "at layer4.0.conv1: every hooked convolution (layer4.0.downsample.0) lies below it"),
     ]
-    for args in runs:
+    for args, says in runs:
         proc = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=300)
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("parchgrad: error:")]
-        assert proc.returncode != 0, args
-        assert len(errors) == 1 and "ParchGrad does not change Grad-CAM" in errors[0], proc.stderr
-    for d in ("a", "b", "c"):
+        assert proc.returncode == 1, args
+        assert len(errors) == 1 and "ParchGrad does not change Grad-CAM " + says in errors[0], proc.stderr
+        assert "--gradcam-layer" in errors[0] and "--layers" in errors[0], errors[0]
+    for d in ("a", "b", "c", "d", "e"):
         p = tmp_path / d
         assert not p.exists() or not any(f.suffix in (".npy", ".jsonl", ".png") for f in p.rglob("*")), d
+
+
+def test_gradcam_layer_with_parchgrad_above_it(tmp_path):
+    """At layer3 the default hooked convs (the last half: layer3's and layer4's) include layer4's,
+    above it: gradcam+cls runs and differs from gradcam at layer3, which differs from the default
+    layer's map; the results name the layer. (Against PyTorch: test_parchgrad_parity.)"""
+    out = str(tmp_path / "out")
+    proc = subprocess.run([BIN, "saliency", "--weights", WEIGHTS, "--stats", STATS, "--compare",
+                           "gradcam,gradcam+cls", "--gradcam-layer", "layer3", "--out", out, STAR],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    plain = np.load(os.path.join(out, "star.gradcam.npy"))
+    cls = np.load(os.path.join(out, "star.gradcam+cls.npy"))
+    dflt_out = str(tmp_path / "default")
+    subprocess.run([BIN, "saliency", "--weights", WEIGHTS, "--method", "gradcam", "--out", dflt_out, STAR],
+                   check=True, capture_output=True, timeout=300)
+    dflt = np.load(os.path.join(dflt_out, "star.npy"))
+    assert plain.shape == cls.shape == dflt.shape == (224, 224)
+    assert np.abs(plain).max() > 0 and np.abs(cls).max() > 0
+    assert np.linalg.norm(cls - plain) > 1e-3 * np.linalg.norm(plain)
+    assert np.linalg.norm(dflt - plain) > 1e-3 * np.linalg.norm(plain)
+    with open(os.path.join(out, "results.jsonl")) as f:
+        line = json.loads(f.readline())
+    assert line["settings"]["gradcam_layer"] == "layer3", line["settings"]
+
+
+def test_gradcam_layer_and_blur_sigma_usage_errors(tmp_path):
+    """Bad values are refused in one line naming the option: by the parser (exit 2) where the
+    value alone is wrong, after loading the model (exit 1) where the model or the other options
+    decide."""
+    base = [BIN, "saliency", "--weights", WEIGHTS, "--out", str(tmp_path / "o"), STAR]
+    cases = [
+        (["--method", "ig", "--ig-baseline", "blurred", "--ig-blur-sigma", "0"], 2, "--ig-blur-sigma"),
+        (["--method", "ig", "--ig-baseline", "blurred", "--ig-blur-sigma", "nan"], 2, "--ig-blur-sigma"),
+        (["--method", "ig", "--ig-baseline", "blurred", "--ig-blur-sigma", "-3"], 2, "--ig-blur-sigma"),
+        (["--method", "ig", "--ig-blur-sigma", "3"], 1, "--ig-blur-sigma does nothing without --ig-baseline blurred"),
+        (["--method", "ig", "--ig-baseline", "blurry"], 1, "is not zero, black, blurred or a .npy file"),
+        (["--method", "gradcam", "--gradcam-layer", "layer9"], 1, "--gradcam-layer: 'layer9' is not a layer of"),
+        (["--method", "gradcam", "--gradcam-layer", "features.28"], 1, "(conv1, bn1, relu, maxpool, a stage"),
+        (["--method", "grad", "--gradcam-layer", "layer3"], 1, "--gradcam-layer layer3 does nothing here"),
+    ]
+    for flags, code, says in cases:
+        proc = subprocess.run(base[:-1] + flags + base[-1:], capture_output=True, text=True, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == code, (flags, proc.returncode, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("parchgrad: error:") and says in lines[0], (flags, lines)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.npy"))
 
 
 def test_overlay_colormap_and_opacity():

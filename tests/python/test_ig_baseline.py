@@ -1,14 +1,17 @@
-"""Integrated gradients' baseline (`--ig-baseline zero|black|FILE.npy`) against PyTorch float64.
+"""Integrated gradients' baseline (`--ig-baseline zero|black|blurred|FILE.npy`) against PyTorch
+float64 and scipy.
 
 The bundled model (a small torchvision ResNet) on one example: the path b + a (x - b) with the
 engine's trapezoidal rule, each copy's gradient seeded with onehot(target) * p[target], and the
 map |mean over RGB of (x - b) * mean gradient|, all in float64 in PyTorch; `black` must be the
-normalised black image given as a file, bit for bit.
+normalised black image given as a file, bit for bit, and `blurred` the normalised input blurred
+by scipy.ndimage.gaussian_filter (reflect, truncate 4) given as a file, bit for bit.
 """
 import os
 import subprocess
 
 import numpy as np
+import scipy.ndimage
 import torch
 from torchvision.models.resnet import BasicBlock
 
@@ -30,11 +33,11 @@ def run(*args):
     return r
 
 
-def engine_map(x_path, baseline, name):
+def engine_map(x_path, baseline, name, *extra):
     out = os.path.join(SCRATCH, name)
     run("saliency", "--weights", WEIGHTS, "--method", "ig", "--ig-steps", STEPS, "--ig-baseline", baseline,
-        "--target", TARGET, "--out", out, x_path)
-    return np.load(os.path.join(out, "x.npy"))
+        *extra, "--target", TARGET, "--out", out, x_path)
+    return np.load(os.path.join(out, os.path.basename(x_path)))
 
 
 def reference_map(model, x, b, dtype=torch.float64):
@@ -91,3 +94,32 @@ def test_ig_baselines_match_pytorch_float64():
     # all-zero first copy, FMA contraction), so within 1e-6 of the map.
     a, b = engine_map(x_path, zeros_path, "ig_zeros_file"), engine_map(x_path, "zero", "ig_zero2")
     assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max()
+
+
+def test_blurred_baseline_is_scipy_gaussian_filter():
+    """`blurred` is the normalised input through scipy.ndimage.gaussian_filter with sigma
+    --ig-blur-sigma pixels on the two spatial axes, mode "reflect", truncate 4.0: the map equals,
+    bit for bit, the map of that tensor given as a file. The default sigma (10), a small one, and
+    one whose kernel is longer than the image (mirrored again and again); an image and a
+    non-square .npy input of other values."""
+    x_path = os.path.join(SCRATCH, "x.npy")
+    run("preprocess", IMAGE, "--out", x_path)
+    r_path = os.path.join(SCRATCH, "r.npy")
+    rng = np.random.default_rng(5)
+    np.save(r_path, (np.load(x_path)[:, 40:77, 20:70] + rng.standard_normal((3, 37, 50)) * 0.3).astype(np.float32))
+    for path, sigma in ((x_path, None), (x_path, 1.7), (r_path, 3.0), (r_path, 40.0)):
+        x = np.load(path)
+        s = 10.0 if sigma is None else sigma
+        b = scipy.ndimage.gaussian_filter(x, (0, s, s), mode="reflect", truncate=4.0)
+        assert b.dtype == np.float32 and not np.array_equal(b, x)
+        b_path = os.path.join(SCRATCH, "blur_file.npy")
+        np.save(b_path, b)
+        tag = f"{os.path.basename(path)[0]}_{s}"
+        extra = () if sigma is None else ("--ig-blur-sigma", sigma)
+        got = engine_map(path, "blurred", "ig_blurred_" + tag, *extra)
+        want = engine_map(path, b_path, "ig_blur_file_" + tag)
+        assert np.array_equal(got, want), (tag, np.abs(got - want).max() / np.abs(want).max())
+        assert np.abs(want).max() > 0
+    # The baseline matters: another sigma gives another map.
+    assert not np.array_equal(engine_map(x_path, "blurred", "ig_blurred_s3", "--ig-blur-sigma", 3),
+                              engine_map(x_path, "blurred", "ig_blurred_s10"))
