@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/hooks.h"
+#include "capi/dataset.h"
 #include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
@@ -64,45 +65,7 @@ void parse_shard(const std::string& spec, int* i, int* n) {
   if (!ok) throw Error("--shard: '" + spec + "' is not i/N with 0 <= i < N");
 }
 
-// Hooks every conv and hands its gap values to the accumulator.
-// With --dump-gap it also keeps every gap row, to be written as [images, channels] per conv.
-class GapCollector : public ag::ConvHook {
- public:
-  GapCollector(DatasetStats* s, bool keep) : stats_(s), keep_(keep) {}
-  // The accumulator the next batches go to (a checkpoint starts a new one).
-  void set_stats(DatasetStats* s) { stats_ = s; }
-  bool hooks(const ag::ConvSite&) const override { return true; }
-  void on_forward(const ag::ConvSite& site, const Tensor& gap) override {
-    stats_->add(site.name, gap);
-    if (keep_) {
-      auto& rows = kept_[site.name];
-      rows.first = gap.dim(1);
-      rows.second.insert(rows.second.end(), gap.data(), gap.data() + gap.numel());
-    }
-  }
-  Tensor on_backward(const ag::ConvSite&, Tensor&) override { return Tensor(); }
-  // Writes the kept rows (in processing order, i.e. by image index) as a safetensors file.
-  void dump(const std::string& path, const std::vector<int64_t>& index, const std::vector<int>& labels) const {
-    weights::StateDict t;
-    for (const auto& [name, rows] : kept_) {
-      const int64_t C = rows.first, n = int64_t(rows.second.size()) / C;
-      Tensor m({n, C});
-      std::copy(rows.second.begin(), rows.second.end(), m.data());
-      t[name] = m;
-    }
-    Tensor lab({int64_t(labels.size())}), idx({int64_t(index.size())});
-    for (size_t i = 0; i < labels.size(); ++i) lab[int64_t(i)] = float(labels[i]);
-    for (size_t i = 0; i < index.size(); ++i) idx[int64_t(i)] = float(index[i]);
-    t["__labels__"] = lab;
-    t["__image_index__"] = idx;
-    weights::save_safetensors(path, t);
-  }
-
- private:
-  DatasetStats* stats_;
-  bool keep_;
-  std::map<std::string, std::pair<int64_t, std::vector<float>>> kept_;
-};
+using api::GapCollector;
 
 void run_stats(const StatsOptions& o) {
   set_threads(o.threads);
@@ -119,13 +82,8 @@ void run_stats(const StatsOptions& o) {
   for (size_t i = 0; i < all.size(); ++i)
     if (int64_t(i) % shards == shard) mine.push_back(int64_t(i));
 
-  DatasetStatsMeta meta;
-  meta.model = model->arch();
-  meta.test = o.test;
-  meta.weights = fs::path(o.weights).filename().string();
-  meta.num_classes = model->num_classes();
-  std::vector<std::pair<std::string, int>> convs;
-  for (const auto* c : model->convs()) convs.emplace_back(c->site.name, c->out_channels);
+  const DatasetStatsMeta meta = api::stats_meta(*model, o.weights, o.test);
+  const std::vector<std::pair<std::string, int>> convs = api::stats_convs(*model);
   // Checkpoints: every --checkpoint images the accumulators so far go to a part file beside
   // the output (a shard file of this run, written atomically) and a new accumulator starts,
   // so a killed run loses at most that many images. A part's name carries the run's identity:
@@ -209,11 +167,9 @@ void run_stats(const StatsOptions& o) {
     Tensor x({B, s0[0], s0[1], s0[2]});
     for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
     check_input(x, all[size_t(idx[0])].path);
-    acc->begin_batch(idx, labels);
     all_idx.insert(all_idx.end(), idx.begin(), idx.end());
     all_labels.insert(all_labels.end(), labels.begin(), labels.end());
-    model->forward(ctx, ag::Var{x, -1});
-    acc->end_batch();
+    api::stats_batch(*model, ctx, *acc, x, idx, labels);
     progress.advance(B);
     xs.clear();
     idx.clear();

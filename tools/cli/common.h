@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "capi/dataset.h"
 #include "core/tensor.h"
 
 namespace pg::cli {
@@ -33,22 +34,11 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& paths);
 
 bool is_npy(const std::string& path);
 
-// An image (or .npy) of a labelled data set.
-struct DatasetItem {
-  std::string path;
-  int label = 0;
-};
-
-// .png, .jpg, .jpeg or .npy (case-insensitive).
-bool is_data_file(const std::filesystem::path& p);
-
-// folder name -> class id, from lines "folder_name class_id"; ids checked against num_classes.
-std::map<std::string, int> read_labels(const std::string& path, int num_classes);
-
-// The ImageFolder listing: class folders sorted by name (their index is the class id, or
-// labels_path maps names to ids), files below each (recursively) sorted by path, as
-// torchvision's ImageFolder orders them. Throws for an empty tree or too many classes.
-std::vector<DatasetItem> list_dataset(const std::string& dir, const std::string& labels_path, int num_classes);
+// The ImageFolder listing (capi/dataset.h: shared with the C API's pg_stats).
+using api::DatasetItem;
+using api::is_data_file;
+using api::list_dataset;
+using api::read_labels;
 
 // Checks, before any work, that a file can be written at `path` (its folder exists and takes a
 // new file; `path` is not a folder): creates and removes a probe file beside it. Throws a

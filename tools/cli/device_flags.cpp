@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "kernels/params.h"
+#include "capi/saliency.h"
 #include "nn/backend.h"
 #include "core/error.h"
 
@@ -22,31 +22,12 @@ void add_device_flags(CLI::App* app, DeviceFlags& f) {
 }
 
 void setup_device(const DeviceFlags& f, nn::Context& ctx) {
-  using kernels::ConvPrecision;
-  // (conv_dgrad.cu's parse_conv_precision is not linked into builds without a device.)
-  const ConvPrecision prec = f.precision == "fp32"   ? ConvPrecision::fp32
-                             : f.precision == "tf32" ? ConvPrecision::tf32
-                             : f.precision == "bf16" ? ConvPrecision::bf16
-                                                     : throw Error("--precision: '" + f.precision +
-                                                                   "' is not fp32, tf32 or bf16");
-  if (f.dgrad != "engine" && f.dgrad != "cudnn") throw Error("--dgrad: '" + f.dgrad + "' is not engine or cudnn");
-  if (f.device == "cpu") {
-    if (f.precision != "fp32") throw Error("--precision " + f.precision + " needs --device cuda");
-    if (f.dgrad != "engine") throw Error("--dgrad " + f.dgrad + " needs --device cuda");
-    ctx.device = Device::cpu;
-    return;
-  }
-  if (f.device != "cuda") throw Error("--device: '" + f.device + "' is not cpu or cuda");
-  if (f.gpu < 0) throw Error("--gpu must be a device index >= 0");
-  nn::DeviceOptions opt;
-  opt.precision = prec;
-  opt.dgrad_library = f.dgrad == "cudnn";
-  opt.deterministic = f.deterministic;
-  nn::DeviceBackend& dev = nn::device_backend();
-  dev.configure(opt, f.gpu);
-  std::fprintf(stderr, "device: %s\n", dev.description().c_str());
-  ctx.device = Device::cuda;
-  ctx.device_options = opt;
+  api::DeviceSettings d;
+  d.precision = f.precision;
+  d.dgrad = f.dgrad;
+  d.deterministic = f.deterministic;
+  api::setup_device(f.device, f.gpu, d, ctx);
+  if (ctx.device == Device::cuda) std::fprintf(stderr, "device: %s\n", nn::device_backend().description().c_str());
 }
 
 nlohmann::json device_json(const DeviceFlags& f) {

@@ -1,0 +1,400 @@
+// The C API (capi/include/parchgrad/parchgrad.h) over the engine: argument checks, the C++
+// calls the command line makes (capi/saliency.h), results copied out, every exception turned
+// into a result code and a thread-local message. Nothing here prints.
+#include "capi/include/parchgrad/parchgrad.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "capi/dataset.h"
+#include "capi/saliency.h"
+#include "core/error.h"
+#include "nn/backend.h"
+#include "nn/model.h"
+#include "parchgrad/attribution.h"
+#include "tools/lib/image_io.h"
+#include "weights/class_names.h"
+
+struct pg_model {
+  std::unique_ptr<pg::nn::Model> model;
+  std::string device = "cpu";
+  int gpu = 0;
+  std::string weights;
+  std::vector<std::string> names;
+};
+
+struct pg_saliency_options {
+  pg::api::SaliencySettings settings;
+  pg::api::MethodResources resources;
+};
+
+namespace {
+
+thread_local std::string t_error;
+
+// The one device of a process runs one call at a time.
+std::mutex& device_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+// An error of the API's own checks, with its code.
+struct ApiError : pg::Error {
+  int code;
+  ApiError(int c, const std::string& msg) : pg::Error(msg), code(c) {}
+};
+
+[[noreturn]] void fail(int code, const std::string& msg) { throw ApiError(code, msg); }
+
+// Runs f, turning every exception into a result code (pg::Error: `engine_code`) and the
+// calling thread's message.
+template <class F>
+int guard(int engine_code, F&& f) noexcept {
+  try {
+    f();
+    return PG_OK;
+  } catch (const ApiError& e) {
+    try { t_error = e.what(); } catch (...) {}
+    return e.code;
+  } catch (const pg::Error& e) {
+    try { t_error = e.what(); } catch (...) {}
+    return engine_code;
+  } catch (const std::bad_alloc&) {
+    try { t_error = "out of memory"; } catch (...) {}
+    return PG_ERR_MEMORY;
+  } catch (const std::exception& e) {
+    try { t_error = std::string("internal error: ") + e.what(); } catch (...) {}
+    return PG_ERR_INTERNAL;
+  } catch (...) {
+    try { t_error = "internal error: unknown exception"; } catch (...) {}
+    return PG_ERR_INTERNAL;
+  }
+}
+
+void need(const void* p, const char* function, const char* what) {
+  if (!p) fail(PG_ERR_ARGUMENT, std::string(function) + ": " + what + " is NULL");
+}
+
+// "cpu", "cuda", "cuda:I" -> (device, index).
+void parse_device(const char* spec, std::string* device, int* index) {
+  const std::string s = spec ? spec : "";
+  *index = 0;
+  if (s.empty() || s == "cpu") {
+    *device = "cpu";
+    return;
+  }
+  if (s == "cuda") {
+    *device = "cuda";
+    return;
+  }
+  if (s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.size() < 9 &&
+      s.find_first_not_of("0123456789", 5) == std::string::npos) {
+    *device = "cuda";
+    *index = std::atoi(s.c_str() + 5);
+    return;
+  }
+  fail(PG_ERR_ARGUMENT, "pg_model_load: device '" + pg::printable(s) + "' is not cpu, cuda or cuda:I");
+}
+
+bool has_cuda() { return std::strcmp(pg::nn::device_backend().runtime_name(), "none") != 0; }
+
+// The options of `parchgrad saliency` that are not saliency settings, and where they went.
+const char* not_a_saliency_option(const std::string& name) {
+  static const char* const output[] = {"out", "o", "colormap", "overlay-opacity", "explain-masks", "compare",
+                                       "all-targets", "classes"};
+  static const char* const model[] = {"weights", "model", "device", "gpu"};
+  for (const char* n : output)
+    if (name == n) return "an option of the command line's file output, not a saliency setting";
+  for (const char* n : model)
+    if (name == n) return "chosen when the model is loaded (pg_model_load), not a saliency setting";
+  if (name == "target") return "given per call (the targets argument of pg_saliency), not a saliency setting";
+  return nullptr;
+}
+
+// The saliency of a batch: the command line's code path (capi/saliency.h) on a caller's buffers.
+void saliency(pg_model* m, const float* x, int n, int h, int w, const int* targets, int k,
+              const pg_saliency_options* o, float* maps, int* resolved, float* logits, const char* fn) {
+  need(m, fn, "the model");
+  need(x, fn, "x");
+  need(maps, fn, "maps");
+  if (n < 1) fail(PG_ERR_ARGUMENT, std::string(fn) + ": n = " + std::to_string(n) + " (at least 1 sample)");
+  if (h < 1 || w < 1)
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": h x w = " + std::to_string(h) + " x " + std::to_string(w) +
+                              " (both must be at least 1)");
+  if (k < 1) fail(PG_ERR_ARGUMENT, std::string(fn) + ": k = " + std::to_string(k) + " (at least 1 target set)");
+  // Sizes whose products stay far from overflow (2^36 floats is 256 GiB).
+  if (double(n) * 3.0 * double(h) * double(w) * double(k) > double(int64_t(1) << 36))
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": n x 3 x h x w x k is too large");
+  const pg::nn::Model& model = *m->model;
+  const int K = model.num_classes();
+  std::vector<std::vector<int>> sets(size_t(k), std::vector<int>(size_t(n), -1));
+  if (targets) {
+    for (int j = 0; j < k; ++j)
+      for (int i = 0; i < n; ++i) {
+        const int t = targets[size_t(j) * size_t(n) + size_t(i)];
+        if (t >= K || t < -K)
+          fail(PG_ERR_ARGUMENT, std::string(fn) + ": targets[" + std::to_string(size_t(j) * size_t(n) + size_t(i)) +
+                                    "] = " + std::to_string(t) + " is out of range for a model with " +
+                                    std::to_string(K) + " classes (a class id in [0, " + std::to_string(K) +
+                                    "), or -r for the r-th ranked class, r <= " + std::to_string(K) + ")");
+        sets[size_t(j)][size_t(i)] = t;
+      }
+  }
+  static const pg_saliency_options defaults{};
+  const pg_saliency_options& opt = o ? *o : defaults;
+  const pg::api::SaliencySettings& s = opt.settings;
+
+  pg::Tensor xt({int64_t(n), 3, int64_t(h), int64_t(w)});
+  std::memcpy(xt.data(), x, sizeof(float) * size_t(xt.numel()));
+  pg::check_input(xt, fn);
+
+  // --threads: the calling thread's OpenMP thread count for this call only.
+  struct Threads {
+    int before = omp_get_max_threads();
+    ~Threads() { omp_set_num_threads(before); }
+  } restore;
+  if (s.threads > 0) omp_set_num_threads(s.threads);
+  const int max_batch = s.batch > 0 ? s.batch : pg::api::default_batch();
+  std::vector<pg::api::Config> configs =
+      pg::api::build_configs({pg::api::config_spec(s)}, s.m, opt.resources, model, max_batch);
+
+  std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
+  if (m->device != "cpu") lock.lock();
+  pg::nn::Context ctx;
+  pg::api::setup_device(m->device, m->gpu, s.dev, ctx);
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) ids[size_t(i)] = i;
+  const std::vector<pg::Explanation> exps = pg::api::saliency_batch(model, ctx, xt, sets, configs[0], ids);
+  if (exps.size() != size_t(k)) fail(PG_ERR_INTERNAL, std::string(fn) + ": internal error: wrong number of maps");
+  const size_t plane = size_t(n) * size_t(h) * size_t(w);
+  for (int j = 0; j < k; ++j) {
+    const pg::Explanation& e = exps[size_t(j)];
+    if (size_t(e.maps.numel()) != plane || e.targets.size() != size_t(n))
+      fail(PG_ERR_INTERNAL, std::string(fn) + ": internal error: maps of shape " + e.maps.shape_str());
+    std::memcpy(maps + size_t(j) * plane, e.maps.data(), sizeof(float) * plane);
+    if (resolved) std::memcpy(resolved + size_t(j) * size_t(n), e.targets.data(), sizeof(int) * size_t(n));
+  }
+  if (logits) {
+    const pg::Tensor l = pg::forward_logits(model, ctx, xt);
+    if (l.numel() != int64_t(n) * K) fail(PG_ERR_INTERNAL, std::string(fn) + ": internal error: logits " + l.shape_str());
+    std::memcpy(logits, l.data(), sizeof(float) * size_t(l.numel()));
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* pg_version(void) { return PARCHGRAD_VERSION; }
+
+const char* pg_build_info(void) {
+  static const std::string info = [] {
+    std::string backend = "none";
+    try {
+      backend = pg::nn::device_backend().runtime_name();
+    } catch (...) {
+    }
+    std::string compiler;
+#if defined(__clang__)
+    compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    compiler = "GCC " __VERSION__;
+#endif
+    nlohmann::json j = {{"version", PARCHGRAD_VERSION},
+                        {"devices", backend == "none" ? std::vector<std::string>{"cpu"}
+                                                      : std::vector<std::string>{"cpu", "cuda"}},
+                        {"device_backend", backend},
+                        {"compiler", compiler},
+                        {"openmp", _OPENMP}};
+    return j.dump();
+  }();
+  return info.c_str();
+}
+
+int pg_has_device(const char* device) {
+  try {
+    if (!device) return 0;
+    if (std::strcmp(device, "cpu") == 0) return 1;
+    if (std::strcmp(device, "cuda") == 0) return has_cuda() ? 1 : 0;
+  } catch (...) {
+  }
+  return 0;
+}
+
+const char* pg_last_error(void) { return t_error.c_str(); }
+
+int pg_model_load(const char* weights, const char* arch, const char* device, pg_model** out) {
+  if (out) *out = nullptr;
+  std::unique_ptr<pg_model> m;
+  int code = guard(PG_ERR_ARGUMENT, [&] {
+    need(out, "pg_model_load", "out");
+    need(weights, "pg_model_load", "weights");
+    m = std::make_unique<pg_model>();
+    parse_device(device, &m->device, &m->gpu);
+    const std::string a = arch ? arch : "";
+    if (!a.empty()) {
+      const auto& known = pg::nn::known_architectures();
+      if (std::find(known.begin(), known.end(), a) == known.end()) {
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+        fail(PG_ERR_ARGUMENT, "pg_model_load: unknown architecture '" + pg::printable(a) + "' (" + list +
+                                  ", or NULL to infer it from the weights)");
+      }
+    }
+  });
+  if (code != PG_OK) return code;
+  if (m->device != "cpu") {
+    code = guard(PG_ERR_DEVICE, [&] {
+      if (!has_cuda())
+        fail(PG_ERR_DEVICE, "pg_model_load: device cuda: this build of parchgrad has no CUDA backend (see "
+                            "pg_build_info)");
+      std::lock_guard<std::mutex> lock(device_mutex());
+      pg::nn::Context ctx;
+      pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);
+    });
+    if (code != PG_OK) return code;
+  }
+  code = guard(PG_ERR_FILE, [&] {
+    m->weights = weights;
+    m->model = pg::nn::load_model(weights, arch ? arch : "");
+    m->names = pg::weights::class_names_for(weights, "", m->model->num_classes());
+    *out = m.release();
+  });
+  return code;
+}
+
+void pg_model_free(pg_model* m) { delete m; }
+
+int pg_model_num_classes(const pg_model* m) { return m && m->model ? m->model->num_classes() : -1; }
+
+const char* pg_model_arch(const pg_model* m) { return m && m->model ? m->model->arch().c_str() : nullptr; }
+
+const char* pg_model_class_name(const pg_model* m, int k) {
+  if (!m || k < 0 || size_t(k) >= m->names.size()) return nullptr;
+  return m->names[size_t(k)].c_str();
+}
+
+pg_saliency_options* pg_saliency_options_new(void) {
+  try {
+    return new pg_saliency_options();
+  } catch (...) {
+    t_error = "out of memory";
+    return nullptr;
+  }
+}
+
+void pg_saliency_options_free(pg_saliency_options* o) { delete o; }
+
+int pg_saliency_options_set(pg_saliency_options* o, const char* name, const char* value) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    need(o, "pg_saliency_options_set", "the options");
+    need(name, "pg_saliency_options_set", "name");
+    std::string key = name;
+    if (key.rfind("--", 0) == 0) key = key.substr(2);
+    if (const char* why = not_a_saliency_option(key))
+      fail(PG_ERR_ARGUMENT, "pg_saliency_options_set: --" + key + " is " + why);
+    pg::api::SaliencySettings s = o->settings;
+    if (!pg::api::set_option(s, key, value ? value : ""))
+      fail(PG_ERR_ARGUMENT, "pg_saliency_options_set: unknown option '" + pg::printable(key) +
+                                "' (the flags of `parchgrad saliency --help` that set a map: method, parchgrad, "
+                                "stats, alpha, quantile, gamma, layers, ig-steps, sg-samples, ...)");
+    pg::api::check_settings(s);
+    pg_saliency_options next{s, o->resources};
+    if (key == "stats" || key == "sg-noise" || key == "ig-baseline") {
+      try {
+        next.resources = pg::api::load_resources(s.m, true);
+      } catch (const pg::Error& e) {
+        fail(PG_ERR_FILE, e.what());
+      }
+    }
+    *o = std::move(next);
+  });
+}
+
+int pg_saliency(pg_model* m, const float* x, int n, int h, int w, const int* targets, const pg_saliency_options* o,
+                float* maps, float* logits) {
+  return guard(PG_ERR_ARGUMENT, [&] { saliency(m, x, n, h, w, targets, 1, o, maps, nullptr, logits, "pg_saliency"); });
+}
+
+int pg_saliency_targets(pg_model* m, const float* x, int n, int h, int w, const int* targets, int k,
+                        const pg_saliency_options* o, float* maps, int* resolved, float* logits) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    need(targets, "pg_saliency_targets", "targets");
+    saliency(m, x, n, h, w, targets, k, o, maps, resolved, logits, "pg_saliency_targets");
+  });
+}
+
+int pg_preprocess_u8(const unsigned char* rgb, int height, int width, int size, float* x) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    need(rgb, "pg_preprocess_u8", "rgb");
+    need(x, "pg_preprocess_u8", "x");
+    if (height < 1 || width < 1 || height > 65535 || width > 65535)
+      fail(PG_ERR_ARGUMENT, "pg_preprocess_u8: height x width = " + std::to_string(height) + " x " +
+                                std::to_string(width) + " (each in [1, 65535])");
+    if (size < 1 || size > 8192)
+      fail(PG_ERR_ARGUMENT, "pg_preprocess_u8: size = " + std::to_string(size) + " (in [1, 8192])");
+    pg::io::Image8 img;
+    img.w = width;
+    img.h = height;
+    img.rgb.assign(rgb, rgb + size_t(width) * size_t(height) * 3);
+    const int resize = int(int64_t(size) * 256 / 224);
+    const pg::Tensor t = pg::io::normalize_imagenet(pg::io::imagenet_crop(img, resize, size));
+    std::memcpy(x, t.data(), sizeof(float) * size_t(t.numel()));
+  });
+}
+
+int pg_image_read(const char* path, unsigned char** rgb, int* height, int* width) {
+  if (rgb) *rgb = nullptr;
+  return guard(PG_ERR_FILE, [&] {
+    need(path, "pg_image_read", "path");
+    need(rgb, "pg_image_read", "rgb");
+    need(height, "pg_image_read", "height");
+    need(width, "pg_image_read", "width");
+    const pg::io::Image8 img = pg::io::load_image_rgb(path);
+    auto* p = static_cast<unsigned char*>(std::malloc(img.rgb.size()));
+    if (!p) throw std::bad_alloc();
+    std::memcpy(p, img.rgb.data(), img.rgb.size());
+    *rgb = p;
+    *height = img.h;
+    *width = img.w;
+  });
+}
+
+void pg_free(void* p) { std::free(p); }
+
+int pg_stats(pg_model* m, const char* data_dir, const char* labels, const char* test, int batch, const char* out_path) {
+  return guard(PG_ERR_FILE, [&] {
+    need(m, "pg_stats", "the model");
+    need(data_dir, "pg_stats", "data_dir");
+    need(out_path, "pg_stats", "out_path");
+    const std::string t = test ? test : "student";
+    if (t != "student" && t != "welch") fail(PG_ERR_ARGUMENT, "pg_stats: test '" + pg::printable(t) + "' is not student or welch");
+    if (batch < 0) fail(PG_ERR_ARGUMENT, "pg_stats: batch = " + std::to_string(batch) + " (0 for 16, or at least 1)");
+    std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
+    if (m->device != "cpu") lock.lock();
+    pg::nn::Context ctx;
+    pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);
+    pg::api::StatsJob job;
+    job.data = data_dir;
+    job.labels = labels ? labels : "";
+    job.test = t;
+    job.batch = batch > 0 ? batch : 16;
+    job.out = out_path;
+    job.weights_name = m->weights;
+    pg::api::dataset_stats(*m->model, ctx, job);
+  });
+}
+
+}  // extern "C"
