@@ -167,8 +167,8 @@ void saliency(pg_model* m, const float* x, int n, int h, int w, const int* targe
   } restore;
   if (s.threads > 0) omp_set_num_threads(s.threads);
   const int max_batch = s.batch > 0 ? s.batch : pg::api::default_batch();
-  std::vector<pg::api::Config> configs =
-      pg::api::build_configs({pg::api::config_spec(s)}, s.m, opt.resources, model, max_batch);
+  pg::api::MethodResources resources = opt.resources;  // (files read when their option was set)
+  std::vector<pg::api::Config> configs = pg::api::build_configs({pg::api::config_spec(s)}, s.m, resources, model, max_batch);
 
   std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
   if (m->device != "cpu") lock.lock();

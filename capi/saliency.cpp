@@ -71,8 +71,8 @@ constexpr long long kIntMax = std::numeric_limits<int>::max();
 
 const std::vector<Option<MethodFlags>>& method_options() {
   static const std::vector<Option<MethodFlags>> t = {
-      {"stats", "statistics file from `parchgrad stats` (for cls/ins)", false, PG_STR(stats)},
-      {"alpha", "significance level (replaces --quantile)", false, PG_DBL("alpha", alpha)},
+      {"stats", "statistics file from `parchgrad stats` (for cls/ins)", false, PG_STR(stats), false},
+      {"alpha", "significance level (replaces --quantile)", false, PG_DBL("alpha", alpha), false},
       {"quantile", "select the q fraction of channels with the smallest p", false, PG_DBL("quantile", quantile)},
       {"shapiro-threshold", "keep channels with Shapiro-Wilk p below this", false,
        PG_DBL("shapiro-threshold", shapiro_threshold)},
@@ -84,15 +84,22 @@ const std::vector<Option<MethodFlags>>& method_options() {
       {"layers", "hooked convs: ratio:R, layer34 or conv names", false, PG_STR(layers)},
       {"ig-steps", "integrated gradients steps", false, PG_INT("ig-steps", ig_steps, -kIntMax, kIntMax)},
       {"ig-baseline",
-       "integrated gradients baseline: zero (the normalised zero: the ImageNet mean colour), black, or a "
-       "normalised [3, H, W] .npy",
+       "integrated gradients baseline: zero (the normalised zero: the ImageNet mean colour), black, blurred (the input "
+       "blurred, see --ig-blur-sigma), or a normalised [3, H, W] .npy",
        false, PG_STR(ig_baseline)},
+      {"ig-blur-sigma", "--ig-baseline blurred: the Gaussian's standard deviation in pixels of the model's input", false,
+       [](const MethodFlags& s) { return show_double(s.ig_blur_sigma); },
+       [](MethodFlags& s, const std::string& v) {
+         const double d = to_double("ig-blur-sigma", v);
+         if (!(std::isfinite(d) && d > 0)) throw Error("--ig-blur-sigma: '" + printable(v) + "' is not a number above 0");
+         s.ig_blur_sigma = d;
+       }},
       {"sg-samples", "SmoothGrad noisy copies", false, PG_INT("sg-samples", sg_samples, -kIntMax, kIntMax)},
       {"sg-sigma", "SmoothGrad noise, fraction of the input range", false, PG_DBL("sg-sigma", sg_sigma)},
       {"sg-noise",
        "fixed SmoothGrad noise .npy: [M, 3, H, W] for every sample, or [M, S, 3, H, W] for the S samples of the run "
        "in input order",
-       false, PG_STR(sg_noise)},
+       false, PG_STR(sg_noise), false},
       {"seed", "SmoothGrad noise seed", false,
        [](const MethodFlags& s) { return std::to_string(s.seed); },
        [](MethodFlags& s, const std::string& v) {
@@ -105,6 +112,10 @@ const std::vector<Option<MethodFlags>>& method_options() {
            throw Error("--seed: '" + printable(v) + "' is not a non-negative integer");
          s.seed = uint64_t(u);
        }},
+      {"gradcam-layer",
+       "Grad-CAM's target layer, a module name of the model (layer3, layer4.1, features.29, ...); default: the last "
+       "block (ResNet), the last ReLU (VGG)",
+       false, PG_STR(gradcam_layer), false},
   };
   return t;
 }
@@ -160,14 +171,16 @@ void check_settings(const MethodFlags& f) {
   finite("--quantile", f.quantile);
   finite("--shapiro-threshold", f.shapiro_threshold);
   finite("--sg-sigma", f.sg_sigma);
+  finite("--ig-blur-sigma", f.ig_blur_sigma);
   if (f.alpha != -1 && !(f.alpha > 0 && f.alpha < 1)) throw Error("--alpha must be in (0, 1)");
   if (!(f.shapiro_threshold >= 0 && f.shapiro_threshold <= 1)) throw Error("--shapiro-threshold must be in [0, 1]");
   if (!(f.sg_sigma >= 0)) throw Error("--sg-sigma must be at least 0");
-  parchgrad_options(f, "off");  // --gamma
+  if (!(f.ig_blur_sigma > 0)) throw Error("--ig-blur-sigma must be above 0");
 }
 
 void check_settings(const SaliencySettings& s) {
   check_settings(s.m);
+  parchgrad_options(s.m, "off");  // --gamma
   parse_method(s.method);
   parchgrad_options(s.m, s.parchgrad);
   if (s.batch < 0) throw Error("--batch must be at least 1");
@@ -204,20 +217,32 @@ ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode
   return p;
 }
 
-MethodResources load_resources(const MethodFlags& f, bool need_stats) {
-  MethodResources r;
+void load_files(const MethodFlags& f, MethodResources& r) {
+  if (r.loaded) return;
   if (!f.sg_noise.empty()) r.sg_noise = io::load_npy(f.sg_noise);
   if (f.ig_baseline == "black") {
     r.baseline = MethodOptions::Baseline::black;
+  } else if (f.ig_baseline == "blurred") {
+    r.baseline = MethodOptions::Baseline::blurred;
   } else if (f.ig_baseline != "zero") {
     if (!io::is_npy_file(f.ig_baseline))
-      throw Error("--ig-baseline: '" + f.ig_baseline + "' is not zero, black or a .npy file");
+      throw Error("--ig-baseline: '" + f.ig_baseline + "' is not zero, black, blurred or a .npy file");
     r.baseline = MethodOptions::Baseline::given;
     r.baseline_tensor = io::load_npy(f.ig_baseline);
     for (int64_t i = 0; i < r.baseline_tensor.numel(); ++i)
       if (!std::isfinite(r.baseline_tensor.data()[i])) throw file_error(f.ig_baseline, "holds non-finite values");
   }
-  if (need_stats && !f.stats.empty()) r.stats = std::make_shared<const StatsFile>(load_stats(f.stats));
+  r.loaded = true;
+}
+
+void load_stats_file(const MethodFlags& f, MethodResources& r) {
+  if (!r.stats && !f.stats.empty()) r.stats = std::make_shared<const StatsFile>(load_stats(f.stats));
+}
+
+MethodResources load_resources(const MethodFlags& f, bool need_stats) {
+  MethodResources r;
+  load_files(f, r);
+  if (need_stats) load_stats_file(f, r);
   return r;
 }
 
@@ -235,19 +260,35 @@ std::vector<std::string> split_list(const std::string& list, const std::string& 
   return out;
 }
 
-bool uses_parchgrad(const std::string& spec) {
-  const size_t plus = spec.find('+');
-  return plus != std::string::npos && spec.substr(plus + 1) != "off";
+namespace {
+
+bool uses(const std::vector<std::string>& specs, Method m) {
+  for (const auto& spec : specs)
+    if (parse_method(spec.substr(0, spec.find('+'))) == m) return true;
+  return false;
 }
 
-std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f,
-                                  const MethodResources& res, const nn::Model& model, int max_batch) {
+// "first ... last" of the hooked convs, for messages.
+std::string hooked_range(const std::vector<std::string>& layers) {
+  if (layers.empty()) return "none";
+  return layers.size() == 1 ? layers[0] : layers.front() + " ... " + layers.back();
+}
+
+}  // namespace
+
+std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f, MethodResources& res,
+                                  const nn::Model& model, int max_batch) {
   check_settings(f);
-  const bool any_parchgrad = std::any_of(specs.begin(), specs.end(), uses_parchgrad);
-  if (!f.stats.empty() && !any_parchgrad)
-    throw Error("--stats " + f.stats + " does nothing here: no configuration uses ParchGrad (add --parchgrad cls|ins, " +
-                "or +cls/+ins to an entry of the list)");
+  // Options that do nothing here are refused (as --stats without ParchGrad is).
+  if (f.ig_baseline != "blurred" && f.ig_blur_sigma != MethodFlags{}.ig_blur_sigma)
+    throw Error("--ig-blur-sigma does nothing without --ig-baseline blurred");
+  if (!f.gradcam_layer.empty() && !uses(specs, Method::GradCAM))
+    throw Error("--gradcam-layer " + f.gradcam_layer + " does nothing here: no configuration uses gradcam");
+  CamLayer cam;
+  if (uses(specs, Method::GradCAM)) cam = resolve_cam_layer(model, f.gradcam_layer);
+  load_files(f, res);
   std::vector<Config> configs;
+  bool stats_used = false;
   for (const auto& spec : specs) {
     Config c;
     c.label = spec;
@@ -257,26 +298,38 @@ std::vector<Config> build_configs(const std::vector<std::string>& specs, const M
     c.method.ig_steps = f.ig_steps;
     c.method.ig_baseline = res.baseline;
     c.method.ig_baseline_tensor = res.baseline_tensor;
+    c.method.ig_blur_sigma = f.ig_blur_sigma;
+    c.method.gradcam_layer = f.gradcam_layer;
     c.method.sg_samples = f.sg_samples;
     c.method.sg_sigma = f.sg_sigma;
     c.method.seed = f.seed;
     c.method.sg_noise = res.sg_noise;
     c.method.max_batch = std::max(max_batch, 1);
     ParchGradOptions po = parchgrad_options(f, mode);
-    // ParchGrad edits the gradient where it enters a hooked convolution; Grad-CAM reads the
-    // gradient at its target layer, the output of the last convolutional block, above every
-    // hooked convolution: the map would be plain Grad-CAM's. Refused rather than run silently.
-    if (po.mode != ParchGradOptions::Mode::Off && c.method.method == Method::GradCAM)
-      throw Error("'" + spec + "': ParchGrad does not change Grad-CAM (it edits gradients below Grad-CAM's target " +
-                  "layer, so the map would equal plain gradcam); use gradcam, or grad/inputgrad/ig/smoothgrad with +" +
-                  mode);
     if (po.mode != ParchGradOptions::Mode::Off) {
+      // ParchGrad edits the gradient where it enters a hooked convolution; Grad-CAM reads the
+      // gradient that reaches its target layer, which only the convolutions above that layer
+      // (between it and the logits) can change. With none of them hooked (the default layer,
+      // the last block, lies above every conv) the map would be plain Grad-CAM's: refused
+      // rather than run silently.
+      const std::vector<std::string> hooked = hooked_layers(model, po.layers);
+      if (c.method.method == Method::GradCAM &&
+          std::none_of(hooked.begin(), hooked.end(), [&](const std::string& h) {
+            return std::find(cam.above.begin(), cam.above.end(), h) != cam.above.end();
+          }))
+        throw Error("'" + spec + "': ParchGrad does not change Grad-CAM at " + cam.name + ": every hooked convolution (" +
+                    hooked_range(hooked) + ") lies below it, so the map would equal plain gradcam; choose an earlier " +
+                    "--gradcam-layer, hook later convolutions (--layers), or use gradcam without +" + mode);
       if (f.stats.empty()) throw Error("'" + spec + "' needs --stats (a file from `parchgrad stats`)");
-      if (!res.stats) throw Error("internal error: the statistics of --stats " + f.stats + " were not loaded");
+      load_stats_file(f, res);
+      stats_used = true;
       c.hook = std::make_unique<ParchGradHook>(model, *res.stats, po);
     }
     configs.push_back(std::move(c));
   }
+  if (!f.stats.empty() && !stats_used)
+    throw Error("--stats " + f.stats + " does nothing here: no configuration uses ParchGrad (add --parchgrad cls|ins, " +
+                "or +cls/+ins to an entry of the list)");
   return configs;
 }
 
@@ -321,7 +374,7 @@ std::vector<Explanation> saliency_batch(const nn::Model& model, nn::Context& ctx
 }
 
 nlohmann::json settings_json(const MethodFlags& f) {
-  return {{"stats", f.stats},
+  nlohmann::json j = {{"stats", f.stats},
           {"alpha", f.alpha},
           {"quantile", f.quantile},
           {"shapiro_threshold", f.shapiro_threshold},
@@ -335,6 +388,9 @@ nlohmann::json settings_json(const MethodFlags& f) {
           {"sg_sigma", f.sg_sigma},
           {"sg_noise", f.sg_noise},
           {"seed", f.seed}};
+  if (f.ig_baseline == "blurred") j["ig_blur_sigma"] = f.ig_blur_sigma;
+  if (!f.gradcam_layer.empty()) j["gradcam_layer"] = f.gradcam_layer;
+  return j;
 }
 
 }  // namespace pg::api

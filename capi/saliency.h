@@ -20,8 +20,8 @@ namespace pg::api {
 
 // The method constants and ParchGrad settings (shared by `saliency` and `eval`).
 struct MethodFlags {
-  std::string stats, gamma = "inf", layers = "ratio:0.5", sg_noise, ig_baseline = "zero";
-  double alpha = -1, quantile = 0.1, shapiro_threshold = 0.05, sg_sigma = 0.15;
+  std::string stats, gamma = "inf", layers = "ratio:0.5", sg_noise, ig_baseline = "zero", gradcam_layer;
+  double alpha = -1, quantile = 0.1, shapiro_threshold = 0.05, sg_sigma = 0.15, ig_blur_sigma = 10.0;
   bool no_variance_conservation = false, exact_variance = false;
   int ig_steps = 25, sg_samples = 25;
   uint64_t seed = 0;
@@ -48,6 +48,8 @@ struct SaliencySettings {
 // its default as text, and its parser. set() throws pg::Error for a value that is not of the
 // option's kind (not a number, an unknown word); ranges and finiteness are checked by
 // check_settings, where the command line checks them too.
+// An option whose value alone is wrong (check: set throws) is a usage error of the command line
+// (exit 2); one that the model or the other options decide is refused later (exit 1).
 template <class S>
 struct Option {
   const char* name;
@@ -55,6 +57,7 @@ struct Option {
   bool flag;
   std::string (*show)(const S&);
   void (*set)(S&, const std::string&);
+  bool show_default = true;  // the command line's help shows the default
 };
 
 const std::vector<Option<MethodFlags>>& method_options();
@@ -74,14 +77,19 @@ void check_settings(const SaliencySettings& s);
 ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode);
 
 // The files some settings name, read once: the statistics (only when a configuration uses
-// ParchGrad), the fixed SmoothGrad noise and a given IG baseline.
+// ParchGrad), the fixed SmoothGrad noise and a given IG baseline. build_configs reads what is
+// not read yet (`loaded`, `stats` empty) when it needs it, in the order its checks need it; the
+// C API reads them when the option is set (load_resources), so that a bad file fails there.
 struct MethodResources {
+  bool loaded = false;  // sg_noise and the baseline
   std::shared_ptr<const StatsFile> stats;
   Tensor sg_noise;
   MethodOptions::Baseline baseline = MethodOptions::Baseline::zero;
   Tensor baseline_tensor;
 };
-// Reads the files of f; the statistics only when need_stats.
+// Reads the files of f (the statistics only when need_stats) into res.
+void load_files(const MethodFlags& f, MethodResources& res);
+void load_stats_file(const MethodFlags& f, MethodResources& res);
 MethodResources load_resources(const MethodFlags& f, bool need_stats);
 
 // One configuration to explain with: a method and a ParchGrad mode ("grad+cls").
@@ -94,14 +102,12 @@ struct Config {
 // "grad,grad+cls,ig" -> {"grad", "grad+cls", "ig"} (empty entries are an error).
 std::vector<std::string> split_list(const std::string& list, const std::string& flag);
 
-// Whether a spec "method[+cls|+ins]" uses ParchGrad.
-bool uses_parchgrad(const std::string& spec);
-
-// Configurations for specs "method[+cls|+ins]" from the settings and their files (res.stats
-// must be loaded when a spec uses ParchGrad, and outlives the configurations). Refuses --stats
-// when no spec uses ParchGrad, ParchGrad with Grad-CAM, and bad numbers.
-std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f,
-                                  const MethodResources& res, const nn::Model& model, int max_batch);
+// Configurations for specs "method[+cls|+ins]" from the settings and their files (read into res
+// when not read yet; res must outlive the configurations). Refuses bad numbers, options that
+// would do nothing (--stats without ParchGrad, --ig-blur-sigma without the blurred baseline,
+// --gradcam-layer without gradcam) and ParchGrad with a Grad-CAM layer above every hooked conv.
+std::vector<Config> build_configs(const std::vector<std::string>& specs, const MethodFlags& f, MethodResources& res,
+                                  const nn::Model& model, int max_batch);
 
 // The one configuration of --method and --parchgrad ("grad", "ig+cls").
 std::string config_spec(const SaliencySettings& s);

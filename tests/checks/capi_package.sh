@@ -10,7 +10,8 @@
 #      examples/cpp with find_package and the static library;
 #   5. they run: the C example (both builds) and the Python example (ctypes + numpy) write maps
 #      equal, bit for bit, to the installed CLI's for the bundled example images, with the
-#      defaults and with IG + class-wise ParchGrad set by name; the C++ example explains three
+#      defaults, IG + class-wise ParchGrad, Grad-CAM at layer3 and IG from a blurred baseline,
+#      each set by name; the C++ example explains three
 #      classes; pg_stats writes the same file as `parchgrad stats`.
 # Usage: capi_package.sh <build dir> <scratch dir>. Exit 0 when all hold.
 set -euo pipefail
@@ -111,6 +112,9 @@ run_all() {  # run_all NAME [CLI flags] -- [--set name=value ...]
 run_all default --
 run_all ig_cls --method ig --parchgrad cls --stats "$S" --ig-steps 4 -- \
   --set method=ig --set parchgrad=cls --set "stats=$S" --set ig-steps=4
+run_all gradcam_layer3 --method gradcam --gradcam-layer layer3 -- --set method=gradcam --set gradcam-layer=layer3
+run_all ig_blurred --method ig --ig-baseline blurred --ig-blur-sigma 3 --ig-steps 2 -- \
+  --set method=ig --set ig-baseline=blurred --set ig-blur-sigma=3 --set --ig-steps=2
 grep -q "class 4 (star)" "$WORK/default/c.log" || fail "the C example did not name star.png's class: $(cat "$WORK/default/c.log")"
 out=$("$WORK/build-cpp/saliency_cpp" "$W" "$S" "$SHARE/examples/star.png") || fail "the C++ example: $out"
 echo "$out"
