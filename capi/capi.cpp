@@ -37,6 +37,7 @@ struct pg_model {
 
 struct pg_saliency_options {
   pg::api::SaliencySettings settings;
+  pg::api::DeviceSettings device;
   pg::api::MethodResources resources;
 };
 
@@ -173,7 +174,7 @@ void saliency(pg_model* m, const float* x, int n, int h, int w, const int* targe
   std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
   if (m->device != "cpu") lock.lock();
   pg::nn::Context ctx;
-  pg::api::setup_device(m->device, m->gpu, s.dev, ctx);
+  pg::api::setup_device(m->device, m->gpu, opt.device, ctx);
   std::vector<int64_t> ids(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) ids[size_t(i)] = i;
   const std::vector<pg::Explanation> exps = pg::api::saliency_batch(model, ctx, xt, sets, configs[0], ids);
@@ -306,12 +307,14 @@ int pg_saliency_options_set(pg_saliency_options* o, const char* name, const char
     if (const char* why = not_a_saliency_option(key))
       fail(PG_ERR_ARGUMENT, "pg_saliency_options_set: --" + key + " is " + why);
     pg::api::SaliencySettings s = o->settings;
-    if (!pg::api::set_option(s, key, value ? value : ""))
+    pg::api::DeviceSettings d = o->device;
+    if (!pg::api::set_option(s, d, key, value ? value : ""))
       fail(PG_ERR_ARGUMENT, "pg_saliency_options_set: unknown option '" + pg::printable(key) +
                                 "' (the flags of `parchgrad saliency --help` that set a map: method, parchgrad, "
                                 "stats, alpha, quantile, gamma, layers, ig-steps, sg-samples, ...)");
     pg::api::check_settings(s);
-    pg_saliency_options next{s, o->resources};
+    pg::api::check_settings(d);
+    pg_saliency_options next{s, d, o->resources};
     if (key == "stats" || key == "sg-noise" || key == "ig-baseline") {
       try {
         next.resources = pg::api::load_resources(s.m, true);

@@ -125,11 +125,11 @@ const std::vector<Option<DeviceSettings>>& device_options() {
       {"precision",
        "operands of the data-gradient convolution on cuda: fp32, tf32 or bf16 (default: fp32); tf32 and bf16 also let "
        "the forward convolutions use TF32 tensor cores",
-       false, PG_STR(precision)},
+       false, PG_STR(precision), false},
       {"dgrad",
        "data-gradient convolution on cuda: engine (the project's kernel, ParchGrad fused) or cudnn (cuDNN plus a "
        "separate scale pass; the baseline)",
-       false, PG_STR(dgrad)},
+       false, PG_STR(dgrad), false},
       {"deterministic", "cuda: only bitwise-reproducible algorithms (maps identical run to run)", true,
        PG_FLAG("deterministic", deterministic)},
   };
@@ -152,14 +152,14 @@ const std::vector<Option<SaliencySettings>>& saliency_options() {
 #undef PG_INT
 #undef PG_FLAG
 
-bool set_option(SaliencySettings& s, const std::string& name_in, const std::string& value) {
+bool set_option(SaliencySettings& s, DeviceSettings& d, const std::string& name_in, const std::string& value) {
   const std::string name = name_in.rfind("--", 0) == 0 ? name_in.substr(2) : name_in;
   for (const auto& o : saliency_options())
     if (name == o.name) return o.set(s, value), true;
   for (const auto& o : method_options())
     if (name == o.name) return o.set(s.m, value), true;
   for (const auto& o : device_options())
-    if (name == o.name) return o.set(s.dev, value), true;
+    if (name == o.name) return o.set(d, value), true;
   return false;
 }
 
@@ -185,9 +185,12 @@ void check_settings(const SaliencySettings& s) {
   parchgrad_options(s.m, s.parchgrad);
   if (s.batch < 0) throw Error("--batch must be at least 1");
   if (s.threads < 0) throw Error("--threads must be at least 0");
-  if (s.dev.precision != "fp32" && s.dev.precision != "tf32" && s.dev.precision != "bf16")
-    throw Error("--precision: '" + s.dev.precision + "' is not fp32, tf32 or bf16");
-  if (s.dev.dgrad != "engine" && s.dev.dgrad != "cudnn") throw Error("--dgrad: '" + s.dev.dgrad + "' is not engine or cudnn");
+}
+
+void check_settings(const DeviceSettings& d) {
+  if (d.precision != "fp32" && d.precision != "tf32" && d.precision != "bf16")
+    throw Error("--precision: '" + d.precision + "' is not fp32, tf32 or bf16");
+  if (d.dgrad != "engine" && d.dgrad != "cudnn") throw Error("--dgrad: '" + d.dgrad + "' is not engine or cudnn");
 }
 
 ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode) {

@@ -35,13 +35,12 @@ struct DeviceSettings {
   bool deterministic = false;
 };
 
-// Everything `parchgrad saliency` takes that changes a map.
+// Everything `parchgrad saliency` takes that changes a map, but the device's settings.
 struct SaliencySettings {
   std::string method = "grad", parchgrad = "off";
   int batch = 0;    // 0: 8, or the thread count when larger
   int threads = 0;  // 0: all cores
   MethodFlags m;
-  DeviceSettings dev;
 };
 
 // One option of the table: its flag name (without "--"), help, whether it is a flag (no value),
@@ -65,13 +64,14 @@ const std::vector<Option<DeviceSettings>>& device_options();
 // method, parchgrad, batch, threads.
 const std::vector<Option<SaliencySettings>>& saliency_options();
 
-// Sets the option `name` (with or without "--") of s; false when no table has that name.
+// Sets the option `name` (with or without "--") of s or d; false when no table has that name.
 // Throws pg::Error for a bad value.
-bool set_option(SaliencySettings& s, const std::string& name, const std::string& value);
+bool set_option(SaliencySettings& s, DeviceSettings& d, const std::string& name, const std::string& value);
 
 // Numbers that cannot mean anything (NaN, out of range) and unknown words, refused by name.
 void check_settings(const MethodFlags& f);
 void check_settings(const SaliencySettings& s);
+void check_settings(const DeviceSettings& d);
 
 // The ParchGrad options for mode "cls", "ins" or "off". Throws on a bad --gamma or mode.
 ParchGradOptions parchgrad_options(const MethodFlags& f, const std::string& mode);

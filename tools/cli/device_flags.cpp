@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "capi/saliency.h"
+#include "tools/cli/option_table.h"
 #include "nn/backend.h"
 #include "core/error.h"
 
@@ -11,22 +12,11 @@ namespace pg::cli {
 void add_device_flags(CLI::App* app, DeviceFlags& f) {
   app->add_option("--device", f.device, "cpu or cuda (default: cpu)");
   app->add_option("--gpu", f.gpu, "CUDA device index (default: 0)");
-  app->add_option("--precision", f.precision,
-                  "operands of the data-gradient convolution on cuda: fp32, tf32 or bf16 (default: fp32); "
-                  "tf32 and bf16 also let the forward convolutions use TF32 tensor cores");
-  app->add_option("--dgrad", f.dgrad,
-                  "data-gradient convolution on cuda: engine (the project's kernel, ParchGrad fused) or cudnn "
-                  "(cuDNN plus a separate scale pass; the baseline)");
-  app->add_flag("--deterministic", f.deterministic,
-                "cuda: only bitwise-reproducible algorithms (maps identical run to run)");
+  add_table_options<api::DeviceSettings>(app, api::device_options(), f);
 }
 
 void setup_device(const DeviceFlags& f, nn::Context& ctx) {
-  api::DeviceSettings d;
-  d.precision = f.precision;
-  d.dgrad = f.dgrad;
-  d.deterministic = f.deterministic;
-  api::setup_device(f.device, f.gpu, d, ctx);
+  api::setup_device(f.device, f.gpu, f, ctx);
   if (ctx.device == Device::cuda) std::fprintf(stderr, "device: %s\n", nn::device_backend().description().c_str());
 }
 

@@ -5,17 +5,17 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "capi/saliency.h"
 #include "nn/layers.h"
 #include "core/tensor.h"
 
 namespace pg::cli {
 
-struct DeviceFlags {
+// --precision, --dgrad and --deterministic are capi/saliency.h's device options (one table with
+// the C API's); the device itself is chosen here (the C API: pg_model_load).
+struct DeviceFlags : api::DeviceSettings {
   std::string device = "cpu";  // cpu | cuda
   int gpu = 0;                 // device index
-  std::string precision = "fp32";
-  std::string dgrad = "engine";  // engine | cudnn
-  bool deterministic = false;
 };
 
 void add_device_flags(CLI::App* app, DeviceFlags& f);
