@@ -141,8 +141,8 @@ const std::vector<Option<SaliencySettings>>& saliency_options() {
       {"method", "grad, inputgrad, ig, smoothgrad or gradcam", false, PG_STR(method)},
       {"parchgrad", "ParchGrad channel selection: cls, ins or off", false, PG_STR(parchgrad)},
       {"batch", "images per batch (default: 8, or the CPU thread count when larger)", false,
-       PG_INT("batch", batch, -kIntMax, kIntMax)},
-      {"threads", "CPU threads (default: all cores)", false, PG_INT("threads", threads, -kIntMax, kIntMax)},
+       PG_INT("batch", batch, -kIntMax, kIntMax), false},
+      {"threads", "CPU threads (default: all cores)", false, PG_INT("threads", threads, -kIntMax, kIntMax), false},
   };
   return t;
 }
