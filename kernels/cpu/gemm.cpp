@@ -28,6 +28,7 @@ struct Scalar {
   static void store(float* p, V v) { *p = v; }
   static V bcast(const float* p) { return *p; }
   static V fma(V a, V b, V c) { return std::fma(a, b, c); }
+  static V add(V a, V b) { return a + b; }
 };
 
 GemmIsa best_isa() {

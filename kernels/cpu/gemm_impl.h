@@ -8,8 +8,10 @@
 //
 // Blocking (as in BLIS): for each NC-column block of B and KC-deep slice of the reduction,
 // B's slice is packed into NR-column micro-panels; for each MC-row block of A, A's slice is
-// packed into MR-row micro-panels; the micro-kernel then updates an MR x NR tile of C over
-// the KC slice, continuing the chains stored in C by the previous slice. Panels are padded
+// packed into MR-row micro-panels; the micro-kernel then computes an MR x NR tile's chains
+// over the KC slice from zero and adds them to the sums stored in C by the previous slices
+// (blocked summation, as BLAS kernels do: the rounding error grows with KC + K / KC rather
+// than with K). Panels are padded
 // with zeros to whole micro-panels, so every element, edge or not, goes through the same
 // micro-kernel and the same sequence of fmas (a padded lane only adds fma(0, b, c) to lanes
 // that are never stored).
@@ -29,7 +31,7 @@ constexpr int kNC = 1536;  // columns of B per packed block
 }  // namespace gemm_blocking
 
 // Isa: V (register type), kW (floats per register), kMR, kNV (registers per tile row:
-// NR = kNV * kW), and static zero/load/store/bcast/fma.
+// NR = kNV * kW), and static zero/load/store/bcast/fma/add.
 template <class Isa>
 struct GemmKernel {
   using V = typename Isa::V;
@@ -38,15 +40,16 @@ struct GemmKernel {
   static constexpr int kNCR = (gemm_blocking::kNC + kNR - 1) / kNR * kNR;
   static constexpr size_t kWorkspaceFloats = size_t(kMCR) * gemm_blocking::kKC + size_t(kNCR) * gemm_blocking::kKC;
 
-  // c[i][j] (i < kMR, j < NV * kW, row stride ldc): starting from 0 (first) or from c, then
-  // c = fma(ap[k][i], bp[k][j], c) for k = 0 .. kc-1. NV < kNV serves the last, narrower
-  // column panel of a block (the chains are the same whatever the tile's width).
+  // c[i][j] (i < kMR, j < NV * kW, row stride ldc) = s (first) or c + s, where s is the
+  // slice's chain: s = 0, then s = fma(ap[k][i], bp[k][j], s) for k = 0 .. kc-1. NV < kNV
+  // serves the last, narrower column panel of a block (the chains are the same whatever the
+  // tile's width).
   template <int NV>
   static inline void micro(int kc, const float* __restrict ap, const float* __restrict bp, float* c, int ldc,
                            bool first) {
     V acc[kMR][NV];
     for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = first ? Isa::zero() : Isa::load(c + i * ldc + j * Isa::kW);
+      for (int j = 0; j < NV; ++j) acc[i][j] = Isa::zero();
     for (int k = 0; k < kc; ++k) {
       V b[NV];
       for (int j = 0; j < NV; ++j) b[j] = Isa::load(bp + k * (NV * Isa::kW) + j * Isa::kW);
@@ -56,7 +59,8 @@ struct GemmKernel {
       }
     }
     for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < NV; ++j) Isa::store(c + i * ldc + j * Isa::kW, acc[i][j]);
+      for (int j = 0; j < NV; ++j)
+        Isa::store(c + i * ldc + j * Isa::kW, first ? acc[i][j] : Isa::add(Isa::load(c + i * ldc + j * Isa::kW), acc[i][j]));
   }
 
   // Registers per row of the panel that holds `cols` columns.
