@@ -9,9 +9,11 @@
 namespace pg::nn {
 
 const std::vector<std::string>& known_architectures() {
-  static const std::vector<std::string> a = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                                             "vgg11",    "vgg11_bn", "vgg13",    "vgg13_bn",  "vgg16",
-                                             "vgg16_bn", "vgg19",    "vgg19_bn"};
+  static const std::vector<std::string> a = {
+      "resnet18",        "resnet34",         "resnet50",         "resnet101",       "resnet152",
+      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+      "vgg11",           "vgg11_bn",         "vgg13",            "vgg13_bn",        "vgg16",
+      "vgg16_bn",        "vgg19",            "vgg19_bn"};
   return a;
 }
 

@@ -71,15 +71,26 @@ class ResNet : public Model {
   }
 };
 
+// torchvision's ResNet family: Bottleneck blocks have an inner width of
+// int(planes * width_per_group / 64) * groups (planes = 64, 128, 256, 512 per stage), which is
+// how ResNeXt (groups > 1) and Wide ResNet (width_per_group = 128) differ from ResNet.
 struct Known {
   bool bottleneck;
   std::vector<int> blocks;
+  int groups = 1, width_per_group = 64;
 };
 const std::map<std::string, Known>& known() {
   static const std::map<std::string, Known> k = {
-      {"resnet18", {false, {2, 2, 2, 2}}},  {"resnet34", {false, {3, 4, 6, 3}}},
-      {"resnet50", {true, {3, 4, 6, 3}}},   {"resnet101", {true, {3, 4, 23, 3}}},
+      {"resnet18", {false, {2, 2, 2, 2}}},
+      {"resnet34", {false, {3, 4, 6, 3}}},
+      {"resnet50", {true, {3, 4, 6, 3}}},
+      {"resnet101", {true, {3, 4, 23, 3}}},
       {"resnet152", {true, {3, 8, 36, 3}}},
+      {"resnext50_32x4d", {true, {3, 4, 6, 3}, 32, 4}},
+      {"resnext101_32x8d", {true, {3, 4, 23, 3}, 32, 8}},
+      {"resnext101_64x4d", {true, {3, 4, 23, 3}, 64, 4}},
+      {"wide_resnet50_2", {true, {3, 4, 6, 3}, 1, 128}},
+      {"wide_resnet101_2", {true, {3, 4, 23, 3}, 1, 128}},
   };
   return k;
 }
@@ -97,10 +108,11 @@ bool resnet_spec_from_name(const std::string& name, ResNetSpec* spec) {
   spec->blocks = it->second.blocks;
   spec->mid.clear();
   spec->out.clear();
-  spec->groups.assign(4, 1);
+  spec->groups.assign(4, it->second.groups);
   for (int s = 0; s < 4; ++s) {
-    spec->mid.push_back(64 << s);
-    spec->out.push_back((spec->bottleneck ? 256 : 64) << s);
+    const int planes = 64 << s;
+    spec->mid.push_back(planes * it->second.width_per_group / 64 * it->second.groups);
+    spec->out.push_back(spec->bottleneck ? planes * 4 : planes);
   }
   return true;
 }
@@ -128,21 +140,32 @@ ResNetSpec resnet_spec_from_weights(const weights::StateDict& sd, const std::str
   }
   if (s.blocks.empty()) throw file_error(source, "missing tensor 'layer1.0.conv1.weight' (a torchvision ResNet needs it)");
   s.num_classes = dim("fc.weight", 0);
-  // Name it when it is a standard torchvision ResNet.
+  // Name it when it is a standard torchvision ResNet, ResNeXt or Wide ResNet.
   s.name = "resnet (custom)";
+  const ResNetSpec* nearest = nullptr;
+  int nearest_score = -1;
+  std::vector<ResNetSpec> standard;
   for (const auto& kv : known()) {
-    ResNetSpec k;
-    resnet_spec_from_name(kv.first, &k);
-    if (k.bottleneck == s.bottleneck && k.blocks == s.blocks) {
-      if (k.stem == s.stem && k.mid == s.mid && k.out == s.out && k.groups == s.groups) {
-        s.name = kv.first;
-      } else if (s.stem == 64) {
-        // Standard layout with a wrong width somewhere: check against the standard shapes
-        // so the mis-shaped tensor is named.
-        k.num_classes = s.num_classes;
-        return k;
-      }
+    standard.emplace_back();
+    resnet_spec_from_name(kv.first, &standard.back());
+  }
+  for (const ResNetSpec& k : standard) {
+    if (k.bottleneck != s.bottleneck || k.blocks != s.blocks) continue;
+    if (k.stem == s.stem && k.mid == s.mid && k.out == s.out && k.groups == s.groups) {
+      s.name = k.name;
+      return s;
     }
+    int score = 0;  // stages whose widths and groups match
+    for (size_t st = 0; st < k.mid.size(); ++st)
+      score += k.mid[st] == s.mid[st] && k.out[st] == s.out[st] && k.groups[st] == s.groups[st];
+    if (score > nearest_score) nearest = &k, nearest_score = score;
+  }
+  if (nearest && s.stem == 64) {
+    // A standard layout with a wrong width somewhere: check against the nearest standard
+    // model's shapes so that the mis-shaped tensor is named.
+    ResNetSpec k = *nearest;
+    k.num_classes = s.num_classes;
+    return k;
   }
   return s;
 }
