@@ -108,7 +108,7 @@ namespace {
 // Batch and thread invariance: every sample's result must be the same bits whatever the
 // batch size, the other samples, its position and the thread count.
 //   forward: the GEMM is gemm_ordered (kernels/cpu/gemm.h), whose every output element is
-//   one fixed chain of fmas: its bits depend on the weights and the receptive field alone,
+//   computed in one fixed order of fmas: its bits depend on the weights and the receptive field alone,
 //   so the forward is batch, thread and position invariant by construction (equal receptive
 //   fields give equal outputs: exact max-pool ties in flat image regions stay ties).
 //   dgrad: OpenBLAS, whose rounding of an element depends on the GEMM call that computes it

@@ -1,4 +1,4 @@
-// An SGEMM whose every result element is one fixed chain of fused multiply-adds, the CPU
+// An SGEMM whose every result element is computed in one fixed order of fused multiply-adds, the CPU
 // forward convolution's GEMM.
 // defines: gemm_ordered, gemm_ordered_workspace_floats, gemm_ordered_isa, GemmIsa
 //

@@ -8,7 +8,7 @@ computes edge tiles and full tiles with different micro-kernels) breaks those ti
 instead and routes the gradient to other pixels: with OpenBLAS's SGEMM in the forward
 convolution the relative error of these maps against float64 was 0.2 (ResNet-18) to 1.3
 (VGG-11), while PyTorch float32's was 5e-7. The forward convolution's GEMM computes every output
-as one fixed chain of fused multiply-adds (kernels/cpu/gemm.h), so equal receptive fields give
+in one fixed order of fused multiply-adds (kernels/cpu/gemm.h), so equal receptive fields give
 equal bits.
 
 Criterion, per sample: relative error against PyTorch float64 below 1e-4 (parity_common.REL_TOL),
