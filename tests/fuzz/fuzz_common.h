@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
 #include <string>
 
 #include "core/error.h"
@@ -78,6 +82,66 @@ void expect_only_pg_errors(F&& f, const std::string& path = std::string(), bool 
       std::abort();
     }
   }
+}
+
+// What a reader accepted breaks its documented promise: abort with the reason (a finding).
+[[noreturn]] inline void broken_promise(const std::string& path, const std::string& what) {
+  std::fprintf(stderr, "parchgrad fuzz: %s: accepted, but %s\n", path.c_str(), what.c_str());
+  std::abort();
+}
+
+// The positive control of a target (built as fuzz_<target>_control with PG_FUZZ_PLANT): a
+// defect planted where the reader has read content that none of the seeds holds (the files
+// of $PG_FUZZ_SEEDS, the corpus folder tests/fuzz/run.cmake names), so that the fuzzer has to
+// mutate the seeds into inputs that the reader still accepts and that change what it reads
+// (a tensor value, a box, a number of a record), not only bytes it skips. Its test (run.cmake
+// with EXPECT_FINDING) passes only when the run reports that defect, as AddressSanitizer's
+// heap-buffer-overflow, within the target's own run budget: it shows that the harness reports
+// what ASan finds and that the fuzzer gets past the reader's refusals to the code behind them.
+//
+// new_content: whether `content`, what the reader made of this input ("" when it read
+// nothing), is none of the seeds'; read(path) makes the same of a file, for the seeds (given a
+// copy: some readers cut a partial last line). Always false in the real targets.
+template <class Read>
+bool new_content(const std::string& content, Read read) {
+#ifdef PG_FUZZ_PLANT
+  static const std::set<std::string> seeds = [&read] {
+    std::set<std::string> out;
+    const char* dir = std::getenv("PG_FUZZ_SEEDS");
+    if (!dir) return out;
+    ScratchFile copy(".seed");
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      std::ifstream f(e.path(), std::ios::binary);
+      const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      try {
+        out.insert(read(copy.write(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
+      } catch (const pg::Error&) {
+      }
+    }
+    return out;
+  }();
+  return !content.empty() && !seeds.count(content);
+#else
+  (void)content;
+  (void)read;
+  return false;
+#endif
+}
+
+// The planted defect, when reached (only in PG_FUZZ_PLANT builds: new_content is false else).
+inline void planted_defect(bool reached) {
+  if (reached) {
+    volatile char* p = new char[4];
+    p[4] = 1;  // one past the end
+    delete[] p;
+  }
+}
+
+// Exact text of numbers, for content.
+inline std::string exact(double v) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%a ", v);
+  return b;
 }
 
 }  // namespace pg::fuzz

@@ -244,6 +244,55 @@ def make_stats():
         [("conv1.weight", ("F32", [1], b"\0\0\x80\x3f"))])))
 
 
+def eval_record(image, method, seed, box="ok"):
+    """A REPORT.jsonl record as parchgrad/evaluation's record_json and cmd_eval write it, with
+    ratios 0, 0.5 and three deletion/insertion fractions (--ratios 0,0.5 --auc-steps 2)."""
+    rng = np.random.RandomState(seed)
+    p = [float(v) for v in np.sort(rng.rand(3))[::-1]]
+    order = lambda: {"acc": [1, 0], "aopc": [0.0, p[0] - p[1]], "aopc_mean": (p[0] - p[1]) / 2,
+                     "fracdiff": [0.0, p[0] - p[1]], "lodds": [-1e-10, None], "prob": [p[0], p[1]]}
+    rec = OrderedDict(label=0, pred=0, p0=p[0], ratios=[0.0, 0.5], morf=order(), lerf=order())
+    rec["deletion"] = {"fractions": [0.0, 0.5, 1.0], "prob": p, "auc": 0.25}
+    rec["insertion"] = {"fractions": [0.0, 0.5, 1.0], "prob": p[::-1], "auc": 0.7}
+    if box == "ok":
+        rec["box"] = {"status": "ok", "area": 4830, "mu_in": 0.36, "mu_in_w": 3.77, "mu_out": 0.64,
+                      "mu_out_w": 0.7, "pointing": True}
+    elif box:
+        rec["box"] = {"status": box, "reason": "every box lies outside the crop", "area": 0}
+    rec.update(box_status=box or "none", image=image, image_path="/data/" + image, method=method, settings_id="fuzz")
+    return rec
+
+
+def make_jsonl():
+    """eval's REPORT.jsonl (settings id "fuzz", as tests/fuzz/fuzz_jsonl.cpp reads it) and
+    saliency's results.jsonl."""
+    lines = [eval_record("a/1.png", "grad", 1), eval_record("a/1.png", "grad+cls", 2, box="invalid"),
+             {"image": "a/2.png", "image_path": "/data/a/2.png", "method": "grad", "skipped": "no map",
+              "box_status": "none", "settings_id": "fuzz"},
+             {"image": "b/3.png", "image_path": "/data/b/3.png", "method": "*", "skipped": "truncated PNG",
+              "settings_id": "fuzz"},
+             eval_record("b/4.png", "grad", 3, box=None)]
+    text = "".join(json.dumps(l) + "\n" for l in lines).encode()
+    put("jsonl", "report.jsonl", text)
+    put("jsonl", "report_partial.jsonl", text + json.dumps(eval_record("c/5.png", "grad", 4)).encode()[:200])
+    put("jsonl", "other_settings.jsonl", text.replace(b'"fuzz"', b'"0123abcd"', 1))
+    other = eval_record("c/6.png", "grad", 5)
+    other["ratios"] = [0.0, 0.1]
+    put("jsonl", "other_ratios.jsonl", text + json.dumps(other).encode() + b"\n")
+    put("jsonl", "not_json.jsonl", text + b'{"image": "x.png", "method": "grad"\n')
+
+    def saliency(name, configs, compare=False):
+        rec = {"input": "in/%s.png" % name, "outputs": [
+            {"config": c, "map": "out/%s.%s.npy" % (name, c), "overlay": "out/%s.%s.png" % (name, c)} for c in configs],
+            "settings": {"method": configs[0], "ig_baseline": "zero"}, "target": 3, "top5": [{"class": 3, "prob": 0.9}]}
+        if compare:
+            rec["compare"] = "out/%s.compare.png" % name
+        return rec
+    runs = [saliency("cat", ["grad"]), saliency("dog", ["grad", "grad+cls"], True), saliency("cat", ["grad"])]
+    put("jsonl", "results.jsonl", "".join(json.dumps(r) + "\n" for r in runs).encode())
+    put("jsonl", "results_partial.jsonl", (json.dumps(runs[0]) + "\n" + json.dumps(runs[1])[:90]).encode())
+
+
 def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -255,6 +304,7 @@ def main():
     make_voc()
     make_boxes()
     make_stats()
+    make_jsonl()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     print("corpus: %d bytes in %s" % (total, OUT))
     if total > 200 * 1024:

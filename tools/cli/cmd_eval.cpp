@@ -25,6 +25,7 @@
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
+#include "tools/cli/reports.h"
 #include "tools/lib/boxes.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/plot.h"
@@ -138,47 +139,6 @@ std::vector<EvalItem> list_items(const EvalOptions& o, const BoxSource& boxes, i
 }
 
 // ---------------------------------------------------------------------------------------
-// The report file: one JSON line per image and method; resumable.
-
-// An image is the same image however its path was spelled (--data synth, ./synth, /abs/synth).
-std::string image_key(const std::string& path) {
-  std::error_code ec;
-  const fs::path abs = fs::weakly_canonical(fs::absolute(path, ec), ec);
-  return ec ? path : abs.generic_string();
-}
-
-std::string key_of(const std::string& image, const std::string& method) { return image_key(image) + "\t" + method; }
-
-// A record names its image as given ("image") and resolved ("image_path", the key: a relative
-// path of an earlier run resolves against that run's folder, not this one's).
-std::string record_image(const json& rec) {
-  return rec.contains("image_path") ? rec["image_path"].get<std::string>() : image_key(rec["image"].get<std::string>());
-}
-std::string record_key(const json& rec, const std::string& method) { return record_image(rec) + "\t" + method; }
-
-
-// Reads an existing REPORT.jsonl: every record, the keys done; drops a partial last line (a
-// killed run).
-std::vector<json> read_report(const std::string& path, const std::string& settings_id, std::set<std::string>* done) {
-  bool partial = false;
-  std::vector<json> records;
-  for (auto& [j, number] : read_json_lines(path, "not a report of parchgrad eval?", &partial)) {
-    auto is_string = [&](const char* key) { return j.contains(key) && j[key].is_string(); };
-    if (!j.is_object() || !is_string("image") || !j.contains("settings_id") || (j.contains("method") && !is_string("method")) ||
-        (j.contains("image_path") && !is_string("image_path")))
-      throw file_error(path, "line " + std::to_string(number) + " is not a parchgrad eval record");
-    if (j["settings_id"] != settings_id)
-      throw file_error(path, "was made with other settings (model, weights, ratios, steps or method settings); "
-                             "use another --out or --no-resume to start over");
-    done->insert(record_key(j, j.value("method", std::string("*"))));
-    records.push_back(std::move(j));
-  }
-  if (partial)
-    std::fprintf(stderr, "parchgrad: note: %s: dropped a partial last line left by an interrupted run\n", path.c_str());
-  return records;
-}
-
-// ---------------------------------------------------------------------------------------
 // The summary: means and confidence intervals per method, the table and the plots.
 
 struct Summary {
@@ -229,91 +189,48 @@ Summary summarise(const std::vector<json>& lines, const std::vector<std::string>
        "deletion AUC (lower) | insertion AUC (higher) | mu_in | mu_in_w (higher) | pointing game (higher) |\n"
     << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& m : methods) {
-    std::vector<const json*> rs;
-    int64_t skipped = 0;
-    for (const auto& l : lines) {
-      if (l.value("method", std::string()) != m) continue;
-      if (l.contains("skipped")) ++skipped;
-      else rs.push_back(&l);
-    }
+    // The records' numbers (read_report checked their form).
+    const MethodNumbers mn = method_numbers(lines, m);
     json out;
-    out["images"] = rs.size();
-    out["skipped"] = skipped;
-    std::vector<double> ratios;
-    if (!rs.empty()) ratios = (*rs[0])["ratios"].get<std::vector<double>>();
-    out["ratios"] = ratios;
+    out["images"] = mn.images;
+    out["skipped"] = mn.skipped;
+    out["ratios"] = mn.ratios;
+    auto values = [&](const std::string& key) { return mn.values.count(key) ? mn.values.at(key) : std::vector<double>{}; };
     json metrics;
     for (const char* order : {"morf", "lerf"}) {
+      const std::string o = order;
       for (const char* name : {"aopc", "lodds", "acc", "fracdiff", "prob"}) {
         json per_ratio = json::array();
-        for (size_t i = 0; i < ratios.size(); ++i) {
-          std::vector<double> v;
-          for (const json* r : rs) {
-            const json& e = (*r)[order][name][i];
-            if (!e.is_null()) v.push_back(e.get<double>());
-          }
-          per_ratio.push_back(ci_json(v));
-        }
+        for (size_t i = 0; i < mn.ratios.size(); ++i) per_ratio.push_back(ci_json(mn.per_ratio.at(o + "." + name)[i]));
         metrics[order][name] = per_ratio;
       }
-      std::vector<double> v;
-      for (const json* r : rs) v.push_back((*r)[order]["aopc_mean"].get<double>());
-      metrics[order]["aopc_mean"] = ci_json(v);
-      std::vector<double> lod;
-      for (const json* r : rs) {
-        double sum = 0;
-        size_t n = 0;
-        for (const auto& e : (*r)[order]["lodds"])
-          if (!e.is_null()) {
-            sum += e.get<double>();
-            ++n;
-          }
-        if (n) lod.push_back(sum / double(n));
-      }
-      metrics[order]["lodds_mean"] = ci_json(lod);
+      metrics[order]["aopc_mean"] = ci_json(values(o + ".aopc_mean"));
+      metrics[order]["lodds_mean"] = ci_json(values(o + ".lodds_mean"));
     }
     for (const char* curve : {"deletion", "insertion"}) {
-      std::vector<double> auc;
-      for (const json* r : rs) auc.push_back((*r)[curve]["auc"].get<double>());
-      metrics[curve]["auc"] = ci_json(auc);
-      if (!rs.empty()) {
-        const auto fr = (*rs[0])[curve]["fractions"].get<std::vector<double>>();
-        std::vector<double> mean(fr.size(), 0.0);
-        for (const json* r : rs)
-          for (size_t i = 0; i < fr.size(); ++i) mean[i] += (*r)[curve]["prob"][i].get<double>() / double(rs.size());
-        metrics[curve]["fractions"] = fr;
-        metrics[curve]["mean_prob"] = mean;
+      metrics[curve]["auc"] = ci_json(values(std::string(curve) + ".auc"));
+      if (mn.images > 0) {
+        metrics[curve]["fractions"] = mn.fractions.at(curve);
+        metrics[curve]["mean_prob"] = mn.mean_prob.at(curve);
       }
     }
-    int64_t box_ok = 0, box_invalid = 0;
-    std::map<std::string, std::vector<double>> bv;
-    for (const json* r : rs) {
-      if (!r->contains("box")) continue;
-      const json& b = (*r)["box"];
-      if (b["status"] != "ok") {
-        ++box_invalid;
-        continue;
-      }
-      ++box_ok;
-      for (const char* k : {"mu_in", "mu_in_w", "mu_out", "mu_out_w"}) bv[k].push_back(b[k].get<double>());
-      bv["pointing"].push_back(b["pointing"].get<bool>() ? 1.0 : 0.0);
-    }
-    for (const char* k : {"mu_in", "mu_in_w", "mu_out", "mu_out_w", "pointing"}) metrics["box"][k] = ci_json(bv[k]);
-    metrics["box"]["valid"] = box_ok;
-    metrics["box"]["invalid"] = box_invalid;
+    for (const char* k : {"mu_in", "mu_in_w", "mu_out", "mu_out_w", "pointing"})
+      metrics["box"][k] = ci_json(values(std::string("box.") + k));
+    metrics["box"]["valid"] = mn.box_valid;
+    metrics["box"]["invalid"] = mn.box_invalid;
     out["metrics"] = metrics;
     per_method[m] = out;
 
-    t << "| " << m << " | " << rs.size() << " | " << fmt_ci(metrics["morf"]["aopc_mean"]) << " | "
+    t << "| " << m << " | " << mn.images << " | " << fmt_ci(metrics["morf"]["aopc_mean"]) << " | "
       << fmt_ci(metrics["lerf"]["aopc_mean"]) << " | " << fmt_ci(metrics["morf"]["lodds_mean"], 2) << " | "
       << fmt_ci(metrics["deletion"]["auc"]) << " | " << fmt_ci(metrics["insertion"]["auc"]) << " | "
       << fmt_ci(metrics["box"]["mu_in"]) << " | " << fmt_ci(metrics["box"]["mu_in_w"]) << " | "
       << fmt_ci(metrics["box"]["pointing"]) << " |\n";
 
-    if (charts && !rs.empty()) {
+    if (charts && mn.images > 0) {
       const char* orders[2] = {"morf", "lerf"};
       for (int i = 0; i < 2; ++i) {
-        io::Series se{m, ratios, {}};
+        io::Series se{m, mn.ratios, {}};
         for (const auto& c : metrics[orders[i]]["prob"]) se.y.push_back(c["mean"].is_null() ? 0.0 : c["mean"].get<double>());
         (*charts)[size_t(i)].series.push_back(se);
       }
@@ -441,7 +358,11 @@ void run_eval(const EvalOptions& o) {
   if (o.no_resume) {
     fs::remove(jsonl_path, ec);
   } else {
-    read_report(jsonl_path, settings_id, &done);
+    bool partial = false;
+    read_report(jsonl_path, settings_id, &done, &partial);
+    if (partial)
+      std::fprintf(stderr, "parchgrad: note: %s: dropped a partial last line left by an interrupted run\n",
+                   jsonl_path.c_str());
   }
 
   nn::Context ctx;
@@ -599,7 +520,8 @@ void run_eval(const EvalOptions& o) {
 
   // The summary is made from the whole report file, so a resumed run summarises everything.
   std::set<std::string> all_keys;
-  const std::vector<json> lines = read_report(jsonl_path, settings_id, &all_keys);
+  bool partial = false;
+  const std::vector<json> lines = read_report(jsonl_path, settings_id, &all_keys, &partial);
   std::set<std::string> listed;
   for (const auto& it : items) listed.insert(image_key(it.path));
   std::vector<json> mine;
@@ -610,7 +532,7 @@ void run_eval(const EvalOptions& o) {
     const std::string img = record_image(l);
     if (!listed.count(img)) continue;
     mine.push_back(l);
-    if (l.value("method", std::string()) == "*") {
+    if (l.value("method", std::string("*")) == "*") {
       counts["images_unreadable"] = counts["images_unreadable"].get<int>() + 1;
       continue;
     }

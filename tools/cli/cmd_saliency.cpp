@@ -24,6 +24,7 @@
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
+#include "tools/cli/reports.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/plot.h"
 #include "tools/lib/prefetch.h"
@@ -169,49 +170,9 @@ io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays
 // the files written for it. A run appends its lines as it goes (a killed run keeps what it
 // did), and at its end rewrites the index through a temporary file: a line whose files a later
 // line rewrote is dropped, so two runs into one folder never leave two lines pointing at the
-// same .npy. Lines that are not records of this command are refused before any work (the
-// folder holds something else); a partial last line, left by a killed run, is dropped.
-std::vector<json> read_results_index(const std::string& path) {
-  bool partial = false;
-  std::vector<json> records;
-  for (auto& [j, number] : read_json_lines(path, "not a saliency record; move the file away or choose another --out", &partial)) {
-    if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array())
-      throw file_error(path, "line " + std::to_string(number) +
-                                 " is not a saliency record; move the file away or choose another --out");
-    records.push_back(std::move(j));
-  }
-  return records;
-}
-
-std::vector<std::string> files_of(const json& line) {
-  std::vector<std::string> files;
-  for (const auto& out : line["outputs"])
-    for (const char* key : {"map", "overlay", "masks"})
-      if (out.contains(key) && out[key].is_string()) files.push_back(out[key].get<std::string>());
-  if (line.contains("compare") && line["compare"].is_string()) files.push_back(line["compare"].get<std::string>());
-  return files;
-}
-
-// Rewrites the index keeping, for each file, only the last line that wrote it. Returns the
-// number of lines dropped.
-size_t reindex_results(const std::string& path) {
-  const std::vector<json> lines = read_results_index(path);
-  std::set<std::string> claimed;
-  std::vector<bool> keep(lines.size(), false);
-  size_t dropped = 0;
-  for (size_t i = lines.size(); i-- > 0;) {
-    const std::vector<std::string> files = files_of(lines[i]);
-    keep[i] = std::none_of(files.begin(), files.end(), [&](const std::string& f) { return claimed.count(f) > 0; });
-    if (!keep[i]) ++dropped;
-    claimed.insert(files.begin(), files.end());
-  }
-  std::string text;
-  for (size_t i = 0; i < lines.size(); ++i)
-    if (keep[i]) text += lines[i].dump() + "\n";
-  write_text_atomic(path, text);
-  return dropped;
-}
-
+// same .npy (reindex_results, tools/cli/reports). Lines that are not records of this command
+// are refused before any work (the folder holds something else); a partial last line, left by
+// a killed run, is dropped.
 void run_saliency(const SaliencyOptions& opts) {
   set_threads(opts.threads);
   SaliencyOptions o = opts;
