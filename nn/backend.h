@@ -54,6 +54,7 @@ class Backend {
   virtual ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) = 0;
   virtual ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) = 0;
   virtual ag::Var relu(Context& ctx, ag::Var x) = 0;  // in place
+  virtual ag::Var relu6(Context& ctx, ag::Var x) = 0;  // in place; min(max(x, 0), 6)
   virtual ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) = 0;
   virtual ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) = 0;
   // a += b (tensors of equal size): the residual add and the tape's gradient accumulation.

@@ -30,17 +30,34 @@ struct VGGSpec {
   int num_classes = 1000;
 };
 
+// torchvision's mobilenet_v2 (width_mult 1.0): the inverted residual blocks in order.
+struct MobileNetSpec {
+  std::string name;
+  int stem = 32;    // features.0 output channels
+  int last = 1280;  // features.18 output channels
+  struct Block {
+    int in = 0, hidden = 0, out = 0, stride = 1;
+    bool expand = true;  // a 1x1 expansion conv first (expansion factor != 1)
+  };
+  std::vector<Block> blocks;
+  int num_classes = 1000;
+};
+
 bool resnet_spec_from_name(const std::string& name, ResNetSpec* spec);
 bool vgg_spec_from_name(const std::string& name, VGGSpec* spec);
 ResNetSpec resnet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
 VGGSpec vgg_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+bool mobilenet_spec_from_name(const std::string& name, MobileNetSpec* spec);
+MobileNetSpec mobilenet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
 
 // Every tensor the spec expects, with its shape, in torchvision's state-dict order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> resnet_tensors(const ResNetSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> vgg_tensors(const VGGSpec& s);
+std::vector<std::pair<std::string, std::vector<int64_t>>> mobilenet_tensors(const MobileNetSpec& s);
 
 std::unique_ptr<class Model> build_resnet(const ResNetSpec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_vgg(const VGGSpec& spec, WeightBinder& binder);
+std::unique_ptr<class Model> build_mobilenet(const MobileNetSpec& spec, WeightBinder& binder);
 
 // Builds one conv (and folds the BatchNorm named bn_prefix, if not empty) from the binder.
 Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn_prefix, int in,

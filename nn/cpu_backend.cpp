@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
@@ -34,11 +35,15 @@ class CpuBackend final : public Backend {
   ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) override;
   ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var relu(Context& ctx, ag::Var x) override;
+  ag::Var relu6(Context& ctx, ag::Var x) override;
   ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
+
+ private:
+  ag::Var relu_like(Context& ctx, ag::Var x, bool six);
 };
 
 ag::Var CpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
@@ -56,8 +61,12 @@ ag::Var CpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     epi.raw_shift = conv.site.bn_shift;
   }
   const double flops = 2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S;
-  const bool wino = ctx.winograd && kc::winograd_eligible(p);
-  if (wino) {
+  const bool depthwise = kc::depthwise_supported(p);
+  const bool wino = !depthwise && ctx.winograd && kc::winograd_eligible(p);
+  if (depthwise) {
+    profile::Scope prof("conv fwd depthwise", flops);
+    kc::depthwise_forward(p, x.value.data(), conv.weight.data(), epi, y.data());
+  } else if (wino) {
     profile::Scope prof("conv fwd 3x3", flops);
     Conv2d::WinogradWeights& ww = *conv.winograd;
     std::call_once(ww.fwd_once, [&] {
@@ -75,15 +84,20 @@ ag::Var CpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   ag::Var out{y, -1};
   Context* c = &ctx;
   const Conv2d* cv = &conv;
-  record_backward(ctx, x, out, [cv, p, hooked, c, threads, wino](Tensor g) {
+  record_backward(ctx, x, out, [cv, p, hooked, c, threads, wino, depthwise](Tensor g) {
     Tensor scale;
     if (hooked) scale = c->hook->on_backward(cv->site, g);
     if (!scale.empty() && scale.numel() != int64_t(p.N) * p.K)
       throw Error(cv->site.name + ": hook returned a scale of shape " + scale.shape_str());
     Tensor dx({p.N, p.C, p.H, p.W});
-    profile::Scope prof(p.is_pointwise() ? "conv dgrad 1x1" : p.R == 3 ? "conv dgrad 3x3" : "conv dgrad other",
+    profile::Scope prof(depthwise           ? "conv dgrad depthwise"
+                        : p.is_pointwise() ? "conv dgrad 1x1"
+                        : p.R == 3         ? "conv dgrad 3x3"
+                                           : "conv dgrad other",
                         2.0 * p.N * p.K * p.P * p.Q * double(p.Cg()) * p.R * p.S);
-    if (wino) {
+    if (depthwise) {
+      kc::depthwise_dgrad(p, g.data(), cv->weight.data(), scale.empty() ? nullptr : scale.data(), dx.data());
+    } else if (wino) {
       Conv2d::WinogradWeights& ww = *cv->winograd;
       std::call_once(ww.dgrad_once, [&] {
         ww.dgrad.resize(kc::winograd_weight_floats(p));
@@ -138,14 +152,18 @@ ag::Var CpuBackend::maxpool(Context& ctx, const kernels::Pool2dParams& p, const 
 }
 
 
-ag::Var CpuBackend::relu(Context& ctx, ag::Var x) {
+ag::Var CpuBackend::relu(Context& ctx, ag::Var x) { return relu_like(ctx, std::move(x), false); }
+ag::Var CpuBackend::relu6(Context& ctx, ag::Var x) { return relu_like(ctx, std::move(x), true); }
+
+// ReLU or ReLU6, in place: the same 1-bit mask and backward.
+ag::Var CpuBackend::relu_like(Context& ctx, ag::Var x, bool six) {
   const int64_t n = x.value.numel();
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<std::vector<uint64_t>> mask;
   if (record) mask = std::make_shared<std::vector<uint64_t>>(kc::relu_mask_words(n));
   {
-    profile::Scope prof("relu fwd");
-    kc::relu_forward(x.value.data(), n, record ? mask->data() : nullptr);
+    profile::Scope prof(six ? "relu6 fwd" : "relu fwd");
+    (six ? kc::relu6_forward : kc::relu_forward)(x.value.data(), n, record ? mask->data() : nullptr);
   }
   ag::Var out{x.value, -1};  // in place
   record_backward(ctx, x, out, [mask, n](Tensor g) {

@@ -117,6 +117,11 @@ ag::Var relu(Context& ctx, ag::Var x) {
   return b.relu(ctx, std::move(x));
 }
 
+ag::Var relu6(Context& ctx, ag::Var x) {
+  Backend& b = backend(x.value.device());
+  return b.relu6(ctx, std::move(x));
+}
+
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   return backend(x.value.device()).adaptive_avgpool(ctx, x, P, Q);
 }

@@ -107,6 +107,8 @@ struct MaxPool2d {
 
 // In place on x's tensor (which must not be needed elsewhere).
 ag::Var relu(Context& ctx, ag::Var x);
+// ReLU6 (MobileNetV2), in place likewise; the gradient passes where 0 < x < 6.
+ag::Var relu6(Context& ctx, ag::Var x);
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int out_h, int out_w);
 ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
                 bool ceil_mode, bool count_include_pad);

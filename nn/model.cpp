@@ -13,7 +13,7 @@ const std::vector<std::string>& known_architectures() {
       "resnet18",        "resnet34",         "resnet50",         "resnet101",       "resnet152",
       "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
       "vgg11",           "vgg11_bn",         "vgg13",            "vgg13_bn",        "vgg16",
-      "vgg16_bn",        "vgg19",            "vgg19_bn"};
+      "vgg16_bn",        "vgg19",            "vgg19_bn",         "mobilenet_v2"};
   return a;
 }
 
@@ -67,6 +67,12 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
       WeightBinder binder(sd, source, arch);
       return build_vgg(v, binder);
     }
+    MobileNetSpec mb;
+    if (mobilenet_spec_from_name(arch, &mb)) {
+      mb.num_classes = classes_from(sd, "classifier.1.weight", "classifier.1.weight");
+      WeightBinder binder(sd, source, arch);
+      return build_mobilenet(mb, binder);
+    }
     std::string names;
     for (const auto& n : known_architectures()) names += (names.empty() ? "" : ", ") + n;
     throw Error("unknown model '" + arch + "' (known: " + names + ")");
@@ -76,13 +82,19 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
     WeightBinder binder(sd, source, r.name);
     return build_resnet(r, binder);
   }
+  if (sd.count("features.0.0.weight") && sd.count("features.1.conv.0.0.weight")) {
+    MobileNetSpec mb = mobilenet_spec_from_weights(sd, source);
+    WeightBinder binder(sd, source, mb.name);
+    return build_mobilenet(mb, binder);
+  }
   if (sd.count("features.0.weight")) {
     VGGSpec v = vgg_spec_from_weights(sd, source);
     WeightBinder binder(sd, source, v.name);
     return build_vgg(v, binder);
   }
-  throw file_error(source, "cannot tell the architecture from the tensor names (expected torchvision ResNet "
-                           "or VGG names such as 'conv1.weight' or 'features.0.weight'); pass --model");
+  throw file_error(source, "cannot tell the architecture from the tensor names (expected torchvision ResNet, "
+                           "VGG or MobileNetV2 names such as 'conv1.weight', 'features.0.weight' or "
+                           "'features.0.0.weight'); pass --model");
 }
 
 std::unique_ptr<Model> load_model(const std::string& weights_path, const std::string& arch) {
@@ -94,9 +106,13 @@ weights::StateDict random_state_dict(const std::string& arch, int num_classes, u
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
   ResNetSpec r;
   VGGSpec v;
+  MobileNetSpec mb;
   if (resnet_spec_from_name(arch, &r)) {
     r.num_classes = num_classes;
     tensors = resnet_tensors(r);
+  } else if (mobilenet_spec_from_name(arch, &mb)) {
+    mb.num_classes = num_classes;
+    tensors = mobilenet_tensors(mb);
   } else if (vgg_spec_from_name(arch, &v)) {
     v.num_classes = num_classes;
     tensors = vgg_tensors(v);

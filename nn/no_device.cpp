@@ -22,6 +22,7 @@ class NoDevice final : public DeviceBackend {
   ag::Var linear(Context&, const Linear&, const ag::Var&) override { no_device(); }
   ag::Var maxpool(Context&, const kernels::Pool2dParams&, const ag::Var&) override { no_device(); }
   ag::Var relu(Context&, ag::Var) override { no_device(); }
+  ag::Var relu6(Context&, ag::Var) override { no_device(); }
   ag::Var avgpool(Context&, const kernels::Pool2dParams&, const ag::Var&) override { no_device(); }
   ag::Var adaptive_avgpool(Context&, const ag::Var&, int, int) override { no_device(); }
   void add_inplace(Tensor&, const Tensor&) override { no_device(); }

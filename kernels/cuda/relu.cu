@@ -12,6 +12,8 @@ constexpr int kThreads = 256;  // a multiple of 32: every warp is whole
 
 // Warp-stride loop over mask words: warp w handles elements [32w, 32w + 32). The loop
 // bounds are uniform over the warp, so all 32 lanes reach every __ballot_sync.
+// kSix: ReLU6 (clamp at 6, mask 0 < x < 6).
+template <bool kSix>
 __global__ void __launch_bounds__(kThreads) relu_forward_kernel(ReluParams p, const float* x, float* y,
                                                                 uint32_t* mask) {
   const int64_t words = 2 * ((p.n + 63) / 64);  // relu_mask_words32 (a host function)
@@ -22,8 +24,13 @@ __global__ void __launch_bounds__(kThreads) relu_forward_kernel(ReluParams p, co
     bool pos = false;
     if (i < p.n) {
       const float v = x[i];
-      pos = v > 0.f;
-      y[i] = pos ? v : 0.f;
+      if (kSix) {
+        pos = v > 0.f && v < 6.f;
+        y[i] = v > 0.f ? (v < 6.f ? v : 6.f) : 0.f;
+      } else {
+        pos = v > 0.f;
+        y[i] = pos ? v : 0.f;
+      }
     }
     const unsigned bits = __ballot_sync(0xFFFFFFFFu, pos);
     if (mask && lane == 0) mask[w] = bits;
@@ -44,7 +51,15 @@ __global__ void __launch_bounds__(kThreads) relu_backward_kernel(ReluParams p, c
 
 void launch_relu_forward(const ReluParams& p, const float* x, float* y, uint32_t* mask, cudaStream_t stream) {
   if (p.n <= 0) return;
-  PG_LAUNCH(relu_forward_kernel, grid_1d(relu_mask_words32(p.n) * 32, kThreads, 4096), kThreads, 0, stream, p, x, y, mask);
+  PG_LAUNCH((relu_forward_kernel<false>), grid_1d(relu_mask_words32(p.n) * 32, kThreads, 4096), kThreads, 0, stream, p, x, y,
+            mask);
+  PG_CUDA_CHECK_LAUNCH();
+}
+
+void launch_relu6_forward(const ReluParams& p, const float* x, float* y, uint32_t* mask, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  PG_LAUNCH((relu_forward_kernel<true>), grid_1d(relu_mask_words32(p.n) * 32, kThreads, 4096), kThreads, 0, stream, p, x, y,
+            mask);
   PG_CUDA_CHECK_LAUNCH();
 }
 

@@ -11,6 +11,7 @@
 #include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
 #include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/depthwise_dgrad.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
@@ -125,6 +126,7 @@ class GpuBackend final : public DeviceBackend {
   ag::Var linear(Context& ctx, const Linear& lin, const ag::Var& x) override;
   ag::Var maxpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var relu(Context& ctx, ag::Var x) override;
+  ag::Var relu6(Context& ctx, ag::Var x) override;
   ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
@@ -151,6 +153,9 @@ class GpuBackend final : public DeviceBackend {
   Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) override;
   Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) override;
   Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) override;
+
+ private:
+  ag::Var relu_like(Context& ctx, ag::Var x, bool six);
 };
 
 ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
@@ -191,7 +196,11 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
     const Conv2d::DeviceWeights& dw = device_weights(*cv);
     Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
-    if (opt.dgrad_library || !kcu::conv_dgrad_supported(p)) {
+    if (!opt.dgrad_library && kcu::depthwise_dgrad_supported(p)) {
+      // Depthwise (MobileNetV2): the project's gather kernel with the scale fused, float32
+      // whatever the precision.
+      kcu::launch_depthwise_dgrad(p, g.dptr(), dw.weight.dptr(), s, dx.dptr(), compute());
+    } else if (opt.dgrad_library || !kcu::conv_dgrad_supported(p)) {
       if (s) {
         kernels::SampleChannelScaleParams sp;
         sp.N = p.N;
@@ -247,15 +256,19 @@ ag::Var GpuBackend::maxpool(Context& ctx, const kernels::Pool2dParams& p, const 
   return out;
 }
 
-ag::Var GpuBackend::relu(Context& ctx, ag::Var x) {
-  require_device(x.value, "relu");
+ag::Var GpuBackend::relu(Context& ctx, ag::Var x) { return relu_like(ctx, std::move(x), false); }
+ag::Var GpuBackend::relu6(Context& ctx, ag::Var x) { return relu_like(ctx, std::move(x), true); }
+
+// ReLU or ReLU6 in place: the same 1-bit mask and backward.
+ag::Var GpuBackend::relu_like(Context& ctx, ag::Var x, bool six) {
+  require_device(x.value, six ? "relu6" : "relu");
   kcu::ReluParams rp;
   rp.n = x.value.numel();
   const bool record = ctx.tape && x.id >= 0;
   std::shared_ptr<void> mask;
   if (record) mask = device_buffer(size_t(kcu::relu_mask_words32(rp.n)) * sizeof(uint32_t));
-  kcu::launch_relu_forward(rp, x.value.dptr(), x.value.dptr(), record ? static_cast<uint32_t*>(mask.get()) : nullptr,
-                           compute());
+  (six ? kcu::launch_relu6_forward : kcu::launch_relu_forward)(
+      rp, x.value.dptr(), x.value.dptr(), record ? static_cast<uint32_t*>(mask.get()) : nullptr, compute());
   ag::Var out{x.value, -1};  // in place
   record_backward(ctx, x, out, [mask, rp](Tensor g) {
     kcu::launch_relu_backward(rp, g.dptr(), static_cast<const uint32_t*>(mask.get()), g.dptr(), compute());
