@@ -136,6 +136,10 @@ CASES = {
                         "--exact-variance", "--ig-steps", "2", "--explain-masks"],
     "parchgrad_novc": ["--compare", "grad+ins,smoothgrad+cls", "--stats", DEFAULT_STATS, "--sg-samples", "2",
                        "--no-variance-conservation", "--layers", "layer34"],
+    # Grad-CAM at a layer the model does not capture itself (the forward walked to it on the
+    # device), with ParchGrad above it; IG from the blurred input.
+    "gradcam_layer": ["--compare", "gradcam,gradcam+cls,ig", "--stats", DEFAULT_STATS, "--gradcam-layer", "layer3",
+                      "--ig-baseline", "blurred", "--ig-blur-sigma", "4", "--ig-steps", "2"],
 }
 
 
