@@ -35,6 +35,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/maps.h"
 #include "kernels/cpu/pool.h"
@@ -44,6 +45,7 @@
 #include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
 #include "kernels/cuda/conv_dgrad.h"
+#include "kernels/cuda/depthwise_dgrad.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
@@ -286,6 +288,125 @@ void relu_case(Ctx& ctx, const ReluCase& c) {
 void run_relu(Ctx& ctx) {
   for (const ReluCase& c : kRelu)
     if (wanted(ctx, c.size)) relu_case(ctx, c);
+}
+
+// =================================================================================================
+// ReLU6: values and mask bytes bit for bit against cpu::relu6_forward (the kinks 0 and 6, NaN)
+// =================================================================================================
+
+void run_relu6(Ctx& ctx) {
+  Device& d = ctx.dev;
+  for (int64_t n : {int64_t(1), int64_t(64), int64_t(1000), int64_t(5 * 13 * 11 + 3)}) {
+    const std::string tag = fmt("n=%lld", (long long)n);
+    std::vector<float> x = randn(size_t(n), uint32_t(n + 5), 2.f, 3.f);
+    if (n > 7) {  // the kinks and the edge values
+      x[0] = 0.f, x[1] = 6.f, x[2] = -0.f, x[3] = std::nextafter(6.f, 0.f), x[4] = 9.f;
+      x[5] = std::numeric_limits<float>::quiet_NaN(), x[6] = INFINITY, x[7] = -INFINITY;
+    }
+    const int64_t w32 = kc::relu_mask_words32(n);
+    std::vector<float> ref = x;
+    std::vector<uint64_t> ref_mask(size_t(kcpu::relu_mask_words(n)));
+    kcpu::relu6_forward(ref.data(), n, ref_mask.data());
+    std::vector<uint32_t> ref_mask32(static_cast<size_t>(w32));
+    std::memcpy(ref_mask32.data(), ref_mask.data(), ref_mask32.size() * 4);
+    Buf<float> dx_in(d, x), dy_out(d, size_t(n));
+    Buf<uint32_t> dmask(d, size_t(w32));
+    dy_out.poison();
+    dmask.poison();
+    kc::launch_relu6_forward({n}, dx_in.get(), dy_out.get(), dmask.get(), d.stream());
+    d.sync();
+    const std::vector<float> y = dy_out.download();
+    const std::vector<uint32_t> mask = dmask.download();
+    ctx.check(same_bits(y, ref) && mask == ref_mask32, "relu6_forward " + tag,
+              !same_bits(y, ref) ? "values: " + bits_detail(y, ref) : "mask: " + int_detail(mask, ref_mask32));
+    if (n > 7) {  // the twin itself: no gradient at either kink, one just inside 6
+      const bool kinks = !(ref_mask[0] & 1u) && !((ref_mask[0] >> 1) & 1u) && ((ref_mask[0] >> 3) & 1u) &&
+                         ref[1] == 6.f && ref[4] == 6.f && ref[5] == 0.f;
+      ctx.check(kinks, "relu6 twin kinks " + tag, "mask 0 at x = 0 and x = 6, 1 just below 6");
+    }
+    if (ctx.opt.repeat) {
+      Buf<float> y2(d, x);
+      kc::launch_relu6_forward({n}, y2.get(), y2.get(), nullptr, d.stream());
+      d.sync();
+      check_repeat(ctx, same_bits(y2.download(), y), "relu6 in place " + tag);
+    }
+  }
+}
+
+// =================================================================================================
+// depthwise dgrad: bit for bit against cpu::depthwise_dgrad (same taps, same order, no FMA), with
+// ParchGrad scales (none, mixed with zeros, a whole zero sample over a NaN in dy)
+// =================================================================================================
+
+Conv2dParams depthwise(int N, int C, int H, int W, int R, int stride, int pad, int dil) {
+  Conv2dParams p;
+  p.N = N, p.C = C, p.H = H, p.W = W, p.K = C, p.R = R, p.S = R;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  p.dil_h = p.dil_w = dil;
+  p.groups = C;
+  if (!pk::conv2d_output_size(p)) throw Error("kernel tests: empty conv output in a case");
+  return p;
+}
+
+void run_depthwise(Ctx& ctx) {
+  Device& d = ctx.dev;
+  struct DwCase {
+    Conv2dParams p;
+    const char* label;
+  };
+  const DwCase cases[] = {{depthwise(2, 5, 9, 11, 3, 1, 1, 1), "3x3 s1"},
+                          {depthwise(2, 6, 13, 10, 3, 2, 1, 1), "3x3 s2 odd/even"},
+                          {depthwise(1, 3, 12, 11, 5, 2, 2, 1), "5x5 s2"},
+                          {depthwise(2, 4, 10, 9, 3, 1, 2, 2), "3x3 dilation 2"},
+                          {depthwise(2, 3, 2, 2, 3, 1, 1, 1), "2x2 input"}};
+  // Not depthwise: refused with an error.
+  {
+    Conv2dParams q = conv(1, 4, 6, 6, 4, 3, 1, 1);
+    bool threw = false;
+    try {
+      kc::launch_depthwise_dgrad(q, nullptr, nullptr, nullptr, nullptr, d.stream());
+    } catch (const Error&) {
+      threw = true;
+    }
+    ctx.check(threw && !kc::depthwise_dgrad_supported(q), "depthwise_dgrad refuses groups 1", "pg::Error");
+  }
+  for (const DwCase& c : cases) {
+    const Conv2dParams& p = c.p;
+    const std::string tag = with_label(fmt("N%d C%d %dx%d", p.N, p.C, p.H, p.W), c.label);
+    const size_t ny = size_t(p.N) * p.C * p.P * p.Q, nx = size_t(p.N) * p.C * p.H * p.W;
+    std::vector<float> dy = randn(ny, 41), w = randn(size_t(p.C) * p.R * p.S, 42, 0.f, 0.5f);
+    for (int mode = 0; mode < 3; ++mode) {
+      std::vector<float> scale;
+      if (mode >= 1) {
+        scale = randn(size_t(p.N) * p.C, 43 + mode);
+        for (size_t i = 0; i < scale.size(); i += 3) scale[i] = 0.f;
+      }
+      std::vector<float> g = dy;
+      if (mode == 2) {  // sample 0 all zero, a NaN in its dy that must not reach dx
+        for (int k = 0; k < p.C; ++k) scale[size_t(k)] = 0.f;
+        g[0] = std::numeric_limits<float>::quiet_NaN();
+      }
+      const float* sp = scale.empty() ? nullptr : scale.data();
+      std::vector<float> ref(nx);
+      kcpu::depthwise_dgrad(p, g.data(), w.data(), sp, ref.data());
+      Buf<float> dg(d, g), dw(d, w), dx(d, nx);
+      Buf<float> ds(d, scale.empty() ? std::vector<float>(1) : scale);
+      dx.poison();
+      kc::launch_depthwise_dgrad(p, dg.get(), dw.get(), sp ? ds.get() : nullptr, dx.get(), d.stream());
+      d.sync();
+      const std::vector<float> got = dx.download();
+      const char* mname[] = {"no scale", "mixed scale", "zero sample"};
+      ctx.check(same_bits(got, ref), "depthwise_dgrad " + tag + " " + mname[mode], bits_detail(got, ref));
+      if (ctx.opt.repeat) {
+        Buf<float> dx2(d, nx);
+        dx2.poison();
+        kc::launch_depthwise_dgrad(p, dg.get(), dw.get(), sp ? ds.get() : nullptr, dx2.get(), d.stream());
+        d.sync();
+        check_repeat(ctx, same_bits(dx2.download(), got), "depthwise_dgrad " + tag + " " + mname[mode]);
+      }
+    }
+  }
 }
 
 // =================================================================================================
@@ -1433,7 +1554,8 @@ const std::vector<Group>& groups() {
   static const std::vector<Group> g = {
       {"relu", run_relu},           {"maxpool", run_maxpool},         {"gap", run_gap},   {"variances", run_variances},
       {"moments", run_moments},     {"dgrad", run_dgrad},             {"avgpool", run_avgpool},
-      {"elementwise", run_elementwise}, {"seed", run_seed},           {"maps", run_maps}, {"preprocess", run_preprocess}};
+      {"elementwise", run_elementwise}, {"seed", run_seed},           {"maps", run_maps}, {"preprocess", run_preprocess},
+      {"relu6", run_relu6},         {"depthwise", run_depthwise}};
   return g;
 }
 
