@@ -188,7 +188,7 @@ void saliency(pg_model* m, const float* x, int n, int h, int w, const int* targe
     if (resolved) std::memcpy(resolved + size_t(j) * size_t(n), e.targets.data(), sizeof(int) * size_t(n));
   }
   if (logits) {
-    const pg::Tensor l = pg::forward_logits(model, ctx, xt);
+    const pg::Tensor& l = exps[0].logits;  // of the clean inputs, from the pass that made the maps
     if (l.numel() != int64_t(n) * K) fail(PG_ERR_INTERNAL, std::string(fn) + ": internal error: logits " + l.shape_str());
     std::memcpy(logits, l.data(), sizeof(float) * size_t(l.numel()));
   }

@@ -526,6 +526,7 @@ std::vector<Explanation> explain(const nn::Model& model, nn::Context& ctx, const
     for (size_t j = 0; j < rs.size(); ++j) {
       Explanation ex;
       ex.maps = Tensor::zeros({N, H, W});
+      ex.logits = rs[j].logits;
       ex.probs = rs[j].probs;
       ex.targets = rs[j].targets;
       if (hook) ex.layers = per_set[j];
@@ -547,6 +548,7 @@ Explanation explain_copies(const nn::Model& model, nn::Context& ctx, const Tenso
   Explanation ex;
   ex.maps = Tensor::zeros({N, H, W});
   // IG and SmoothGrad: the target is chosen on the clean input.
+  ex.logits = logits;
   ex.probs = softmax(logits);
   ex.targets = resolve_targets(logits, targets);
   if (hook) hook->set_targets(ex.targets);

@@ -43,6 +43,7 @@ struct MethodOptions {
 
 struct Explanation {
   Tensor maps;               // [N, H, W]
+  Tensor logits;             // [N, K] of the clean inputs
   Tensor probs;              // [N, K] of the clean inputs
   std::vector<int> targets;  // resolved
   // Per sample, the ParchGrad decisions at each hooked layer (clean input's backward;

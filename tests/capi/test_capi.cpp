@@ -252,6 +252,28 @@ void bad_inputs() {
   std::thread([] { pg_saliency_options_set(nullptr, "a", "b"); }).join();
   CHECK(mine == pg_last_error());
 
+  // Logits: the clean inputs', whatever the method (grad: from its own pass; ig: from the
+  // clean forward before the copies), and the top-1 they give is the target top-1 resolves to.
+  {
+    std::vector<float> lg(2 * 6, 0.f), li(2 * 6, 1.f), mi(2 * 224 * 224);
+    CHECK(pg_saliency(m, x.data(), 2, 224, 224, nullptr, nullptr, maps.data(), lg.data()) == PG_OK);
+    pg_saliency_options* ig = pg_saliency_options_new();
+    CHECK(pg_saliency_options_set(ig, "method", "ig") == PG_OK && pg_saliency_options_set(ig, "ig-steps", "2") == PG_OK);
+    CHECK(pg_saliency(m, x.data(), 2, 224, 224, nullptr, ig, mi.data(), li.data()) == PG_OK);
+    CHECK(same(lg, li));
+    const int top1[2] = {-1, -1};
+    int resolved[2] = {-5, -5};
+    CHECK(pg_saliency_targets(m, x.data(), 2, 224, 224, top1, 1, nullptr, maps.data(), resolved, nullptr) == PG_OK);
+    for (int i = 0; i < 2; ++i) {
+      int best = 0;
+      for (int k = 1; k < 6; ++k)
+        if (lg[size_t(i) * 6 + size_t(k)] > lg[size_t(i) * 6 + size_t(best)]) best = k;
+      CHECK(resolved[i] == best);
+    }
+    CHECK(resolved[0] == 4);  // star.png is a star
+    pg_saliency_options_free(ig);
+  }
+
   // The process keeps working: the same maps as before any error.
   CHECK(same(maps_of(m, x, nullptr), before));
   pg_saliency_options_free(o);

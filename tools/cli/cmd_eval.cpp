@@ -326,8 +326,8 @@ void run_eval(const EvalOptions& o) {
   std::vector<std::string> engine_specs;
   for (const auto& m : methods)
     if (m.rfind("maps:", 0) != 0) engine_specs.push_back(m);
-  std::unique_ptr<StatsFile> stats;
-  std::vector<Config> configs = build_configs(engine_specs, o.m, *model, o.batch, stats);
+  MethodResources resources;  // the files the settings name (outlives the configurations)
+  std::vector<Config> configs = build_configs(engine_specs, o.m, resources, *model, o.batch);
 
   json settings = settings_json(o.m);
   settings.update({{"model", model->arch()}, {"weights", o.weights}, {"ratios", cfg.ratios}, {"auc_steps", o.auc_steps},

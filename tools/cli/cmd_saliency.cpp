@@ -11,14 +11,12 @@
 #include <set>
 #include <cctype>
 
-#include <omp.h>
 
 #include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
 #include "parchgrad/methods.h"
 #include "parchgrad/parchgrad.h"
-#include "parchgrad/stats_file.h"
 #include "tools/cli/commands.h"
 #include "nn/backend.h"
 #include "tools/cli/common.h"
@@ -38,17 +36,18 @@ using nlohmann::json;
 
 namespace {
 
-struct SaliencyOptions {
+// The saliency settings (method, parchgrad, batch, threads and the method constants m: the
+// option table the C API reads, capi/saliency.h) and the command line's own: inputs, outputs,
+// targets, the device.
+struct SaliencyOptions : api::SaliencySettings {
   DeviceFlags dev;
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
-  int batch = 0, threads = 0;  // batch 0: 8, or the thread count when larger
-  std::string method = "grad", parchgrad = "off", compare;
+  std::string compare;
   bool explain_masks = false;
   bool all_targets = false;
   std::string colormap = "ramp";
   double overlay_opacity = 1.0;
-  MethodFlags m;  // method constants and ParchGrad settings
 };
 
 // One sample to explain: where it came from and the tensor the model sees.
@@ -178,7 +177,7 @@ void run_saliency(const SaliencyOptions& opts) {
   SaliencyOptions o = opts;
   // A sample is one work unit of a late layer's convolution (batch invariance), so a batch
   // smaller than the thread count leaves threads idle there.
-  if (o.batch == 0) o.batch = std::max(8, omp_get_max_threads());
+  if (o.batch == 0) o.batch = api::default_batch();
   if (o.batch < 1) throw Error("--batch must be at least 1");
   const bool topk = o.target.size() > 3 && o.target.compare(0, 3, "top") == 0 && o.target != "top1";
   if (topk) {
@@ -201,13 +200,12 @@ void run_saliency(const SaliencyOptions& opts) {
   // Configurations: one, or one per --compare entry ("grad", "grad+cls", "ig+ins", ...).
   std::vector<std::string> specs;
   if (o.compare.empty()) {
-    parchgrad_options(o.m, o.parchgrad);  // rejects a bad --parchgrad mode by name
-    specs.push_back(o.method + (o.parchgrad == "off" ? "" : "+" + o.parchgrad));
+    specs.push_back(api::config_spec(o));  // (a bad --parchgrad mode is refused by name)
   } else {
     specs = split_list(o.compare, "--compare");
   }
-  std::unique_ptr<StatsFile> stats;
-  std::vector<Config> configs = build_configs(specs, o.m, *model, o.batch, stats);
+  MethodResources resources;  // the files the settings name (outlives the configurations)
+  std::vector<Config> configs = build_configs(specs, o.m, resources, *model, o.batch);
   const bool host_input = std::any_of(configs.begin(), configs.end(), [](const Config& c) {
     return c.method.method == Method::IG || c.method.method == Method::SmoothGrad;
   });
@@ -289,10 +287,7 @@ void run_saliency(const SaliencyOptions& opts) {
     std::vector<std::vector<Explanation>> exps;
     std::vector<int64_t> ids;
     for (const Sample& s : pending) ids.push_back(s.run_index);
-    for (auto& c : configs) {
-      c.method.sample_ids = ids;
-      exps.push_back(explain(*model, ctx, xin, sets, c.method, c.hook.get()));
-    }
+    for (auto& c : configs) exps.push_back(api::saliency_batch(*model, ctx, xin, sets, c, ids));
     const int64_t H = xin.dim(2), W = xin.dim(3);
     std::vector<json> records;
     for (int64_t b = 0; b < B; ++b) {
@@ -448,12 +443,9 @@ void register_saliency(CLI::App& app) {
       ->capture_default_str();
   s->add_flag("--all-targets", so->all_targets, "explain every input for each class of the --target list (<name>_c<class>)");
   s->add_option("-o,--out", so->out, "output directory")->capture_default_str();
-  s->add_option("--batch", so->batch, "images per batch (default: 8, or the CPU thread count when larger)");
   s->add_option("--classes", so->classes, "class names file, one per line");
-  s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
   add_device_flags(s, so->dev);
-  s->add_option("--method", so->method, "grad, inputgrad, ig, smoothgrad or gradcam")->capture_default_str();
-  s->add_option("--parchgrad", so->parchgrad, "ParchGrad channel selection: cls, ins or off")->capture_default_str();
+  add_saliency_flags(s, *so);  // --method, --parchgrad, --batch, --threads
   add_method_flags(s, so->m);
   s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
   s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
