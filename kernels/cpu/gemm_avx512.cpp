@@ -1,5 +1,21 @@
-// gemm_ordered's AVX-512 micro-kernel: 8 x 48 tiles (24 accumulator registers). This file
-// alone is compiled with -mavx512f (CMakeLists.txt); it runs only where the CPU has it.
+// gemm_ordered's AVX-512 micro-kernel: 8 x 48 tiles (24 accumulator registers), compiled for
+// AVX-512F and FMA by the target switch below whatever the build's flags; it runs only where
+// the CPU has them (gemm.cpp chooses).
+// The standard headers come before the target switch, so that no inline function of theirs is
+// compiled for AVX-512 here and then shared with other files by the linker; everything compiled
+// under it has internal linkage (gemm_impl.h).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+#endif
+
 #include <immintrin.h>
 
 #include "kernels/cpu/gemm_impl.h"
@@ -20,11 +36,22 @@ struct Avx512 {
 
 }  // namespace
 
-size_t gemm_avx512_workspace_floats() { return GemmKernel<Avx512>::kWorkspaceFloats; }
-
 void gemm_avx512(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                  float* ws) {
   GemmKernel<Avx512>::run(M, N, K, A, lda, B, ldb, C, ldc, ws);
 }
+
+}  // namespace pg::kernels::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+namespace pg::kernels::cpu {
+
+// Outside the target switch: called on every CPU.
+size_t gemm_avx512_workspace_floats() { return GemmKernel<Avx512>::kWorkspaceFloats; }
 
 }  // namespace pg::kernels::cpu

@@ -1,6 +1,6 @@
 // The blocked driver and micro-kernel of gemm_ordered (kernels/cpu/gemm.h), written once
-// over a register type. Included by one source file per instruction set, each compiled
-// with that set's flags (gemm.cpp: scalar; gemm_avx2.cpp; gemm_avx512.cpp).
+// over a register type. Included by one source file per instruction set (gemm.cpp: scalar;
+// gemm_avx2.cpp and gemm_avx512.cpp, each under its own target switch).
 //
 // Everything here has internal linkage on purpose: the same template compiled with
 // different instruction sets must not be merged by the linker into one (an AVX-512 copy
