@@ -11,8 +11,8 @@ convolution the relative error of these maps against float64 was 0.2 (ResNet-18)
 in one fixed order of fused multiply-adds (kernels/cpu/gemm.h), so equal receptive fields give
 equal bits.
 
-Criterion, per sample: relative error against PyTorch float64 below 1e-4 (parity_common.REL_TOL),
-or explained by flips of rounding-decided units (parity_common.explain_gradient) in which exact
+Criterion, per sample: relative error against PyTorch float64 below 1e-4 (parity_common.REL_TOL)
+or at most twice PyTorch float32's own, or explained by flips of rounding-decided units (parity_common.explain_gradient) in which exact
 float64 ties do not count as ambiguous (decided_ties=True): disc edges, resized bilinearly, still
 hold genuinely rounding-decided units, as they do for PyTorch float32.
 """
@@ -65,7 +65,7 @@ def test_flat_images_gradient(arch, flat_input):
         torch_rel = pc.rel_err(grad32[n:n + 1], grad64[n:n + 1])
         rel = pc.rel_err(grad[n:n + 1], grad64[n:n + 1])
         line = f"{arch} {name}: engine vs float64 {rel:.2e} (PyTorch float32 {torch_rel:.2e})"
-        if rel >= pc.REL_TOL:
+        if rel >= pc.REL_TOL and rel > 2 * torch_rel:
             info = pc.explain_gradient(model, x[n], targets[n], grad[n], decided_ties=True)
             line += (f" -> after {info['decisions']} flip(s) of {info['candidates']} ambiguous units "
                      f"{info['explained_rel']:.2e}")
