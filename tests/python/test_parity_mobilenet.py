@@ -9,7 +9,6 @@ exercised at any size; CI time). Criterion, per sample: relative error below 1e-
 against PyTorch float32; for the input gradient, below 1e-4 against PyTorch float32 or float64,
 or no farther from float64 than twice PyTorch float32's own distance.
 """
-import copy
 import json
 import os
 
@@ -93,40 +92,12 @@ def test_mobilenet_parity(fmt):
     x = pc.make_input(2, 64, 64, pc.stable_seed("input", ARCH))
     model = conditioned_model(classes, x)
     targets = [3, classes - 1]
-    ref_logits, ref_grad = pc.reference(model, x, targets)
-    _, grad64 = pc.reference(copy.deepcopy(model).double(), x.double(), targets)
-    weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, ARCH + pc.SUFFIX[fmt]), fmt)
-    input_path = pc.save_npy(os.path.join(SCRATCH, ARCH + "_input.npy"), x.numpy())
-    failures = []
-    try:
-        for named in (True, False):
-            proc, lpath, gpath = pc.run_gradient(BIN, weights, input_path, targets, os.path.join(SCRATCH, ARCH),
-                                                 model=ARCH if named else None)
-            assert proc.returncode == 0, proc.stderr
-            assert json.loads(proc.stdout.strip().splitlines()[-1])["model"] == ARCH, proc.stdout
-            logits, grad = np.load(lpath), np.load(gpath)
-            assert logits.shape == ref_logits.shape and grad.shape == ref_grad.shape
-            for n in range(x.shape[0]):
-                lrel = pc.rel_err(logits[n:n + 1], ref_logits[n:n + 1])
-                grel = pc.rel_err(grad[n:n + 1], ref_grad[n:n + 1])
-                e64 = pc.rel_err(grad[n:n + 1], grad64[n:n + 1])
-                t64 = pc.rel_err(ref_grad[n:n + 1], grad64[n:n + 1])
-                line = (f"{ARCH} ({'named' if named else 'inferred'}) sample {n}: logits {lrel:.2e} grad {grel:.2e}; "
-                        f"against float64: engine {e64:.2e}, PyTorch float32 {t64:.2e}")
-                print(line)
-                ok = lrel < pc.REL_TOL and (grel < pc.REL_TOL or e64 < pc.REL_TOL or e64 <= 2 * t64)
-                if not ok:
-                    failures.append(line)
-    finally:
-        for p in (weights, input_path):
-            if os.path.exists(p):
-                os.remove(p)
+    failures = pc.family_gradient_parity(BIN, model, ARCH, x, targets, fmt, SCRATCH, explain=False)
     assert not failures, "; ".join(failures)
 
 
 def test_mobilenet_errors():
     """A mis-shaped and a missing tensor are named in one line, inferred or named."""
-    import subprocess
     model = pc.build_model(ARCH, 10)
     sd = pc.model_state_dict(model)
     bad = dict(sd)

@@ -10,11 +10,8 @@ twice PyTorch float32's own distance (the 101-layer models amplify rounding: PyT
 up to 1e-1 from float64 on some inputs), or below 1e-4 from float64 after flips of
 rounding-decided units (parity_common.explain_gradient).
 """
-import copy
-import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -49,40 +46,5 @@ def test_family_parity(arch):
     # analysis on models this large) are moved away from it.
     pc.condition(model, x, margins=True)
     targets = [3, classes - 1]
-    ref_logits, ref_grad = pc.reference(model, x, targets)
-    _, grad64 = pc.reference(copy.deepcopy(model).double(), x.double(), targets)
-    weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, arch + pc.SUFFIX[fmt]), fmt)
-    input_path = pc.save_npy(os.path.join(SCRATCH, arch + "_input.npy"), x.numpy())
-    failures = []
-    try:
-        for named in (True, False):
-            proc, lpath, gpath = pc.run_gradient(BIN, weights, input_path, targets, os.path.join(SCRATCH, arch),
-                                                 model=arch if named else None)
-            assert proc.returncode == 0, proc.stderr
-            # The architecture is named from the weights alone, too.
-            assert json.loads(proc.stdout.strip().splitlines()[-1])["model"] == arch, proc.stdout
-            logits, grad = np.load(lpath), np.load(gpath)
-            assert logits.shape == ref_logits.shape and grad.shape == ref_grad.shape
-            for n in range(x.shape[0]):
-                lrel = pc.rel_err(logits[n:n + 1], ref_logits[n:n + 1])
-                grel = pc.rel_err(grad[n:n + 1], ref_grad[n:n + 1])
-                e64 = pc.rel_err(grad[n:n + 1], grad64[n:n + 1])
-                t64 = pc.rel_err(ref_grad[n:n + 1], grad64[n:n + 1])
-                line = (f"{arch} ({'named' if named else 'inferred'}) sample {n}: logits {lrel:.2e} grad {grel:.2e}; "
-                        f"against float64: engine {e64:.2e}, PyTorch float32 {t64:.2e}")
-                # Deep random networks amplify rounding: PyTorch float32 itself can be 1e-1 from
-                # float64 there. The engine may be as far as twice PyTorch float32's own error.
-                ok = lrel < pc.REL_TOL and (grel < pc.REL_TOL or e64 < pc.REL_TOL or e64 <= 2 * t64)
-                if lrel < pc.REL_TOL and not ok:
-                    info = pc.explain_gradient(model, x[n], targets[n], grad[n])
-                    line += f" -> after {info['decisions']} flip(s) {info['explained_rel']:.2e}"
-                    ok = info["explained_rel"] < pc.REL_TOL
-                print(line)
-                if not ok:
-                    failures.append(line)
-    finally:
-        for p in (weights, input_path):
-            if os.path.exists(p):
-                os.remove(p)
+    failures = pc.family_gradient_parity(BIN, model, arch, x, targets, fmt, SCRATCH)
     assert not failures, "; ".join(failures)
-
