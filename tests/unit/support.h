@@ -1,6 +1,10 @@
 // Helpers shared by the unit tests.
 #pragma once
+#include <cstddef>
+#include <cstdint>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -16,6 +20,15 @@ std::string error_of(F f) {
     return e.what();
   }
   return "";
+}
+
+// n normal draws with standard deviation `scale`, a fixed function of the seed.
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
 }
 
 }  // namespace pg::test

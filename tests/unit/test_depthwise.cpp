@@ -12,19 +12,14 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/relu.h"
+#include "tests/unit/support.h"
 
 namespace kc = pg::kernels::cpu;
 using pg::kernels::Conv2dParams;
 
-namespace {
+using pg::test::randn;
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+namespace {
 
 Conv2dParams dw(int N, int C, int H, int W, int R, int stride, int pad, int dil = 1) {
   Conv2dParams p;

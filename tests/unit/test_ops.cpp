@@ -14,20 +14,15 @@
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
+#include "tests/unit/support.h"
 
 namespace kc = pg::kernels::cpu;
 using pg::kernels::Conv2dParams;
 using pg::kernels::Pool2dParams;
 
-namespace {
+using pg::test::randn;
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+namespace {
 
 double rel_err(const std::vector<float>& a, const std::vector<double>& b) {
   double num = 0, den = 0;
