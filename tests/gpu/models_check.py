@@ -83,11 +83,12 @@ VGG_CONFIGS = {
 ARCHS = ["resnet18", "resnet34", "vgg11", "vgg11_bn", "resnet50", "resnext50_32x4d", "vgg13", "vgg13_bn",
          "wide_resnet50_2", "vgg16", "vgg16_bn", "resnet101", "vgg19", "vgg19_bn", "resnet152",
          "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"]
-# Left out of the self-test's default list (CI time): the 101-layer ResNeXts and Wide ResNet, whose
-# narrow 64x64 stand-ins are also so deep that rounding-decided units move PyTorch float32's own
-# gradient by up to 1e-1 from float64 (tests/python/test_parity_resnet_family.py checks these
-# architectures against torchvision on the CPU).
-SELFTEST_SKIP = ("resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2")
+# Left out of the self-test's default list (CI time): the ResNeXts and Wide ResNets, which
+# tests/python/test_parity_resnet_family.py checks against torchvision on the CPU (the 101-layer
+# ones' narrow 64x64 stand-ins are also so deep that rounding-decided units move PyTorch float32's
+# own gradient by up to 1e-1 from float64). Their builder is still checked against torchvision's
+# names and shapes.
+SELFTEST_SKIP = ("resnext50_32x4d", "wide_resnet50_2", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2")
 GRAD_TOL = 1e-4
 MAX_EXCLUDED = 0.25  # of the pixels: beyond this, excluding them would leave too little checked
 AMBIGUITY_TAU = 1e-5  # a unit this close (relative to its channel's RMS) to its decision is ambiguous
