@@ -118,14 +118,23 @@ def set_relu_margins(model, x, k=2.0, seed=0, pool_margin=None, balanced=False):
         state["last"].bias.add_(shift)
         return (z + shift.view((1, -1) + (1,) * (z.dim() - 2)),)
 
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear)):
-            hooks.append(mod.register_forward_hook(track))
-        elif isinstance(mod, torch.nn.ReLU):
-            hooks.append(mod.register_forward_pre_hook(shift_input))
     # (ResNet convs have no bias: the BatchNorm after each is the producer; a VGG conv without
     # BatchNorm has one. Every producer met here has a bias.)
+    return run_shifting(model, x, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear), track,
+                        torch.nn.ReLU, shift_input)
+
+
+def run_shifting(model, x, producers, track, activations, shift_input):
+    """One forward pass over x (no gradients) with `track` as a forward hook on every module of
+    the types `producers` and `shift_input` as a forward pre-hook on every module of the types
+    `activations` (the margin setters' pattern: remember the last producer, then shift the
+    activation's input through it). The hooks are removed afterwards. Returns the logits."""
+    hooks = []
+    for mod in model.modules():
+        if isinstance(mod, producers):
+            hooks.append(mod.register_forward_hook(track))
+        elif isinstance(mod, activations):
+            hooks.append(mod.register_forward_pre_hook(shift_input))
     try:
         with torch.no_grad():
             return model(x)

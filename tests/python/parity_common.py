@@ -20,7 +20,7 @@ from torchvision.models.vgg import VGG, make_layers
 
 # Shared with tests/gpu/models_check.py (torch only): re-exported here for the tests' pc.* use.
 from model_prep import (calibrate_logits, condition, randomise, read_safetensors,  # noqa: F401
-                        set_relu_margins, write_safetensors)
+                        run_shifting, set_relu_margins, write_safetensors)
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 VGGS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]

@@ -55,18 +55,7 @@ def set_relu6_margins(model, x, k=3.0, seed=0):
         shape = (1, -1, 1, 1)
         return (f.view(shape) * (z - mu.view(shape)) + target.view(shape),)
 
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            hooks.append(mod.register_forward_hook(track))
-        elif isinstance(mod, torch.nn.ReLU6):
-            hooks.append(mod.register_forward_pre_hook(shift_input))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    return pc.run_shifting(model, x, torch.nn.BatchNorm2d, track, torch.nn.ReLU6, shift_input)
 
 
 def conditioned_model(classes, x):
