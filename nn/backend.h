@@ -91,6 +91,9 @@ class DeviceBackend : public Backend, public DeviceMemory {
   // uint8 RGB interleaved [N, H, W, 3] decoded on the host, normalised on the device as
   // torchvision does: the device tensor [N, 3, H, W].
   virtual Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) = 0;
+  // How many devices the runtime sees (after CUDA_VISIBLE_DEVICES; 0 when none can be used).
+  // Needs no configure: the command line picks a task's device from it (tools/cli/shard.h).
+  virtual int device_count() const = 0;
 };
 
 // The backend of a device: the CPU's, or this build's device.

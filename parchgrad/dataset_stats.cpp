@@ -175,7 +175,9 @@ void DatasetStats::write_shard(const std::string& path, int shard, int shards) {
                        {"shard", shard},             {"shards", shards},
                        {"images", index_.size()},    {"images_per_class", per_class_},
                        {"convs", convs},             {"version", PARCHGRAD_VERSION}};
-  const std::string text = header.dump();
+  json full = header;
+  if (!meta_.weights_hash.empty()) full["weights_hash"] = meta_.weights_hash;
+  const std::string text = full.dump();
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -273,10 +275,10 @@ std::unique_ptr<DatasetStats> DatasetStats::merge_shards(const std::vector<std::
       first = h;
       out = std::make_unique<DatasetStats>(meta, convs, memory_limit, std::string());
     } else {
-      for (const char* key : {"model", "test", "weights", "num_classes", "convs"})
-        if (h.at(key) != first.at(key))
-          throw file_error(path, std::string("differs from ") + paths[0] + " in " + key + " (" + h.at(key).dump() +
-                                     " vs " + first.at(key).dump() + ")");
+      for (const char* key : {"model", "test", "weights", "num_classes", "convs", "weights_hash"})
+        if (h.value(key, json()) != first.value(key, json()))
+          throw file_error(path, std::string("differs from ") + paths[0] + " in " + key + " (" +
+                                     h.value(key, json()).dump() + " vs " + first.value(key, json()).dump() + ")");
     }
     if (!ids.insert(shard).second) throw file_error(path, "shard " + std::to_string(shard) + " given twice");
     std::vector<int64_t> idx(static_cast<size_t>(images));

@@ -16,7 +16,8 @@
 //   bytes 0..15   magic "PGSTATSSHARD\x01\0\0\0"
 //   uint64        length L of the JSON header, then L bytes of JSON:
 //                 {"model", "test", "weights", "num_classes", "shard", "shards", "images",
-//                  "images_per_class": [..], "convs": [[name, channels], ..], "version"}
+//                  "images_per_class": [..], "convs": [[name, channels], ..], "version",
+//                  "weights_hash" (when known)}
 //   int64[images] the image index of every sample, in row order
 //   per conv, in header order: classes x channels records (class-major) of
 //                 int64 n, double sum.hi, sum.lo, sumsq.hi, sumsq.lo
@@ -38,6 +39,9 @@ struct DatasetStatsMeta {
   std::string test;     // "student" or "welch"
   std::string weights;  // weights file basename
   int num_classes = 0;
+  // The weights' content hash (`parchgrad stats --shard` sets it): written into shard files
+  // only, where merge_shards requires it to agree; the statistics file does not hold it.
+  std::string weights_hash;
 };
 
 class DatasetStats {

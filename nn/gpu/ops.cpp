@@ -163,6 +163,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const Conv2d::DeviceWeights& dw = device_weights(conv);
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
+  int device_count() const override { return gpu::device_count(); }
   lib_conv_forward(ctx.device_options.deterministic, p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
     kernels::ChannelAffineParams ap;

@@ -33,6 +33,9 @@ const char* backend_name();
 // runtime's reason (e.g. "no CUDA-capable device is detected").
 void init(int device_index = 0);
 bool initialized();
+// The visible devices (0 when the runtime reports none or fails); simt: PARCHGRAD_SIM_DEVICES
+// (1 by default), so that a test can give a process several simulated devices to choose from.
+int device_count();
 // E.g. "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB), driver 13.0, runtime 13.0,
 // cuDNN 9.x, cuBLAS 13.x"; on simt: "host SIMT runtime (N threads)".
 std::string device_description();

@@ -497,6 +497,15 @@ void init(int device_index) {
 
 bool initialized() { return state().ready.load(std::memory_order_acquire); }
 
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
 std::string device_description() {
   State& s = ready_state();
   cudaDeviceProp prop;

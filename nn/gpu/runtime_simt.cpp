@@ -55,9 +55,20 @@ cudaStream_t fake_stream(Stage s) {
 
 const char* backend_name() { return "simt"; }
 
+int device_count() {
+  const char* v = std::getenv("PARCHGRAD_SIM_DEVICES");
+  if (!v || !*v) return 1;
+  const int n = std::atoi(v);
+  return n >= 1 && n <= 64 ? n : 1;
+}
+
+// Every simulated device is the same host memory and fibers: the index only has to exist.
 void init(int device_index) {
-  if (device_index != 0)
-    throw Error("device " + std::to_string(device_index) + " does not exist (the SIMT backend has one device, 0)");
+  const int count = device_count();
+  if (device_index < 0 || device_index >= count)
+    throw Error("device " + std::to_string(device_index) + " does not exist (the SIMT backend has " +
+                (count == 1 ? std::string("one device, 0") : std::to_string(count) + " devices (PARCHGRAD_SIM_DEVICES)") +
+                ")");
   state().ready = true;
 }
 bool initialized() { return state().ready; }

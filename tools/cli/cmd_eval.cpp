@@ -26,6 +26,7 @@
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
 #include "tools/cli/reports.h"
+#include "tools/cli/shard.h"
 #include "tools/lib/boxes.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/plot.h"
@@ -44,6 +45,7 @@ struct EvalOptions {
                                                                 target = "label";
   int limit = 0, batch = 16, perturb_batch = 64, threads = 0, auc_steps = 20;
   bool no_resume = false;
+  std::string shard;  // i/N or auto: this process's share of the images (tools/cli/shard.h)
   MethodFlags m;
 };
 
@@ -254,6 +256,66 @@ Summary summarise(const std::vector<json>& lines, const std::vector<std::string>
   return s;
 }
 
+// What the summary's first line says about the run, kept in a shard's report for `eval merge`.
+struct ReportHead {
+  std::string arch, weights, data, ratios;
+  bool boxes = false;
+  size_t listed = 0;  // images of the report (a shard's, or all)
+};
+
+json head_json(const ReportHead& h) {
+  return {{"arch", h.arch}, {"weights", h.weights}, {"data", h.data}, {"ratios", h.ratios}, {"boxes", h.boxes},
+          {"listed", h.listed}};
+}
+
+// The summary of the records of the listed images (in the order given: the means sum in that
+// order): PREFIX.json (with `shard` under "shard" when it is not null), .md and .png, and the
+// table on stdout. Returns the number of inputs, annotations and maps that were skipped.
+int64_t write_report_summary(const std::vector<json>& lines, const std::set<std::string>& listed,
+                             const std::vector<std::string>& methods, const json& settings, const ReportHead& head,
+                             const std::string& prefix, const json& shard) {
+  std::vector<json> mine;
+  json counts = {{"images_listed", head.listed}, {"images_unreadable", 0}, {"box_ok", 0}, {"box_none", 0},
+                 {"box_invalid", 0}, {"box_error", 0}};
+  std::set<std::string> seen_box;
+  for (const auto& l : lines) {
+    const std::string img = record_image(l);
+    if (!listed.count(img)) continue;
+    mine.push_back(l);
+    if (l.value("method", std::string("*")) == "*") {
+      counts["images_unreadable"] = counts["images_unreadable"].get<int>() + 1;
+      continue;
+    }
+    if (head.boxes && l.contains("box_status") && seen_box.insert(img).second) {
+      const std::string st = l["box_status"].get<std::string>();
+      const std::string k = "box_" + st;
+      if (counts.contains(k)) counts[k] = counts[k].get<int>() + 1;
+    }
+  }
+  std::vector<io::Chart> charts;
+  Summary s = summarise(mine, methods, settings, counts, &charts);
+  if (!shard.is_null()) s.report["shard"] = shard;
+  std::ostringstream md;
+  md << "parchgrad eval: " << head.arch << " (" << head.weights << ") on " << head.data << ", " << head.listed
+     << " images listed";
+  if (!shard.is_null()) md << " (shard " << shard["shard"].get<int>() << "/" << shard["shards"].get<int>() << ")";
+  md << "; unreadable " << counts["images_unreadable"].get<int>();
+  if (head.boxes)
+    md << "; boxes ok " << counts["box_ok"].get<int>() << ", none " << counts["box_none"].get<int>() << ", invalid "
+       << counts["box_invalid"].get<int>() << ", broken " << counts["box_error"].get<int>();
+  md << "\n\nMeans over images with 95% confidence intervals; AOPC and LODDS averaged over the ratios "
+     << head.ratios << ".\n\n" << s.table;
+  write_text_atomic(prefix + ".json", s.report.dump(1) + "\n");
+  write_text_atomic(prefix + ".md", md.str());
+  std::vector<io::Image8> imgs;
+  for (const auto& c : charts) imgs.push_back(io::render_chart(c, 600, 400));
+  io::save_png(prefix + ".png", io::tile_images(imgs, 2));
+  std::printf("%s", md.str().c_str());
+  int64_t bad = counts["images_unreadable"].get<int64_t>() + counts["box_error"].get<int64_t>();
+  for (const auto& [m, v] : s.report["methods"].items()) bad += v["skipped"].get<int64_t>();
+  return bad;
+}
+
 // ---------------------------------------------------------------------------------------
 
 std::vector<double> parse_ratios(const std::string& spec) {
@@ -317,6 +379,10 @@ void run_eval(const EvalOptions& o) {
   const BoxSource boxes(box_spec);
   std::vector<EvalItem> items = list_items(o, boxes, K);
   if (o.limit > 0 && int(items.size()) > o.limit) items.resize(size_t(o.limit));
+  // A shard takes the images whose index in this listing has index % N == shard, and writes its
+  // report as PREFIX-<i>-of-<N>.jsonl/.json/.md/.png (`eval merge` joins them).
+  const Shard sh = parse_shard(o.shard);
+  const std::string out_prefix = sh.active ? o.out + "-" + sh.tag() : o.out;
 
   // Methods: "grad", "grad+cls", ..., or "maps:DIR" (maps made elsewhere, DIR/<stem>.npy).
   const std::string method_list = !o.methods.empty() ? o.methods : (o.m.stats.empty() ? "grad" : "grad,grad+cls,grad+ins");
@@ -353,7 +419,8 @@ void run_eval(const EvalOptions& o) {
     fs::create_directories(out.parent_path(), ec);
     if (ec) throw file_error(out.parent_path().string(), "cannot create directory (" + ec.message() + ")");
   }
-  const std::string jsonl_path = o.out + ".jsonl";
+  const std::string jsonl_path = out_prefix + ".jsonl";
+  if (sh.active) fs::remove(out_prefix + ".json", ec);  // a shard's summary says it finished: written at its end
   std::set<std::string> done;
   if (o.no_resume) {
     fs::remove(jsonl_path, ec);
@@ -367,7 +434,9 @@ void run_eval(const EvalOptions& o) {
 
   nn::Context ctx;
   setup_device(o.dev, ctx);
-  io::Progress progress("eval", int64_t(items.size()));
+  size_t mine_count = 0;
+  for (size_t i = 0; i < items.size(); ++i) mine_count += sh.owns(int64_t(i)) ? 1 : 0;
+  io::Progress progress(sh.active ? "eval " + sh.text() : "eval", int64_t(mine_count));
   auto all_done = [&](const EvalItem& it) {
     if (done.count(key_of(it.path, "*"))) return true;
     for (const auto& m : methods)
@@ -376,9 +445,9 @@ void run_eval(const EvalOptions& o) {
   };
 
   size_t resumed = 0;
-  for (const auto& it : items) resumed += all_done(it) ? 1 : 0;
+  for (size_t i = 0; i < items.size(); ++i) resumed += sh.owns(int64_t(i)) && all_done(items[i]) ? 1 : 0;
   if (resumed)
-    std::fprintf(stderr, "parchgrad: resuming: %zu of %zu images done (%s)\n", resumed, items.size(),
+    std::fprintf(stderr, "parchgrad: resuming: %zu of %zu images done (%s)\n", resumed, mine_count,
                  jsonl_path.c_str());
 
   std::vector<Loaded> chunk;
@@ -448,6 +517,7 @@ void run_eval(const EvalOptions& o) {
 
   for (size_t item_index = 0; item_index < items.size(); ++item_index) {
     const EvalItem& it = items[item_index];
+    if (!sh.owns(int64_t(item_index))) continue;
     if (all_done(it)) {
       progress.advance();
       continue;
@@ -523,52 +593,168 @@ void run_eval(const EvalOptions& o) {
   bool partial = false;
   const std::vector<json> lines = read_report(jsonl_path, settings_id, &all_keys, &partial);
   std::set<std::string> listed;
-  for (const auto& it : items) listed.insert(image_key(it.path));
-  std::vector<json> mine;
-  json counts = {{"images_listed", items.size()}, {"images_unreadable", 0}, {"box_ok", 0}, {"box_none", 0},
-                 {"box_invalid", 0}, {"box_error", 0}};
-  std::set<std::string> seen_box;
-  for (const auto& l : lines) {
-    const std::string img = record_image(l);
-    if (!listed.count(img)) continue;
-    mine.push_back(l);
-    if (l.value("method", std::string("*")) == "*") {
-      counts["images_unreadable"] = counts["images_unreadable"].get<int>() + 1;
-      continue;
-    }
-    if (boxes.enabled() && l.contains("box_status") && seen_box.insert(img).second) {
-      const std::string st = l["box_status"].get<std::string>();
-      const std::string k = "box_" + st;
-      if (counts.contains(k)) counts[k] = counts[k].get<int>() + 1;
-    }
+  for (const auto& it : items)
+    if (sh.owns(int64_t(&it - items.data()))) listed.insert(image_key(it.path));
+  const ReportHead head{model->arch(), o.weights, o.data, o.ratios, boxes.enabled(), listed.size()};
+  json shard_part;  // a shard's report says which images it holds, for `eval merge`
+  if (sh.active) {
+    json images = json::array();
+    for (size_t i = 0; i < items.size(); ++i)
+      if (sh.owns(int64_t(i))) images.push_back({i, image_key(items[i].path)});
+    shard_part = {{"shard", sh.index},  {"shards", sh.count},       {"settings_id", settings_id},
+                  {"identity", identity}, {"head", head_json(head)}, {"methods", methods},
+                  {"images", images},   {"report", fs::path(jsonl_path).filename().string()}};
   }
-  std::vector<io::Chart> charts;
-  Summary s = summarise(mine, methods, settings, counts, &charts);
-  std::ostringstream md;
-  md << "parchgrad eval: " << model->arch() << " (" << o.weights << ") on " << o.data << ", " << items.size()
-     << " images listed";
-  md << "; unreadable " << counts["images_unreadable"].get<int>();
-  if (boxes.enabled())
-    md << "; boxes ok " << counts["box_ok"].get<int>() << ", none " << counts["box_none"].get<int>() << ", invalid "
-       << counts["box_invalid"].get<int>() << ", broken " << counts["box_error"].get<int>();
-  md << "\n\nMeans over images with 95% confidence intervals; AOPC and LODDS averaged over the ratios "
-     << o.ratios << ".\n\n" << s.table;
-  write_text_atomic(o.out + ".json", s.report.dump(1) + "\n");
-  write_text_atomic(o.out + ".md", md.str());
-  std::vector<io::Image8> imgs;
-  for (const auto& c : charts) imgs.push_back(io::render_chart(c, 600, 400));
-  io::save_png(o.out + ".png", io::tile_images(imgs, 2));
-  std::printf("%s", md.str().c_str());
-  progress.summary("report in " + o.out + ".jsonl, .json, .md and .png");
+  const int64_t bad = write_report_summary(lines, listed, methods, settings, head, out_prefix, shard_part);
+  progress.summary("report in " + out_prefix + ".jsonl, .json, .md and .png");
   // Bad input anywhere (an unreadable image, a broken annotation, a missing map) makes the exit
   // status 1, after the whole report was written.
-  int64_t bad = counts["images_unreadable"].get<int64_t>() + counts["box_error"].get<int64_t>();
-  for (const auto& [m, v] : s.report["methods"].items()) bad += v["skipped"].get<int64_t>();
   if (bad > 0) {
     std::fprintf(stderr, "parchgrad: error: %lld inputs or annotations were skipped (listed above and in %s.jsonl)\n",
-                 static_cast<long long>(bad), o.out.c_str());
+                 static_cast<long long>(bad), out_prefix.c_str());
     throw ExitCode(1);
   }
+}
+
+// `eval merge`: the reports of `eval --shard i/N` (PREFIX-i-of-N.json and .jsonl) into the report
+// one run gives. The shards must be of one job (the same settings identity: weights, statistics
+// and boxes by content, the data folder, every setting; the same methods and shard count), each
+// shard once, none missing, and together hold every image of the listing once; each shard's
+// records are complete. Records are put in image order, so the means sum as in one run.
+struct EvalMergeOptions {
+  std::vector<std::string> shards;
+  std::string out;
+};
+
+void run_eval_merge(const EvalMergeOptions& o) {
+  struct Part {
+    std::string prefix, summary;
+    json shard;
+  };
+  std::vector<Part> parts;
+  auto ends_with = [](const std::string& a, const std::string& b) {
+    return a.size() >= b.size() && a.compare(a.size() - b.size(), b.size(), b) == 0;
+  };
+  for (const auto& given : o.shards) {
+    Part p;
+    p.prefix = given;
+    for (const char* ext : {".jsonl", ".json", ".md", ".png"})
+      if (ends_with(p.prefix, ext)) {
+        p.prefix.resize(p.prefix.size() - std::string(ext).size());
+        break;
+      }
+    p.summary = p.prefix + ".json";
+    std::error_code ec;
+    if (!fs::is_regular_file(p.summary, ec))
+      throw file_error(p.summary, "is missing: that shard has not finished (rerun it alone; its report resumes)");
+    std::ifstream f(p.summary);
+    const json j = json::parse(f, nullptr, false);
+    const json* sh = j.is_object() && j.contains("shard") ? &j["shard"] : nullptr;
+    bool ok = sh && sh->is_object();
+    for (const char* k : {"shard", "shards"}) ok = ok && sh->contains(k) && (*sh)[k].is_number_integer();
+    for (const char* k : {"settings_id", "report"}) ok = ok && sh->contains(k) && (*sh)[k].is_string();
+    for (const char* k : {"identity", "head"}) ok = ok && sh->contains(k) && (*sh)[k].is_object();
+    for (const char* k : {"methods", "images"}) ok = ok && sh->contains(k) && (*sh)[k].is_array();
+    ok = ok && j.contains("settings") && j["settings"].is_object();
+    if (ok)
+      for (const auto& im : (*sh)["images"])
+        ok = ok && im.is_array() && im.size() == 2 && im[0].is_number_unsigned() && im[1].is_string();
+    if (!ok) throw file_error(p.summary, "is not the report of a shard (written by `parchgrad eval --shard i/N`)");
+    p.shard = *sh;
+    p.shard["settings"] = j["settings"];
+    parts.push_back(std::move(p));
+  }
+  const Part& first = parts.at(0);
+  const int N = first.shard["shards"].get<int>();
+  std::map<int, const Part*> by_index;
+  for (const Part& p : parts) {
+    const int i = p.shard["shard"].get<int>(), n = p.shard["shards"].get<int>();
+    if (n != N)
+      throw file_error(p.summary, "is shard " + std::to_string(i) + "/" + std::to_string(n) + ", " + first.summary +
+                                      " is one of " + std::to_string(N) + " shards");
+    if (i < 0 || i >= N) throw file_error(p.summary, "is not the report of a shard (shard index out of range)");
+    for (const auto& [key, value] : first.shard["identity"].items())
+      if (p.shard["identity"].value(key, json()) != value)
+        throw file_error(p.summary, "differs from " + first.summary + " in " + key + " (" +
+                                        p.shard["identity"].value(key, json()).dump() + " vs " + value.dump() +
+                                        "): not a shard of the same job");
+    for (const char* key : {"methods", "settings_id", "settings"})
+      if (p.shard[key] != first.shard[key])
+        throw file_error(p.summary, "differs from " + first.summary + " in " + key + ": not a shard of the same job");
+    const auto [it, fresh] = by_index.emplace(i, &p);
+    if (!fresh)
+      throw file_error(p.summary, "is shard " + std::to_string(i) + "/" + std::to_string(N) + ", given twice (also " +
+                                      it->second->summary + ")");
+  }
+  for (int i = 0; i < N; ++i)
+    if (!by_index.count(i))
+      throw Error("eval merge: shard " + std::to_string(i) + "/" + std::to_string(N) + " is missing (" +
+                  std::to_string(parts.size()) + " of " + std::to_string(N) + " given)");
+  // Every image of the listing in exactly one shard, the one its index says.
+  std::map<std::string, size_t> index_of;
+  size_t total = 0;
+  for (const Part& p : parts) total += p.shard["images"].size();
+  std::vector<int> owner(total, -1);
+  for (const Part& p : parts) {
+    const int i = p.shard["shard"].get<int>();
+    for (const auto& im : p.shard["images"]) {
+      const size_t k = im[0].get<size_t>();
+      if (k >= total || size_t(k) % size_t(N) != size_t(i) || owner[k] >= 0)
+        throw file_error(p.summary, "lists image " + std::to_string(k) + " (" + im[1].get<std::string>() +
+                                        "), which is not shard " + std::to_string(i) + "'s of " + std::to_string(total) +
+                                        " images");
+      owner[k] = i;
+      index_of[im[1].get<std::string>()] = k;
+    }
+  }
+  // The records, each shard's complete, in image order.
+  const std::vector<std::string> methods = first.shard["methods"].get<std::vector<std::string>>();
+  const std::string settings_id = first.shard["settings_id"].get<std::string>();
+  std::vector<std::pair<size_t, json>> records;
+  for (const Part& p : parts) {
+    const std::string jsonl = p.prefix + ".jsonl";
+    std::error_code ec;
+    if (!fs::is_regular_file(jsonl, ec)) throw file_error(jsonl, "is missing (the records of " + p.summary + ")");
+    std::set<std::string> done;
+    bool partial = false;
+    std::vector<json> lines = read_report(jsonl, settings_id, &done, &partial);
+    for (const auto& im : p.shard["images"]) {
+      const std::string key = im[1].get<std::string>();
+      if (done.count(key + "\t*")) continue;
+      for (const auto& m : methods)
+        if (!done.count(key + "\t" + m))
+          throw file_error(jsonl, "has no record of " + m + " for " + key + ": the shard did not finish; rerun it");
+    }
+    for (auto& l : lines) {
+      const auto k = index_of.find(record_image(l));
+      if (k != index_of.end() && owner[k->second] == p.shard["shard"].get<int>()) records.emplace_back(k->second, std::move(l));
+    }
+  }
+  std::stable_sort(records.begin(), records.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string prefix = o.out;
+  if (prefix.empty()) {
+    const std::string tag = "-" + std::to_string(first.shard["shard"].get<int>()) + "-of-" + std::to_string(N);
+    prefix = ends_with(first.prefix, tag) ? first.prefix.substr(0, first.prefix.size() - tag.size()) : first.prefix + "-merged";
+  }
+  std::vector<json> lines;
+  std::string text;
+  for (auto& [k, l] : records) {
+    text += l.dump() + "\n";
+    lines.push_back(std::move(l));
+  }
+  std::set<std::string> listed;
+  for (const auto& [key, k] : index_of) listed.insert(key);
+  const json& h = first.shard["head"];
+  const ReportHead head{h.value("arch", ""), h.value("weights", ""), h.value("data", ""), h.value("ratios", ""),
+                        h.value("boxes", false), total};
+  write_text_atomic(prefix + ".jsonl", text);
+  const int64_t bad = write_report_summary(lines, listed, methods, first.shard["settings"], head, prefix, json());
+  std::fprintf(stderr, "eval merge: %d shards, %zu images: report in %s.jsonl, .json, .md and .png\n", N, total,
+               prefix.c_str());
+  if (bad > 0)
+    std::fprintf(stderr, "parchgrad: note: %lld inputs or annotations were skipped by the shards (in %s.jsonl)\n",
+                 static_cast<long long>(bad), prefix.c_str());
 }
 
 }  // namespace
@@ -576,11 +762,10 @@ void run_eval(const EvalOptions& o) {
 void register_eval(CLI::App& app) {
   auto eo = std::make_shared<EvalOptions>();
   CLI::App* e = app.add_subcommand("eval", "Faithfulness and localisation metrics of saliency methods over a data set");
-  e->add_option("--weights", eo->weights, "torchvision state dict (.pth or .safetensors)")->required();
+  e->add_option("--weights", eo->weights, "torchvision state dict (.pth or .safetensors)");
   e->add_option("--model", eo->model, "architecture (inferred from the weights when omitted)");
   e->add_option("--data", eo->data,
-                "ImageFolder directory (sorted class folders give ids), or a flat folder with a labelled boxes.jsonl")
-      ->required();
+                "ImageFolder directory (sorted class folders give ids), or a flat folder with a labelled boxes.jsonl");
   e->add_option("--labels", eo->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
   e->add_option("--boxes", eo->boxes,
                 "directory of Pascal VOC XML files (<stem>.xml), or a boxes .jsonl (default: DIR/boxes.jsonl if present)");
@@ -599,8 +784,23 @@ void register_eval(CLI::App& app) {
   e->add_option("--threads", eo->threads, "CPU threads (default: all cores)");
   add_device_flags(e, eo->dev);
   e->add_flag("--no-resume", eo->no_resume, "start over instead of continuing PREFIX.jsonl");
+  e->add_option("--shard", eo->shard,
+                "i/N: evaluate the images whose index % N == i into PREFIX-i-of-N.* (see `eval merge`); auto: i and N "
+                "from the launcher (Slurm, Open MPI, PMI)");
   add_method_flags(e, eo->m);
-  e->callback([eo]() { run_eval(*eo); });
+  auto mo = std::make_shared<EvalMergeOptions>();
+  CLI::App* m = e->add_subcommand("merge", "Join the reports of `eval --shard i/N` into the report of one run");
+  m->add_option("shards", mo->shards, "the shards' reports (PREFIX-i-of-N.json, .jsonl or the prefix)")->required();
+  m->add_option("-o,--out", mo->out, "report path prefix (default: the shards' PREFIX)");
+  m->callback([mo]() { run_eval_merge(*mo); });
+  e->callback([eo, m]() {
+    if (m->parsed()) return;
+    // (Not CLI11-required, so that `eval merge` needs neither; still a usage error, status 2.)
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{"--weights", &eo->weights}, {"--data", &eo->data}})
+      if (value->empty()) throw CLI::RequiredError(name);
+    run_eval(*eo);
+  });
 }
 
 }  // namespace pg::cli

@@ -23,6 +23,7 @@
 #include "tools/cli/device_flags.h"
 #include "tools/cli/method_flags.h"
 #include "tools/cli/reports.h"
+#include "tools/cli/shard.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/plot.h"
 #include "tools/lib/prefetch.h"
@@ -44,6 +45,7 @@ struct SaliencyOptions : api::SaliencySettings {
   std::string weights, model, target = "top1", out = "saliency_out", classes;
   std::vector<std::string> inputs;
   std::string compare;
+  std::string shard;  // i/N or auto: this process's share of the inputs (tools/cli/shard.h)
   bool explain_masks = false;
   bool all_targets = false;
   std::string colormap = "ramp";
@@ -187,6 +189,7 @@ void run_saliency(const SaliencyOptions& opts) {
       throw Error("--target: '" + o.target + "' is not topK with K >= 1");
   }
   const std::vector<InputFile> inputs = expand_inputs(o.inputs);
+  const Shard sh = parse_shard(o.shard);
   auto model = nn::load_model(o.weights, o.model);
   const auto names = weights::class_names_for(o.weights, o.classes, model->num_classes());
   const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target, names);
@@ -242,11 +245,35 @@ void run_saliency(const SaliencyOptions& opts) {
 
   nn::Context ctx;
   setup_device(o.dev, ctx);
-  io::Progress progress("saliency", int64_t(inputs.size()));
+  // A shard takes the inputs whose index in the expanded list has index % N == shard, writes its
+  // index as results-<i>-of-<N>.jsonl and, when it has finished, results-<i>-of-<N>.json (its
+  // inputs and settings), which `parchgrad merge-results` checks and joins in input order.
+  std::vector<size_t> mine;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (sh.owns(int64_t(i))) mine.push_back(i);
+  // Per-sample lists (--target, --sg-noise [M, S, ...]) are indexed by the sample's position in
+  // the whole run: a shard counts the samples of the inputs before its own (a .npy's rows).
+  std::vector<int64_t> first_sample(inputs.size() + 1, 0);
+  if (sh.active)
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      int64_t n = 1;
+      if (is_npy(inputs[i].path) && ((targets.size() > 1 && !o.all_targets) || !o.m.sg_noise.empty())) {
+        try {
+          const Tensor t = io::load_npy(inputs[i].path);
+          n = t.ndim() == 4 ? t.dim(0) : 1;
+        } catch (const Error&) {
+        }
+      }
+      first_sample[i + 1] = first_sample[i] + n;
+    }
+  io::Progress progress(sh.active ? "saliency " + sh.text() : "saliency", int64_t(mine.size()));
   std::set<std::string> used_names;
   int failed = 0;
   std::vector<Sample> pending;
-  const std::string results_path = (fs::path(o.out) / "results.jsonl").string();
+  const std::string results_name = sh.active ? "results-" + sh.tag() : "results";
+  const std::string results_path = (fs::path(o.out) / (results_name + ".jsonl")).string();
+  const std::string manifest_path = (fs::path(o.out) / (results_name + ".json")).string();
+  if (sh.active) fs::remove(manifest_path, ec);  // written again when this shard has finished
   // Before any work: refuses a foreign file, and drops a partial last line a killed run left
   // (this run's lines are appended after it).
   if (fs::exists(results_path)) reindex_results(results_path);
@@ -358,9 +385,10 @@ void run_saliency(const SaliencyOptions& opts) {
   // On the device, the next inputs are decoded on two CPU threads while a batch runs.
   const bool prefetch = ctx.device == Device::cuda;
   io::Prefetcher<std::vector<Sample>> loader(
-      inputs.size(), [&](size_t i) { return load_input(inputs[i], prefetch); }, prefetch ? size_t(2 * o.batch) : 1,
+      mine.size(), [&](size_t i) { return load_input(inputs[mine[i]], prefetch); }, prefetch ? size_t(2 * o.batch) : 1,
       prefetch ? 2 : 0);
-  for (size_t i = 0; i < inputs.size(); ++i) {
+  for (size_t i = 0; i < mine.size(); ++i) {
+    if (sh.active) sample_counter = first_sample[mine[i]];
     std::vector<Sample> samples;
     try {
       samples = loader.next();
@@ -382,13 +410,26 @@ void run_saliency(const SaliencyOptions& opts) {
   }
   flush();
   const size_t replaced = reindex_results(results_path);
-  progress.summary("outputs and results.jsonl in " + o.out +
+  if (sh.active) {
+    json listed = json::array();
+    for (size_t i : mine) listed.push_back({i, inputs[i].path});
+    json settings = settings_json(o.m);
+    settings.update({{"method", o.method}, {"parchgrad", o.parchgrad}, {"compare", o.compare}, {"target", o.target},
+                     {"all_targets", o.all_targets}, {"model", model->arch()}, {"batch", o.batch},
+                     {"colormap", o.colormap}, {"overlay_opacity", o.overlay_opacity}});
+    write_text_atomic(manifest_path, json({{"parchgrad", "saliency shard"}, {"shard", sh.index}, {"shards", sh.count},
+                                           {"weights_hash", content_hash(o.weights)}, {"settings", settings},
+                                           {"inputs_total", inputs.size()}, {"inputs", listed}, {"failed", failed},
+                                           {"results", results_name + ".jsonl"}})
+                                          .dump(1) + "\n");
+  }
+  progress.summary("outputs and " + results_name + ".jsonl in " + o.out +
                    (replaced ? " (" + std::to_string(replaced) + (replaced == 1 ? " entry" : " entries") +
                                 " of an earlier run replaced)"
                               : ""));
   if (failed) {
-    if (inputs.size() > 1)
-      std::fprintf(stderr, "parchgrad: error: %d of %zu inputs failed\n", failed, inputs.size());
+    if (mine.size() > 1)
+      std::fprintf(stderr, "parchgrad: error: %d of %zu inputs failed\n", failed, mine.size());
     throw ExitCode(1);
   }
 }
@@ -396,11 +437,17 @@ void run_saliency(const SaliencyOptions& opts) {
 struct GradientOptions {
   DeviceFlags dev;
   std::string weights, model, input, target = "top1", logits_out, grad_out;
+  std::string shard;  // i/N or auto: the batch's rows n with n % N == i
   int threads = 0;
 };
 
-void run_gradient(const GradientOptions& o) {
+void run_gradient(const GradientOptions& opts) {
+  GradientOptions o = opts;
   set_threads(o.threads);
+  const Shard sh = parse_shard(o.shard);
+  // Every process of `--shard auto` is given the same outputs: its shard's tag names its files.
+  for (std::string* out : {&o.logits_out, &o.grad_out})
+    if (sh.active && !out->empty()) *out = shard_file_name(*out, sh, o.shard == "auto");
   // Outputs are checked before any work; when the second cannot be written the first is
   // removed, so a failed run leaves neither.
   if (!o.logits_out.empty()) check_output_file("--logits-out", o.logits_out);
@@ -409,7 +456,25 @@ void run_gradient(const GradientOptions& o) {
   if (x.ndim() == 3) x = x.reshape({1, x.dim(0), x.dim(1), x.dim(2)});
   check_input(x, o.input);
   auto model = nn::load_model(o.weights, o.model);
-  const std::vector<int> targets = parse_targets(o.target, weights::class_names_for(o.weights, "", model->num_classes()));
+  std::vector<int> targets = parse_targets(o.target, weights::class_names_for(o.weights, "", model->num_classes()));
+  // A shard: the rows n % N == i of the batch, in order (the outputs hold those rows; stdout
+  // names them), with their own entries of a per-sample --target list.
+  std::vector<int64_t> rows;
+  if (sh.active) {
+    for (int64_t n = 0; n < x.dim(0); ++n)
+      if (sh.owns(n)) rows.push_back(n);
+    if (rows.empty())
+      throw file_error(o.input, "has " + std::to_string(x.dim(0)) + " samples, none of them in shard " + sh.text());
+    const int64_t per = x.numel() / x.dim(0);
+    Tensor mine({int64_t(rows.size()), x.dim(1), x.dim(2), x.dim(3)});
+    std::vector<int> mine_targets;
+    for (size_t k = 0; k < rows.size(); ++k) {
+      std::copy(x.data() + rows[k] * per, x.data() + (rows[k] + 1) * per, mine.data() + int64_t(k) * per);
+      if (targets.size() > 1 && int64_t(targets.size()) == x.dim(0)) mine_targets.push_back(targets[size_t(rows[k])]);
+    }
+    x = mine;
+    if (!mine_targets.empty()) targets = mine_targets;
+  }
   for (int t : targets)
     if (t >= model->num_classes())
       throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
@@ -425,7 +490,9 @@ void run_gradient(const GradientOptions& o) {
     if (!o.logits_out.empty()) fs::remove(o.logits_out, ec);
     throw;
   }
-  std::printf("%s", json({{"model", model->arch()}, {"targets", r.targets}}).dump().append("\n").c_str());
+  json line = {{"model", model->arch()}, {"targets", r.targets}};
+  if (sh.active) line.update({{"shard", sh.text()}, {"samples", rows}});
+  std::printf("%s", line.dump().append("\n").c_str());
 }
 
 }  // namespace
@@ -449,6 +516,9 @@ void register_saliency(CLI::App& app) {
   add_method_flags(s, so->m);
   s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
   s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
+  s->add_option("--shard", so->shard,
+                "i/N: explain the inputs whose index % N == i (results-i-of-N.jsonl; see merge-results); auto: i and "
+                "N from the launcher (Slurm, Open MPI, PMI)");
   s->add_option("inputs", so->inputs, "images (.png, .jpg), .npy tensors or directories")->required();
   s->callback([so, s]() {
     // Options that would do nothing are errors, not silently ignored.
@@ -468,6 +538,9 @@ void register_saliency(CLI::App& app) {
   g->add_option("--logits-out", go->logits_out, "write logits [N,K] here");
   g->add_option("--grad-out", go->grad_out, "write dL/dx [N,3,H,W] here");
   g->add_option("--threads", go->threads, "CPU threads (default: all cores)");
+  g->add_option("--shard", go->shard,
+                "i/N: only the samples n with n % N == i (the outputs hold those rows; stdout lists them); auto: i "
+                "and N from the launcher (Slurm, Open MPI, PMI)");
   add_device_flags(g, go->dev);
   g->callback([go]() { run_gradient(*go); });
 }

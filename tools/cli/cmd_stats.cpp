@@ -19,6 +19,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
+#include "tools/cli/shard.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/progress.h"
 #include "weights/state_dict.h"
@@ -49,30 +50,17 @@ size_t memory_bytes(double mb) {
   return size_t(mb * 1024.0 * 1024.0);
 }
 
-void parse_shard(const std::string& spec, int* i, int* n) {
-  const size_t slash = spec.find('/');
-  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < spec.size();
-  if (ok) {
-    const std::string a = spec.substr(0, slash), b = spec.substr(slash + 1);
-    ok = a.size() < 9 && b.size() < 9 && std::all_of(a.begin(), a.end(), ::isdigit) &&
-         std::all_of(b.begin(), b.end(), ::isdigit);
-    if (ok) {
-      *i = std::stoi(a);
-      *n = std::stoi(b);
-      ok = *n >= 1 && *i < *n;
-    }
-  }
-  if (!ok) throw Error("--shard: '" + spec + "' is not i/N with 0 <= i < N");
-}
-
 using api::GapCollector;
 
-void run_stats(const StatsOptions& o) {
+void run_stats(const StatsOptions& opts) {
+  StatsOptions o = opts;
   set_threads(o.threads);
   if (o.batch < 1) throw Error("--batch must be at least 1");
   if (o.test != "student" && o.test != "welch") throw Error("--test: '" + o.test + "' is not student or welch");
-  int shard = 0, shards = 1;
-  if (!o.shard.empty()) parse_shard(o.shard, &shard, &shards);
+  const Shard sh = parse_shard(o.shard);  // i/N or auto (the launcher's environment)
+  const int shard = sh.index, shards = sh.count;
+  // Every process of `--shard auto` is given the same --out: its shard's tag names its file.
+  if (sh.active) o.out = shard_file_name(o.out, sh, o.shard == "auto");
   const size_t limit = memory_bytes(o.memory_mb);
   check_output_file("--out", o.out);
   if (!o.dump_gap.empty()) check_output_file("--dump-gap", o.dump_gap);
@@ -82,7 +70,8 @@ void run_stats(const StatsOptions& o) {
   for (size_t i = 0; i < all.size(); ++i)
     if (int64_t(i) % shards == shard) mine.push_back(int64_t(i));
 
-  const DatasetStatsMeta meta = api::stats_meta(*model, o.weights, o.test);
+  DatasetStatsMeta meta = api::stats_meta(*model, o.weights, o.test);
+  if (sh.active) meta.weights_hash = content_hash(o.weights);  // `stats merge` checks that shards agree
   const std::vector<std::pair<std::string, int>> convs = api::stats_convs(*model);
   // Checkpoints: every --checkpoint images the accumulators so far go to a part file beside
   // the output (a shard file of this run, written atomically) and a new accumulator starts,
@@ -155,7 +144,7 @@ void run_stats(const StatsOptions& o) {
   setup_device(o.dev, ctx);
   ctx.hook = &hook;
 
-  io::Progress progress(o.shard.empty() ? "stats" : "stats " + o.shard, int64_t(mine.size()));
+  io::Progress progress(sh.active ? "stats " + sh.text() : "stats", int64_t(mine.size()));
   if (!done.empty()) progress.advance(int64_t(done.size()));
   std::vector<Tensor> xs;
   std::vector<int64_t> idx;
@@ -209,14 +198,14 @@ void run_stats(const StatsOptions& o) {
     merged = DatasetStats::merge_shards(parts, limit);
     result = merged.get();
   }
-  if (o.shard.empty()) {
+  if (!sh.active) {
     result->finalize(o.out);
   } else {
     result->write_shard(o.out, shard, shards);
   }
   merged.reset();
   for (const auto& p : parts) fs::remove(p, ec);
-  progress.summary((o.shard.empty() ? "statistics in " : "shard in ") + o.out);
+  progress.summary((sh.active ? "shard " + sh.text() + " in " : "statistics in ") + o.out);
 }
 
 void run_merge(const MergeOptions& o) {
@@ -236,7 +225,9 @@ void register_stats(CLI::App& app) {
   s->add_option("--data", so->data, "ImageFolder directory: one sub-folder per class (sorted names give class ids)");
   s->add_option("-o,--out", so->out, "stats file (.safetensors), or the shard file with --shard");
   s->add_option("--test", so->test, "class-vs-rest t-test: student (pooled) or welch")->capture_default_str();
-  s->add_option("--shard", so->shard, "i/N: process the images whose index % N == i and write a shard file");
+  s->add_option("--shard", so->shard,
+                "i/N: process the images whose index % N == i and write a shard file; auto: i and N from the "
+                "launcher (Slurm, Open MPI, PMI)");
   s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
   s->add_option("--labels", so->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");

@@ -17,6 +17,7 @@ void register_bench(CLI::App& app);        // bench                (cmd_bench.cp
 void register_convert(CLI::App& app);      // convert, inspect     (cmd_convert.cpp)
 void register_preprocess(CLI::App& app);   // preprocess           (cmd_preprocess.cpp)
 void register_stats(CLI::App& app);        // stats, stats merge   (cmd_stats.cpp)
-void register_eval(CLI::App& app);         // eval                 (cmd_eval.cpp)
+void register_eval(CLI::App& app);         // eval, eval merge     (cmd_eval.cpp)
+void register_merge_results(CLI::App& app);  // merge-results     (cmd_merge.cpp)
 
 }  // namespace pg::cli

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "capi/saliency.h"
+#include "tools/cli/shard.h"
 #include "tools/cli/option_table.h"
 #include "nn/backend.h"
 #include "core/error.h"
@@ -11,13 +12,31 @@ namespace pg::cli {
 
 void add_device_flags(CLI::App* app, DeviceFlags& f) {
   app->add_option("--device", f.device, "cpu or cuda (default: cpu)");
-  app->add_option("--gpu", f.gpu, "CUDA device index (default: 0)");
+  app->add_option("--gpu", f.gpu,
+                  "CUDA device index (default: the local rank of a Slurm or MPI task modulo the visible devices, else 0)");
   add_table_options<api::DeviceSettings>(app, api::device_options(), f);
 }
 
 void setup_device(const DeviceFlags& f, nn::Context& ctx) {
-  api::setup_device(f.device, f.gpu, f, ctx);
-  if (ctx.device == Device::cuda) std::fprintf(stderr, "device: %s\n", nn::device_backend().description().c_str());
+  int gpu = 0;
+  std::string chosen;
+  if (!f.gpu.empty()) {
+    if (f.device != "cuda") throw Error("--gpu " + f.gpu + " needs --device cuda");
+    const bool digits = f.gpu.size() < 9 && f.gpu.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits) throw Error("--gpu: '" + f.gpu + "' is not a device index");
+    gpu = std::stoi(f.gpu);
+  } else if (f.device == "cuda") {
+    std::string source;
+    const int local = local_rank_from_environment(&source);
+    if (local >= 0) {
+      const int visible = nn::device_backend().device_count();
+      gpu = gpu_for_local_rank(local, visible);
+      chosen = " (" + source + "=" + std::to_string(local) + " of " + std::to_string(visible) + " visible)";
+    }
+  }
+  api::setup_device(f.device, gpu, f, ctx);
+  if (ctx.device == Device::cuda)
+    std::fprintf(stderr, "device: %d%s: %s\n", gpu, chosen.c_str(), nn::device_backend().description().c_str());
 }
 
 nlohmann::json device_json(const DeviceFlags& f) {

@@ -15,13 +15,15 @@ namespace pg::cli {
 // the C API's); the device itself is chosen here (the C API: pg_model_load).
 struct DeviceFlags : api::DeviceSettings {
   std::string device = "cpu";  // cpu | cuda
-  int gpu = 0;                 // device index
+  // A device index, or "" (not given): the process's local rank on its node modulo the visible
+  // devices (tools/cli/shard.h), device 0 outside a launcher.
+  std::string gpu;
 };
 
 void add_device_flags(CLI::App* app, DeviceFlags& f);
 
 // Checks the flags and, for cuda, starts the device with them (one line on stderr names the
-// device); sets ctx.device and ctx.device_options. Throws pg::Error for an unknown device or
+// device, and the local rank that chose it when --gpu was not given); sets ctx.device and ctx.device_options. Throws pg::Error for an unknown device or
 // precision, device flags given with --device cpu, or a build/machine without a usable
 // device.
 void setup_device(const DeviceFlags& f, nn::Context& ctx);

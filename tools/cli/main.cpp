@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   pg::cli::register_preprocess(app);
   pg::cli::register_stats(app);
   pg::cli::register_eval(app);
+  pg::cli::register_merge_results(app);
   // Bare `parchgrad`: the help. An unknown command is named (CLI11 alone would only say that
   // a subcommand is required).
   if (argc < 2) {
