@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "kernels/cpu/activations.h"
 #include "kernels/params.h"
 #include "core/memory.h"
 #include "core/tensor.h"
@@ -57,6 +58,13 @@ class Backend {
   virtual ag::Var relu6(Context& ctx, ag::Var x) = 0;  // in place; min(max(x, 0), 6)
   virtual ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) = 0;
   virtual ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) = 0;
+  // EfficientNet and MobileNetV3 (kernels/cpu/activations.h, squeeze_excite.h): SiLU, sigmoid,
+  // hardswish or hardsigmoid into a new tensor (the tape keeps x, or y for sigmoid); the
+  // squeeze-and-excitation product x [N, C, H, W] * s [N, C, 1, 1] into a new tensor, its
+  // backward giving both x (g * s) and s (the sum over H, W of g * x) their gradients (the
+  // tape keeps s for x's and x for s's).
+  virtual ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) = 0;
+  virtual ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) = 0;
   // a += b (tensors of equal size): the residual add and the tape's gradient accumulation.
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
 

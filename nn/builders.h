@@ -43,6 +43,39 @@ struct MobileNetSpec {
   int num_classes = 1000;
 };
 
+// torchvision's EfficientNet (B0-B7: MBConv blocks; V2 S/M/L: FusedMBConv then MBConv), blocks
+// in order, each with its place features.<stage>.<index>.
+struct EfficientNetSpec {
+  std::string name;
+  int stem = 32;         // features.0 output channels
+  int last = 1280;       // features[-1] output channels
+  double bn_eps = 1e-5;  // 1e-3 for B5-B7 and V2
+  struct Block {
+    bool fused = false;  // FusedMBConv: a kxk conv (expanding or not), no SE
+    int stage = 1, index = 0;
+    int in = 0, expanded = 0, out = 0, kernel = 3, stride = 1;
+    int squeeze = 0;  // the SE's width (MBConv)
+  };
+  std::vector<Block> blocks;
+  int num_classes = 1000;
+};
+
+// torchvision's MobileNetV3 (large or small, width_mult 1.0): InvertedResidual blocks with
+// optional SE (ReLU/hardsigmoid) and ReLU or hardswish activations.
+struct MobileNetV3Spec {
+  std::string name;
+  int stem = 16;      // features.0 output channels
+  int last = 960;     // features[-1] output channels (6 x the last block's)
+  int hidden = 1280;  // classifier.0 output
+  struct Block {
+    int in = 0, expanded = 0, out = 0, kernel = 3, stride = 1;
+    int squeeze = 0;  // SE width, 0 for none
+    bool hardswish = false;
+  };
+  std::vector<Block> blocks;
+  int num_classes = 1000;
+};
+
 bool resnet_spec_from_name(const std::string& name, ResNetSpec* spec);
 bool vgg_spec_from_name(const std::string& name, VGGSpec* spec);
 ResNetSpec resnet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
@@ -50,17 +83,28 @@ VGGSpec vgg_spec_from_weights(const weights::StateDict& sd, const std::string& s
 bool mobilenet_spec_from_name(const std::string& name, MobileNetSpec* spec);
 MobileNetSpec mobilenet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
 
+bool efficientnet_spec_from_name(const std::string& name, EfficientNetSpec* spec);
+EfficientNetSpec efficientnet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+bool mobilenet_v3_spec_from_name(const std::string& name, MobileNetV3Spec* spec);
+MobileNetV3Spec mobilenet_v3_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+
 // Every tensor the spec expects, with its shape, in torchvision's state-dict order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> resnet_tensors(const ResNetSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> vgg_tensors(const VGGSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> mobilenet_tensors(const MobileNetSpec& s);
 
+std::vector<std::pair<std::string, std::vector<int64_t>>> efficientnet_tensors(const EfficientNetSpec& s);
+std::vector<std::pair<std::string, std::vector<int64_t>>> mobilenet_v3_tensors(const MobileNetV3Spec& s);
+
 std::unique_ptr<class Model> build_resnet(const ResNetSpec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_vgg(const VGGSpec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_mobilenet(const MobileNetSpec& spec, WeightBinder& binder);
+std::unique_ptr<class Model> build_efficientnet(const EfficientNetSpec& spec, WeightBinder& binder);
+std::unique_ptr<class Model> build_mobilenet_v3(const MobileNetV3Spec& spec, WeightBinder& binder);
 
-// Builds one conv (and folds the BatchNorm named bn_prefix, if not empty) from the binder.
+// Builds one conv (and folds the BatchNorm named bn_prefix, if not empty, with its eps: PyTorch's
+// default 1e-5, 1e-3 for EfficientNet B5-B7 and V2 and for MobileNetV3) from the binder.
 Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn_prefix, int in,
-                 int out, int k, int stride, int pad, int groups, bool has_bias, int index);
+                 int out, int k, int stride, int pad, int groups, bool has_bias, int index, double bn_eps = 1e-5);
 
 }  // namespace pg::nn

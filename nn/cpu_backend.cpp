@@ -10,12 +10,14 @@
 #include <new>
 #include <string>
 
+#include "kernels/cpu/activations.h"
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
+#include "kernels/cpu/squeeze_excite.h"
 #include "kernels/cpu/winograd.h"
 #include "nn/backend.h"
 #include "core/error.h"
@@ -38,6 +40,8 @@ class CpuBackend final : public Backend {
   ag::Var relu6(Context& ctx, ag::Var x) override;
   ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
+  ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) override;
+  ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
@@ -202,6 +206,53 @@ ag::Var CpuBackend::avgpool(Context& ctx, const kernels::Pool2dParams& p, const 
   return out;
 }
 
+
+// SiLU, sigmoid, hardswish, hardsigmoid: a new tensor; the backward reads x, or y for
+// sigmoid, kept by reference (the models never write into either afterwards).
+ag::Var CpuBackend::activation(Context& ctx, kernels::Activation kind, const ag::Var& x) {
+  const int64_t n = x.value.numel();
+  Tensor y(x.value.shape());
+  {
+    profile::Scope prof("activation fwd");
+    kc::activation_forward(kind, x.value.data(), y.data(), n);
+  }
+  ag::Var out{y, -1};
+  record_backward(ctx, x, out, [kind, n, saved = kernels::activation_saves_output(kind) ? y : x.value](Tensor g) {
+    profile::Scope prof("activation bwd");
+    kc::activation_backward(kind, saved.data(), g.data(), g.data(), n);
+    return g;
+  });
+  return out;
+}
+
+// The squeeze-and-excitation product; the backward keeps s only for x's gradient and x only
+// for s's.
+ag::Var CpuBackend::se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) {
+  const kernels::SampleChannelScaleParams p = se_scale_params(x.value, s.value);
+  Tensor y(x.value.shape());
+  {
+    profile::Scope prof("se scale fwd");
+    kc::se_scale_forward(p, x.value.data(), s.value.data(), y.data());
+  }
+  ag::Var out{y, -1};
+  if (ctx.tape && (x.id >= 0 || s.id >= 0)) {
+    const int ix = x.id, is = s.id;
+    out.id = ctx.tape->new_value();
+    Tensor xv = is >= 0 ? x.value : Tensor(), sv = ix >= 0 ? s.value : Tensor();
+    const std::vector<int64_t> s_shape = s.value.shape();
+    ctx.tape->record([ix, is, out_id = out.id, p, xv, sv, s_shape](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      profile::Scope prof("se scale bwd");
+      Tensor ds = is >= 0 ? Tensor(s_shape) : Tensor();
+      kc::se_scale_backward(p, g.data(), is >= 0 ? xv.data() : nullptr, ix >= 0 ? sv.data() : nullptr,
+                            ix >= 0 ? g.data() : nullptr, is >= 0 ? ds.data() : nullptr);
+      if (is >= 0) tape.accumulate(is, std::move(ds));
+      if (ix >= 0) tape.accumulate(ix, std::move(g));
+    });
+  }
+  return out;
+}
 
 void CpuBackend::add_inplace(Tensor& a, const Tensor& b) {
   float* pa = a.data();

@@ -160,6 +160,35 @@ ag::Var add(Context& ctx, ag::Var a, const ag::Var& b) {
   return a;
 }
 
+ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) {
+  return backend(x.value.device()).activation(ctx, kind, x);
+}
+
+kernels::SampleChannelScaleParams se_scale_params(const Tensor& x, const Tensor& s) {
+  if (x.ndim() != 4 || s.ndim() != 4 || s.dim(0) != x.dim(0) || s.dim(1) != x.dim(1) || s.dim(2) != 1 ||
+      s.dim(3) != 1)
+    throw Error("se_scale: scale " + s.shape_str() + " does not fit input " + x.shape_str());
+  if (x.device() != s.device()) throw Error("se_scale: operands on different devices");
+  kernels::SampleChannelScaleParams p;
+  p.N = int(x.dim(0));
+  p.K = int(x.dim(1));
+  p.HW = x.dim(2) * x.dim(3);
+  return p;
+}
+
+ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) {
+  return backend(x.value.device()).se_scale(ctx, x, s);
+}
+
+ag::Var SqueezeExcitation::forward(Context& ctx, const ag::Var& x) const {
+  ag::Var s = adaptive_avgpool(ctx, x, 1, 1);
+  s = fc1.forward(ctx, s);
+  s = hard ? relu(ctx, s) : activation(ctx, kernels::Activation::silu, s);
+  s = fc2.forward(ctx, s);
+  s = activation(ctx, hard ? kernels::Activation::hardsigmoid : kernels::Activation::sigmoid, s);
+  return se_scale(ctx, x, s);
+}
+
 ag::Var flatten(Context& ctx, const ag::Var& x) {
   const auto s = x.value.shape();
   ag::Var out{x.value.reshape({s[0], x.value.numel() / s[0]}), -1};

@@ -118,4 +118,24 @@ ag::Var add(Context& ctx, ag::Var a, const ag::Var& b);
 void add_gradients(Tensor& a, const Tensor& b);
 ag::Var flatten(Context& ctx, const ag::Var& x);
 
+// ---- EfficientNet and MobileNetV3 ---------------------------------------------------------
+// SiLU, sigmoid, hardswish or hardsigmoid (kernels/cpu/activations.h): a new tensor of x's
+// shape (any shape); the backward keeps x (y for sigmoid).
+ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x);
+// x [N, C, H, W] * s [N, C, 1, 1] (the squeeze-and-excitation product): a new tensor;
+// gradients flow to both x and s.
+ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s);
+// The kernels' shape of that product (N, K = C, HW); throws when s is not [N, C, 1, 1] for x.
+kernels::SampleChannelScaleParams se_scale_params(const Tensor& x, const Tensor& s);
+
+// torchvision's SqueezeExcitation (ops/misc.py): s = scale_act(fc2(act(fc1(avgpool(x))))),
+// then x * s. fc1 and fc2 are 1x1 convs with bias (Conv2d modules: they count in a model's conv
+// list, and their output is 1x1). EfficientNet: act SiLU, scale_act sigmoid; MobileNetV3: ReLU
+// and hardsigmoid (hard = true).
+struct SqueezeExcitation {
+  Conv2d fc1, fc2;
+  bool hard = false;
+  ag::Var forward(Context& ctx, const ag::Var& x) const;
+};
+
 }  // namespace pg::nn

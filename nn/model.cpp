@@ -13,12 +13,15 @@ const std::vector<std::string>& known_architectures() {
       "resnet18",        "resnet34",         "resnet50",         "resnet101",       "resnet152",
       "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
       "vgg11",           "vgg11_bn",         "vgg13",            "vgg13_bn",        "vgg16",
-      "vgg16_bn",        "vgg19",            "vgg19_bn",         "mobilenet_v2"};
+      "vgg16_bn",        "vgg19",            "vgg19_bn",         "mobilenet_v2",
+      "efficientnet_b0", "efficientnet_b1",  "efficientnet_b2",  "efficientnet_b3", "efficientnet_b4",
+      "efficientnet_b5", "efficientnet_b6",  "efficientnet_b7",  "efficientnet_v2_s", "efficientnet_v2_m",
+      "efficientnet_v2_l", "mobilenet_v3_small", "mobilenet_v3_large"};
   return a;
 }
 
 Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn_prefix, int in, int out,
-                 int k, int stride, int pad, int groups, bool has_bias, int index) {
+                 int k, int stride, int pad, int groups, bool has_bias, int index, double bn_eps) {
   Conv2d c;
   c.site.name = name;
   c.site.index = index;
@@ -36,7 +39,7 @@ Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn
     Tensor mean = b.take(bn_prefix + ".running_mean", {out});
     Tensor var = b.take(bn_prefix + ".running_var", {out});
     b.ignore(bn_prefix + ".num_batches_tracked");
-    c.fold_batchnorm(gamma, beta, mean, var, 1e-5);
+    c.fold_batchnorm(gamma, beta, mean, var, bn_eps);
   }
   c.bind_site();
   return c;
@@ -73,6 +76,18 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
       WeightBinder binder(sd, source, arch);
       return build_mobilenet(mb, binder);
     }
+    EfficientNetSpec ef;
+    if (efficientnet_spec_from_name(arch, &ef)) {
+      ef.num_classes = classes_from(sd, "classifier.1.weight", "classifier.1.weight");
+      WeightBinder binder(sd, source, arch);
+      return build_efficientnet(ef, binder);
+    }
+    MobileNetV3Spec m3;
+    if (mobilenet_v3_spec_from_name(arch, &m3)) {
+      m3.num_classes = classes_from(sd, "classifier.3.weight", "classifier.3.weight");
+      WeightBinder binder(sd, source, arch);
+      return build_mobilenet_v3(m3, binder);
+    }
     std::string names;
     for (const auto& n : known_architectures()) names += (names.empty() ? "" : ", ") + n;
     throw Error("unknown model '" + arch + "' (known: " + names + ")");
@@ -87,14 +102,24 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
     WeightBinder binder(sd, source, mb.name);
     return build_mobilenet(mb, binder);
   }
+  if (sd.count("features.0.0.weight") && sd.count("features.1.0.block.0.0.weight")) {
+    EfficientNetSpec ef = efficientnet_spec_from_weights(sd, source);
+    WeightBinder binder(sd, source, ef.name);
+    return build_efficientnet(ef, binder);
+  }
+  if (sd.count("features.0.0.weight") && sd.count("features.1.block.0.0.weight")) {
+    MobileNetV3Spec m3 = mobilenet_v3_spec_from_weights(sd, source);
+    WeightBinder binder(sd, source, m3.name);
+    return build_mobilenet_v3(m3, binder);
+  }
   if (sd.count("features.0.weight")) {
     VGGSpec v = vgg_spec_from_weights(sd, source);
     WeightBinder binder(sd, source, v.name);
     return build_vgg(v, binder);
   }
   throw file_error(source, "cannot tell the architecture from the tensor names (expected torchvision ResNet, "
-                           "VGG or MobileNetV2 names such as 'conv1.weight', 'features.0.weight' or "
-                           "'features.0.0.weight'); pass --model");
+                           "VGG, MobileNetV2/V3, EfficientNet names such as 'conv1.weight', "
+                           "'features.0.weight' or 'features.0.0.weight'); pass --model");
 }
 
 std::unique_ptr<Model> load_model(const std::string& weights_path, const std::string& arch) {
@@ -116,6 +141,12 @@ weights::StateDict random_state_dict(const std::string& arch, int num_classes, u
   } else if (vgg_spec_from_name(arch, &v)) {
     v.num_classes = num_classes;
     tensors = vgg_tensors(v);
+  } else if (EfficientNetSpec ef; efficientnet_spec_from_name(arch, &ef)) {
+    ef.num_classes = num_classes;
+    tensors = efficientnet_tensors(ef);
+  } else if (MobileNetV3Spec m3; mobilenet_v3_spec_from_name(arch, &m3)) {
+    m3.num_classes = num_classes;
+    tensors = mobilenet_v3_tensors(m3);
   } else {
     throw Error("unknown model '" + arch + "'");
   }

@@ -25,6 +25,8 @@ class NoDevice final : public DeviceBackend {
   ag::Var relu6(Context&, ag::Var) override { no_device(); }
   ag::Var avgpool(Context&, const kernels::Pool2dParams&, const ag::Var&) override { no_device(); }
   ag::Var adaptive_avgpool(Context&, const ag::Var&, int, int) override { no_device(); }
+  ag::Var activation(Context&, kernels::Activation, const ag::Var&) override { no_device(); }
+  ag::Var se_scale(Context&, const ag::Var&, const ag::Var&) override { no_device(); }
   void add_inplace(Tensor&, const Tensor&) override { no_device(); }
   void spatial_variances(const Tensor&, const float*, const std::vector<uint8_t>&, std::vector<double>&,
                          std::vector<double>&) override {

@@ -22,6 +22,9 @@ PACKAGES=(
                            # libclang-rt-14-dev, only a Recommends of clang (skipped below)
   python3-torch python3-torchvision python3-scipy python3-pil python3-numpy python3-pytest
                            # reference implementations for the parity tests, model training
+  openmpi-bin              # mpirun, for tests/python/test_scale_out.py (three processes of
+                           # `--shard auto`); the engine does not link MPI: a process only
+                           # reads the rank variables its launcher sets
 )
 
 SUDO=""

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/activations.h"
 #include "kernels/cuda/avgpool.h"
 #include "kernels/cuda/channel_stats.h"
 #include "kernels/cuda/conv_dgrad.h"
@@ -18,6 +19,7 @@
 #include "kernels/cuda/preprocess.h"
 #include "kernels/cuda/relu.h"
 #include "kernels/cuda/seed.h"
+#include "kernels/cuda/squeeze_excite.h"
 #include "nn/backend.h"
 #include "core/error.h"
 #include "nn/gpu/runtime.h"
@@ -129,6 +131,8 @@ class GpuBackend final : public DeviceBackend {
   ag::Var relu6(Context& ctx, ag::Var x) override;
   ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) override;
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
+  ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) override;
+  ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
@@ -146,6 +150,7 @@ class GpuBackend final : public DeviceBackend {
     s.tensor_math = opt.precision != kernels::ConvPrecision::fp32;
     gpu::set_library_settings(s);
   }
+  int device_count() const override { return gpu::device_count(); }
   std::string description() const override { return gpu::initialized() ? gpu::device_description() : ""; }
   const char* runtime_name() const override { return gpu::backend_name(); }
   void upload(float* dst, const float* src, size_t bytes) override { gpu::upload(dst, src, bytes); }
@@ -163,7 +168,6 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const Conv2d::DeviceWeights& dw = device_weights(conv);
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
-  int device_count() const override { return gpu::device_count(); }
   lib_conv_forward(ctx.device_options.deterministic, p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
     kernels::ChannelAffineParams ap;
@@ -308,6 +312,49 @@ ag::Var GpuBackend::adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int 
     kcu::launch_adaptive_avgpool_backward(ap, g.dptr(), dx.dptr(), compute());
     return dx;
   });
+  return out;
+}
+
+// SiLU, sigmoid, hardswish, hardsigmoid: a new tensor; the backward reads x, or y for sigmoid.
+ag::Var GpuBackend::activation(Context& ctx, kernels::Activation kind, const ag::Var& x) {
+  require_device(x.value, "activation");
+  kcu::ActivationParams ap;
+  ap.kind = kind;
+  ap.n = x.value.numel();
+  Tensor y(x.value.shape(), Device::cuda);
+  kcu::launch_activation_forward(ap, x.value.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  record_backward(ctx, x, out, [ap, saved = kernels::activation_saves_output(kind) ? y : x.value](Tensor g) {
+    kcu::launch_activation_backward(ap, saved.dptr(), g.dptr(), g.dptr(), compute());
+    return g;
+  });
+  return out;
+}
+
+// The squeeze-and-excitation product; the backward keeps s only for x's gradient and x only
+// for s's.
+ag::Var GpuBackend::se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) {
+  require_device(x.value, "se_scale");
+  require_device(s.value, "se_scale");
+  const kernels::SampleChannelScaleParams p = se_scale_params(x.value, s.value);
+  Tensor y(x.value.shape(), Device::cuda);
+  kcu::launch_se_scale_forward(p, x.value.dptr(), s.value.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  if (ctx.tape && (x.id >= 0 || s.id >= 0)) {
+    const int ix = x.id, is = s.id;
+    out.id = ctx.tape->new_value();
+    Tensor xv = is >= 0 ? x.value : Tensor(), sv = ix >= 0 ? s.value : Tensor();
+    const std::vector<int64_t> s_shape = s.value.shape();
+    ctx.tape->record([ix, is, out_id = out.id, p, xv, sv, s_shape](ag::Tape& tape) {
+      Tensor g = tape.take(out_id);
+      if (g.empty()) return;
+      Tensor ds = is >= 0 ? Tensor(s_shape, Device::cuda) : Tensor();
+      kcu::launch_se_scale_backward(p, g.dptr(), is >= 0 ? xv.dptr() : nullptr, ix >= 0 ? sv.dptr() : nullptr,
+                                    ix >= 0 ? g.dptr() : nullptr, is >= 0 ? ds.dptr() : nullptr, compute());
+      if (is >= 0) tape.accumulate(is, std::move(ds));
+      if (ix >= 0) tape.accumulate(ix, std::move(g));
+    });
+  }
   return out;
 }
 

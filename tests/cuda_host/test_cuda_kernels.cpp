@@ -91,6 +91,10 @@ TEST_CASE("relu forward/backward: mask bits identical to the CPU backend's uint6
 TEST_CASE("maxpool forward (argmax, ties, NaN, -inf) and gather backward bit for bit") { run_group("maxpool"); }
 TEST_CASE("relu6 forward: values and mask bits identical to the CPU twin, no gradient at 0 and 6") { run_group("relu6"); }
 TEST_CASE("depthwise dgrad with the ParchGrad scale: bit for bit against the CPU twin") { run_group("depthwise"); }
+TEST_CASE("SiLU, sigmoid, hardswish, hardsigmoid forward/backward (EfficientNet, MobileNetV3) against the CPU twin") {
+  run_group("activations");
+}
+TEST_CASE("squeeze-and-excitation product, dx and ds bit for bit against the CPU twin") { run_group("se_scale"); }
 TEST_CASE("channel gap with and without the folded BatchNorm") { run_group("gap"); }
 TEST_CASE("spatial variances M, N: one pass over g, masks with empty H or L, BatchNorm scale") {
   run_group("variances");

@@ -1555,7 +1555,8 @@ const std::vector<Group>& groups() {
       {"relu", run_relu},           {"maxpool", run_maxpool},         {"gap", run_gap},   {"variances", run_variances},
       {"moments", run_moments},     {"dgrad", run_dgrad},             {"avgpool", run_avgpool},
       {"elementwise", run_elementwise}, {"seed", run_seed},           {"maps", run_maps}, {"preprocess", run_preprocess},
-      {"relu6", run_relu6},         {"depthwise", run_depthwise}};
+      {"relu6", run_relu6},         {"depthwise", run_depthwise},
+      {"activations", run_activations}, {"se_scale", run_se_scale}};
   return g;
 }
 

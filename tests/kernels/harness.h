@@ -96,6 +96,10 @@ struct Group {
   const char* name;  // relu, maxpool, gap, variances, moments, dgrad, avgpool, elementwise, seed, maps, preprocess
   void (*run)(Ctx&);
 };
+// tests/kernels/cases_activations.cpp (EfficientNet and MobileNetV3: SiLU, sigmoid,
+// hardswish, hardsigmoid; the squeeze-and-excitation product).
+void run_activations(Ctx& ctx);
+void run_se_scale(Ctx& ctx);
 const std::vector<Group>& groups();
 // The group of that name; throws pg::Error for an unknown one.
 const Group& group(const std::string& name);

@@ -1,0 +1,65 @@
+#include "kernels/cpu/activations.h"
+
+#include <algorithm>
+#include <cmath>
+
+// Every product and sum rounded on its own (the header's contract).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace pg::kernels::cpu {
+
+namespace {
+
+template <class F>
+void each(const float* x, float* y, int64_t n, F f) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+template <class F>
+void each2(const float* s, const float* g, float* dx, int64_t n, F f) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx[i] = f(s[i], g[i]);
+}
+
+}  // namespace
+
+void activation_forward(Activation a, const float* x, float* y, int64_t n) {
+  switch (a) {
+    case Activation::silu:
+      return each(x, y, n, [](float v) { return v / (1.f + std::exp(-v)); });
+    case Activation::sigmoid:
+      return each(x, y, n, [](float v) { return 1.f / (1.f + std::exp(-v)); });
+    case Activation::hardswish:
+      return each(x, y, n, [](float v) { return v * std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f; });
+    case Activation::hardsigmoid:
+      return each(x, y, n, [](float v) { return std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f; });
+  }
+}
+
+void activation_backward(Activation a, const float* saved, const float* g, float* dx, int64_t n) {
+  switch (a) {
+    case Activation::silu:
+      return each2(saved, g, dx, n, [](float x, float gv) {
+        const float s = 1.f / (1.f + std::exp(-x));
+        return gv * s * (1.f + x * (1.f - s));
+      });
+    case Activation::sigmoid:
+      return each2(saved, g, dx, n, [](float y, float gv) { return gv * (1.f - y) * y; });
+    case Activation::hardswish:
+      return each2(saved, g, dx, n, [](float x, float gv) {
+        if (x < -3.f) return 0.f;
+        if (x <= 3.f) return gv * (x / 3.f + 0.5f);
+        return gv;
+      });
+    case Activation::hardsigmoid:
+      return each2(saved, g, dx, n,
+                   [](float x, float gv) { return x > -3.f && x < 3.f ? gv * (1.f / 6.f) : 0.f; });
+  }
+}
+
+}  // namespace pg::kernels::cpu
