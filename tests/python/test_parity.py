@@ -8,15 +8,17 @@ logits and for the input gradient.
 The input gradient is piecewise constant in the input (ReLU masks, max-pool argmax). Where a unit
 is within float32 rounding of such a boundary, a correct engine may take the other side than
 PyTorch, and in a deep layer that moves the gradient by up to ~1e-2. When a sample's gradient
-misses the tolerance (but by less than GROSS, and with matching logits), it is checked again
-against a float64 PyTorch pass, accounting for flips of the ambiguous units
-(parity_common.explain_gradient): it passes only if flipping some units whose float64 margin is
-within 8x PyTorch's own float32 rounding error there (each flip counted exactly once) brings the
-error under 1e-4.
+misses the tolerance (with matching logits), it is judged against a float64 PyTorch pass, the
+project's standard: it passes when it is within 1e-4 of float64 or no farther from float64 than
+twice PyTorch float32's own distance. Otherwise (but by less than GROSS) it passes only if
+flipping some units whose float64 margin is within 8x PyTorch's own float32 rounding error there
+(each flip counted exactly once) brings the error under 1e-4
+(parity_common.explain_gradient, the costly analysis: only when the first test fails).
 
 Run with `pytest -s` to see the errors; a JSON summary goes to
 $PARCHGRAD_SCRATCH/parity_summary.json.
 """
+import copy
 import hashlib
 import os
 import time
@@ -133,12 +135,19 @@ def _report():
 _explained = {}
 
 
-def _check_sample(key, model, x, target, logits, grad, ref_logits, ref_grad):
-    """Errors of one sample and whether they pass (see the module's docstring)."""
+def _check_sample(key, model, x, target, logits, grad, ref_logits, ref_grad, ref64):
+    """Errors of one sample and whether they pass (see the module's docstring). ref64() gives
+    the float64 gradient of this sample (computed once per case, when first needed)."""
     res = {"logits_rel": pc.rel_err(logits[None], ref_logits[None]),
            "grad_rel": pc.rel_err(grad[None], ref_grad[None])}
     res["ok"] = res["logits_rel"] < pc.REL_TOL and res["grad_rel"] < pc.REL_TOL
-    if res["logits_rel"] < pc.REL_TOL and pc.REL_TOL <= res["grad_rel"] < GROSS:
+    if res["logits_rel"] < pc.REL_TOL and not res["ok"]:
+        g64 = ref64()
+        res["grad_fp64_rel"] = pc.rel_err(grad[None], g64[None])
+        res["torch_fp32_fp64_rel"] = pc.rel_err(ref_grad[None], g64[None])
+        res["ok"] = (res["grad_fp64_rel"] < pc.REL_TOL
+                     or res["grad_fp64_rel"] <= 2 * res["torch_fp32_fp64_rel"])
+    if res["logits_rel"] < pc.REL_TOL and not res["ok"] and res["grad_rel"] < GROSS:
         memo = (key, hashlib.sha1(x.numpy().tobytes()).hexdigest(), int(target),
                 hashlib.sha1(np.ascontiguousarray(grad).tobytes()).hexdigest())
         if memo not in _explained:
@@ -162,6 +171,12 @@ def test_gradient_parity(case):
     ref_logits, ref_grad = pc.reference(model, x, full_targets)
     torch_s = time.time() - t0
     assert np.isfinite(ref_grad).all() and np.linalg.norm(ref_grad) > 0
+    grad64 = []  # the float64 gradient of the case, made when a sample first needs it
+
+    def ref64(n):
+        if not grad64:
+            grad64.append(pc.reference(copy.deepcopy(model).double(), x.double(), full_targets)[1])
+        return grad64[0][n]
 
     weights = os.path.join(SCRATCH, cid + pc.SUFFIX[case.fmt])
     input_path = os.path.join(SCRATCH, cid + "_input.npy")
@@ -186,12 +201,15 @@ def test_gradient_parity(case):
             assert grad.shape == ref_grad.shape, (mode, grad.shape, ref_grad.shape)
             for n in range(case.batch):
                 res = _check_sample(case.key, model, x[n], full_targets[n], logits[n], grad[n],
-                                    ref_logits[n], ref_grad[n])
+                                    ref_logits[n], ref_grad[n], lambda n=n: ref64(n))
                 label = f"{cid} ({mode}) sample {n}"
                 SUMMARY.add(case=label, model=case.key, format=case.fmt, mode=mode,
                             shape=list(x.shape), target=full_targets[n],
                             engine_s=round(engine_s, 3), torch_s=round(torch_s, 3), **res)
                 extra = ""
+                if "grad_fp64_rel" in res:
+                    extra = (f" -> float64 {res['grad_fp64_rel']:.2e}, PyTorch float32 "
+                             f"{res['torch_fp32_fp64_rel']:.2e}")
                 if "grad_explained_rel" in res:
                     extra = (f" -> float64 {res['grad_fp64_rel']:.2e}, after "
                              f"{res['grad_decisions']} flip(s) of {res['grad_candidates']} "
