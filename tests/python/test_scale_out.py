@@ -284,7 +284,8 @@ def test_missing_partial_and_malformed_environments_are_refused_naming_the_varia
 def test_the_gpu_of_a_task_is_its_local_rank_modulo_the_visible_devices():
     """On the SIMT device build (PARCHGRAD_CUDA=SIM), with two simulated devices."""
     assert SIM_BIN and os.path.exists(SIM_BIN), "the SIMT device build is needed (CTest fixture device_simt_build)"
-    x = gradient_batch()
+    x = os.path.join(SCRATCH, "one32.npy")  # one small sample: the device path runs on CPU fibers here
+    np.save(x, np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32))
     for env, extra, says in (
         ({"SLURM_LOCALID": 3}, [], "device: 1 (SLURM_LOCALID=3 of 2 visible)"),
         ({"SLURM_LOCALID": 3, "OMPI_COMM_WORLD_LOCAL_RANK": 2}, [], "device: 0 (OMPI_COMM_WORLD_LOCAL_RANK=2 of 2"),
