@@ -1,0 +1,205 @@
+"""Parity of `parchgrad gradient` with torchvision's EfficientNets (SiLU, squeeze-and-excitation
+with sigmoid, depthwise MBConv, V2's FusedMBConv, BatchNorm eps 1e-5 or 1e-3 by variant): logits
+and input gradients against PyTorch, architecture named and inferred from the weights (which
+must then name it); a mis-shaped and a missing tensor named in one line; the engine's conv order
+is torchvision's Conv2d module order (the SE's fc1/fc2 included); and ParchGrad's cls/ins maps
+and masks on efficientnet_b0 against the PyTorch implementation of the method (parchgrad_ref.py).
+
+Random weights (BatchNorm statistics included), small inputs. efficientnet_b0 at 64x64 with two
+images, against float32 and float64 (parity_common.family_gradient_parity). The other ten at
+32x32 with one image against PyTorch float32 only (CI time: their float64 reference alone costs
+more than the engine; float32's criterion is the first of family_gradient_parity's: relative
+error below 1e-4 for logits and gradient). SiLU and sigmoid are smooth: no margin conditioning
+is needed, only the logit scale.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import parchgrad_ref as ref
+import parity_common as pc
+
+torch.set_num_threads(2)
+
+BIN = pc.binary_path()
+if os.environ.get("PARCHGRAD_BIN") and not os.path.exists(BIN):
+    raise RuntimeError(f"PARCHGRAD_BIN={BIN} does not exist")
+pytestmark = pytest.mark.skipif(BIN is None, reason="parchgrad binary not built")
+
+SCRATCH = pc.scratch_dir()
+ARCH = "efficientnet_b0"
+OTHERS = ["efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+          "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
+
+
+def no_inplace(model):
+    """No in-place activations (torchvision's SiLU(inplace=True) after a hooked conv's output
+    would edit the tensor the reference's hook watches)."""
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return model
+
+
+def conditioned_model(arch, classes, x):
+    model = pc.build_model(arch, classes)
+    pc.calibrate_logits(model, x)
+    return model
+
+
+def test_hooked_convs_in_module_order():
+    """The engine's conv order is torchvision's Conv2d module order, the SE's fc1 and fc2
+    included: 81 Conv2d modules on efficientnet_b0 (features.1.0 has no expansion), ratio 0.5
+    hooks the last 40."""
+    model = pc.build_model(ARCH, 10)
+    names = [n for n, _ in ref.conv_layers(model)]
+    assert len(names) == 81 and names[:6] == ["features.0.0", "features.1.0.block.0.0", "features.1.0.block.1.fc1",
+                                              "features.1.0.block.1.fc2", "features.1.0.block.2.0",
+                                              "features.2.0.block.0.0"]
+    hooked = ref.hooked_layers(model, "ratio:0.5")
+    assert hooked == names[41:] and hooked[0] == "features.5.0.block.1.0", hooked[:2]
+    # The engine lists the same convs in the same order (--explain-masks names every hooked
+    # conv; with ratio:1 every conv).
+    x = pc.make_input(1, 32, 32, 5)
+    d = os.path.join(SCRATCH, "efficientnet_order")
+    os.makedirs(d, exist_ok=True)
+    try:
+        stats = ref.random_stats(no_inplace(model), 10, x, 5)
+        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
+        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), ARCH, 10, write=pc.write_safetensors)
+        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
+        out = os.path.join(d, "out")
+        proc = subprocess.run([BIN, "saliency", "--weights", weights, "--method", "grad", "--parchgrad", "cls",
+                               "--stats", stats_path, "--layers", "ratio:1", "--target", "0", "--out", out,
+                               "--explain-masks", x_path], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        masks = [f for f in os.listdir(out) if f.endswith(".masks.json")]
+        assert len(masks) == 1, masks
+        with open(os.path.join(out, masks[0])) as f:
+            assert [l["name"] for l in json.load(f)["layers"]] == names
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_efficientnet_b0_parity():
+    classes = 10
+    x = pc.make_input(2, 64, 64, pc.stable_seed("input", ARCH))
+    model = conditioned_model(ARCH, classes, x)
+    failures = pc.family_gradient_parity(BIN, model, ARCH, x, [3, classes - 1], "safetensors", SCRATCH, explain=False)
+    assert not failures, "; ".join(failures)
+
+
+@pytest.mark.parametrize("arch", OTHERS)
+def test_efficientnet_family_parity(arch):
+    """32x32, one image, named and inferred: logits and input gradient within 1e-4 of PyTorch
+    float32."""
+    classes = 10
+    x = pc.make_input(1, 32, 32, pc.stable_seed("input", arch))
+    model = conditioned_model(arch, classes, x)
+    ref_logits, ref_grad = pc.reference(model, x, [3])
+    weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, arch + ".safetensors"), "safetensors")
+    del model
+    input_path = pc.save_npy(os.path.join(SCRATCH, arch + "_input.npy"), x.numpy())
+    try:
+        for named in (True, False):
+            proc, lpath, gpath = pc.run_gradient(BIN, weights, input_path, [3], os.path.join(SCRATCH, arch),
+                                                 model=arch if named else None)
+            assert proc.returncode == 0, proc.stderr
+            assert json.loads(proc.stdout.strip().splitlines()[-1])["model"] == arch, proc.stdout
+            lrel = pc.rel_err(np.load(lpath), ref_logits)
+            grel = pc.rel_err(np.load(gpath), ref_grad)
+            print(f"{arch} ({'named' if named else 'inferred'}): logits {lrel:.2e} grad {grel:.2e}")
+            assert lrel < pc.REL_TOL and grel < pc.REL_TOL
+    finally:
+        for p in (weights, input_path):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+def test_efficientnet_errors():
+    """A mis-shaped and a missing tensor are named in one line, inferred or named."""
+    model = pc.build_model(ARCH, 10)
+    sd = pc.model_state_dict(model)
+    bad = dict(sd)
+    bad["features.3.1.block.1.0.weight"] = bad["features.3.1.block.1.0.weight"][:, :, :3, :3].clone()
+    del bad["features.6.2.block.2.fc2.bias"]
+    path = pc.save_weights(bad, os.path.join(SCRATCH, ARCH + "_bad.safetensors"), "safetensors")
+    x = pc.make_input(1, 32, 32, 1)
+    input_path = pc.save_npy(os.path.join(SCRATCH, ARCH + "_bad_input.npy"), x.numpy())
+    try:
+        for named in (True, False):
+            proc, _, _ = pc.run_gradient(BIN, path, input_path, [0], os.path.join(SCRATCH, ARCH + "_bad"),
+                                         model=ARCH if named else None)
+            assert proc.returncode == 1
+            err = proc.stderr.strip().splitlines()
+            assert len(err) == 1, proc.stderr
+            assert "features.3.1.block.1.0.weight" in err[0] and "features.6.2.block.2.fc2.bias" in err[0], err[0]
+    finally:
+        for p in (path, input_path):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+@pytest.mark.parametrize("mode", ["cls", "ins"])
+def test_efficientnet_parchgrad(mode):
+    """ParchGrad (ratio 0.5: the last 40 of 81 convs, depthwise convs and the SE's 1x1-output
+    fc1/fc2 among them, where the spatial variance of a single position is 0 on both sides)
+    against the PyTorch implementation of the method: the hooked layers' selections H equal, the
+    maps within 1e-4 of PyTorch float32 or no farther from float64 than twice PyTorch float32's
+    own distance. 128x128: the hooked stages are 4x4 and 8x8. (At 64x64 they are 2x2: M and N
+    are then variances of four channel sums, of the order of their 1e-7 floor, float32 rounding
+    moves beta by ~1e-4, and PyTorch float32 and the engine both end 1e-4..5e-4 from float64.)"""
+    import copy
+    classes, size = 10, 128
+    seed = pc.stable_seed("parchgrad", ARCH)
+    x = pc.make_input(2, size, size, seed)
+    model = no_inplace(conditioned_model(ARCH, classes, x))
+    with torch.no_grad():
+        prob = torch.softmax(model(x), 1)
+    targets = [int(prob[n].argmax()) for n in range(x.shape[0])]
+    stats = ref.random_stats(model, classes, torch.cat([x, torch.zeros(1, 3, size, size)]), seed,
+                             cls_alphas=(0.05,), ins_alphas=(0.2,), quantiles=(0.1, 0.05),
+                             shapiro_thresholds=(0.05, 0.5))
+    cfg = ref.Config(mode, gamma=2.0)
+    ref_maps, records, layers = ref.attribute(model, stats, cfg, x, targets, method="grad")
+    maps64, records64, _ = ref.attribute(copy.deepcopy(model).double(), stats, cfg, x.double(), targets, method="grad")
+    assert len(layers) == 40 and any(l.endswith(".fc1") for l in layers) and any(".block.1.0" in l for l in layers)
+    d = os.path.join(SCRATCH, "efficientnet_parchgrad")
+    os.makedirs(d, exist_ok=True)
+    try:
+        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
+        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), ARCH, classes,
+                                     write=pc.write_safetensors)
+        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
+        out = os.path.join(d, "out")
+        cmd = [BIN, "saliency", "--weights", weights, "--model", ARCH, "--method", "grad", "--parchgrad", mode,
+               "--stats", stats_path, "--gamma", "2", "--target", ",".join(map(str, targets)), "--out", out,
+               "--explain-masks", x_path]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        for n in range(x.shape[0]):
+            got = np.load(os.path.join(out, f"x_{n}.npy"))
+            assert np.linalg.norm(ref_maps[n]) > 0
+            e = pc.rel_err(got[None], ref_maps[n][None])
+            e64, t64 = pc.rel_err(got[None], maps64[n][None]), pc.rel_err(ref_maps[n][None], maps64[n][None])
+            with open(os.path.join(out, f"x_{n}.masks.json")) as f:
+                masks = json.load(f)
+            names = [l["name"] for l in masks["layers"]]
+            assert names == layers
+            kept = 0
+            for g, o, o64 in zip(masks["layers"], ref.masks_of(records[0], layers, n),
+                                 ref.masks_of(records64[0], layers, n)):
+                assert g["H"] == o["H"] == o64["H"], f"{o['name']}: H differs"
+                kept += len(o["H"])
+            line = (f"{ARCH} {mode} sample {n}: map {e:.2e} against float32; against float64: engine {e64:.2e}, "
+                    f"PyTorch float32 {t64:.2e}; {kept} channels selected")
+            print(line)
+            assert kept > 0
+            assert e < pc.REL_TOL or e64 <= 2 * t64, line
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
