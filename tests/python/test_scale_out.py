@@ -287,20 +287,25 @@ def test_the_gpu_of_a_task_is_its_local_rank_modulo_the_visible_devices():
     x = os.path.join(SCRATCH, "one32.npy")  # one small sample: the device path runs on CPU fibers here
     np.save(x, np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32))
     for env, extra, says in (
-        ({"SLURM_LOCALID": 3}, [], "device: 1 (SLURM_LOCALID=3 of 2 visible)"),
-        ({"SLURM_LOCALID": 3, "OMPI_COMM_WORLD_LOCAL_RANK": 2}, [], "device: 0 (OMPI_COMM_WORLD_LOCAL_RANK=2 of 2"),
-        ({"MPI_LOCALRANKID": 1}, [], "device: 1 (MPI_LOCALRANKID=1 of 2 visible)"),
-        ({"SLURM_LOCALID": 3}, ["--gpu", 0], "device: 0: "),
-        ({}, [], "device: 0: "),
+        ({"SLURM_LOCALID": 3}, [], "(device 1: SLURM_LOCALID=3 of 2 visible)"),
+        ({"SLURM_LOCALID": 3, "OMPI_COMM_WORLD_LOCAL_RANK": 2}, [], "(device 0: OMPI_COMM_WORLD_LOCAL_RANK=2 of 2"),
+        ({"MPI_LOCALRANKID": 1}, [], "(device 1: MPI_LOCALRANKID=1 of 2 visible)"),
+        ({"SLURM_LOCALID": 3}, ["--gpu", 0], "(--gpu 0)"),
+        ({}, [], None),  # no launcher, no --gpu: device 0, said as before
     ):
         r = ok(run("gradient", "--weights", WEIGHTS, "--input", x, "--device", "cuda", *extra,
                    env=clean_env(PARCHGRAD_SIM_DEVICES=2, **env), binary=SIM_BIN))
-        assert says in r.stderr, (env, r.stderr)
+        line = [ln for ln in r.stderr.splitlines() if ln.startswith("device: ")]
+        assert len(line) == 1 and line[0].startswith("device: host SIMT runtime"), r.stderr
+        assert (says in line[0]) if says else line[0].endswith(")") and "(device" not in line[0], (env, line)
     line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--device", "cuda", "--gpu", 2,
                           env=clean_env(PARCHGRAD_SIM_DEVICES=2), binary=SIM_BIN))
     assert "device 2 does not exist" in line, line
     line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--gpu", 1))
     assert "--gpu 1 needs --device cuda" in line, line
+    line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--device", "cuda", "--gpu", "all",
+                          binary=SIM_BIN))
+    assert "--gpu all: one process driving several GPUs is not implemented" in line, line
 
 
 # ---- the examples: examples/mpi/run.sh under mpirun, examples/slurm/ under a stand-in srun ----

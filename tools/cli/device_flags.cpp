@@ -21,22 +21,27 @@ void setup_device(const DeviceFlags& f, nn::Context& ctx) {
   int gpu = 0;
   std::string chosen;
   if (!f.gpu.empty()) {
+    if (f.gpu == "all")
+      throw Error("--gpu all: one process driving several GPUs is not implemented (the device runtime holds one "
+                  "device per process); start one process per GPU with --shard auto (README: Large jobs)");
     if (f.device != "cuda") throw Error("--gpu " + f.gpu + " needs --device cuda");
     const bool digits = f.gpu.size() < 9 && f.gpu.find_first_not_of("0123456789") == std::string::npos;
     if (!digits) throw Error("--gpu: '" + f.gpu + "' is not a device index");
     gpu = std::stoi(f.gpu);
+    chosen = " (--gpu " + f.gpu + ")";
   } else if (f.device == "cuda") {
     std::string source;
     const int local = local_rank_from_environment(&source);
     if (local >= 0) {
       const int visible = nn::device_backend().device_count();
       gpu = gpu_for_local_rank(local, visible);
-      chosen = " (" + source + "=" + std::to_string(local) + " of " + std::to_string(visible) + " visible)";
+      chosen = " (device " + std::to_string(gpu) + ": " + source + "=" + std::to_string(local) + " of " +
+               std::to_string(visible) + " visible)";
     }
   }
   api::setup_device(f.device, gpu, f, ctx);
   if (ctx.device == Device::cuda)
-    std::fprintf(stderr, "device: %d%s: %s\n", gpu, chosen.c_str(), nn::device_backend().description().c_str());
+    std::fprintf(stderr, "device: %s%s\n", nn::device_backend().description().c_str(), chosen.c_str());
 }
 
 nlohmann::json device_json(const DeviceFlags& f) {
