@@ -203,3 +203,42 @@ def test_efficientnet_parchgrad(mode):
             assert e < pc.REL_TOL or e64 <= 2 * t64, line
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_cli_methods_smoke():
+    """Every attribution method runs on efficientnet_b0 (random weights): `stats` over a small
+    ImageFolder (the conv list with the SE's 1x1-output convs), then grad, ig, smoothgrad,
+    gradcam (default layer features[-1]) and grad with ParchGrad cls and ins from those
+    statistics: each writes finite, non-zero maps of the input's size."""
+    from PIL import Image
+    d = os.path.join(SCRATCH, "efficientnet_smoke")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    try:
+        model = pc.build_model(ARCH, 2)
+        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
+        rng = np.random.default_rng(0)
+        for c in ("a", "b"):
+            os.makedirs(os.path.join(d, "data", c))
+            for i in range(3):
+                img = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+                Image.fromarray(img).save(os.path.join(d, "data", c, f"{i}.png"))
+        stats = os.path.join(d, "stats.safetensors")
+        proc = subprocess.run([BIN, "stats", "--weights", weights, "--data", os.path.join(d, "data"), "--out", stats,
+                               "--checkpoint", "0"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        x_path = pc.save_npy(os.path.join(d, "x.npy"), pc.make_input(1, 64, 64, 9).numpy())
+        runs = {"grad": [], "ig": ["--ig-steps", "4"], "smoothgrad": ["--sg-samples", "3"], "gradcam": [],
+                "cls": ["--parchgrad", "cls", "--stats", stats], "ins": ["--parchgrad", "ins", "--stats", stats]}
+        for name, flags in runs.items():
+            out = os.path.join(d, "out_" + name)
+            method = name if name not in ("cls", "ins") else "grad"
+            proc = subprocess.run([BIN, "saliency", "--weights", weights, "--method", method, "--target", "0",
+                                   "--out", out] + flags + [x_path], capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, f"{name}: {proc.stderr}"
+            maps = [f for f in os.listdir(out) if f.endswith(".npy")]
+            assert len(maps) == 1, (name, os.listdir(out))
+            m = np.load(os.path.join(out, maps[0]))
+            assert m.shape[-2:] == (64, 64) and np.isfinite(m).all() and np.abs(m).max() > 0, name
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
