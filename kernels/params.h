@@ -105,6 +105,17 @@ struct SeedParams {
   int N = 0, K = 0;  // rows (samples), classes
 };
 
+// ---- LayerNorm over channels and exact GELU (kernels/cuda/layernorm.h, kernels/cuda/gelu.h,
+// kernels/cpu/layernorm.h, kernels/cpu/gelu.h; ConvNeXt) ----
+struct LayerNormParams {
+  int N = 0, C = 0;     // samples, channels (the normalised dimension)
+  int64_t HW = 0;       // positions per (n, c) plane; each (n, position) is normalised on its own
+  double eps = 1e-6;    // added to the biased variance
+};
+struct GeluParams {
+  int64_t n = 0;  // elements
+};
+
 // ---- precision of the device convolutions ----
 // Operand precision of the data-gradient GEMM (--precision fp32|tf32|bf16). Accumulation is
 // float32 in all three.

@@ -26,6 +26,7 @@ namespace pg::nn {
 
 struct Context;
 class Conv2d;
+class LayerNorm2d;
 class Linear;
 
 // Settings of the device path (--precision, --dgrad, --deterministic), carried through the
@@ -57,6 +58,10 @@ class Backend {
   virtual ag::Var relu(Context& ctx, ag::Var x) = 0;  // in place
   virtual ag::Var relu6(Context& ctx, ag::Var x) = 0;  // in place; min(max(x, 0), 6)
   virtual ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) = 0;
+  // ConvNeXt: LayerNorm over the channels at each (n, h, w) of an NCHW tensor (a new tensor),
+  // and exact (erf) GELU (a new tensor; x is kept for the backward).
+  virtual ag::Var layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) = 0;
+  virtual ag::Var gelu(Context& ctx, const ag::Var& x) = 0;
   virtual ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) = 0;
   // EfficientNet and MobileNetV3 (kernels/cpu/activations.h, squeeze_excite.h): SiLU, sigmoid,
   // hardswish or hardsigmoid into a new tensor (the tape keeps x, or y for sigmoid); the

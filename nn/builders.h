@@ -43,6 +43,15 @@ struct MobileNetSpec {
   int num_classes = 1000;
 };
 
+// torchvision's ConvNeXt: per stage its width and its number of CNBlocks; a downsample
+// (LayerNorm2d, 2x2 stride-2 conv) between consecutive stages.
+struct ConvNeXtSpec {
+  std::string name;         // convnext_tiny, _small, _base, _large or "convnext (custom)"
+  std::vector<int> dims;    // stage widths (features.0 output is dims[0])
+  std::vector<int> depths;  // CNBlocks per stage
+  int num_classes = 1000;
+};
+
 // torchvision's EfficientNet (B0-B7: MBConv blocks; V2 S/M/L: FusedMBConv then MBConv), blocks
 // in order, each with its place features.<stage>.<index>.
 struct EfficientNetSpec {
@@ -82,6 +91,8 @@ ResNetSpec resnet_spec_from_weights(const weights::StateDict& sd, const std::str
 VGGSpec vgg_spec_from_weights(const weights::StateDict& sd, const std::string& source);
 bool mobilenet_spec_from_name(const std::string& name, MobileNetSpec* spec);
 MobileNetSpec mobilenet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
+bool convnext_spec_from_name(const std::string& name, ConvNeXtSpec* spec);
+ConvNeXtSpec convnext_spec_from_weights(const weights::StateDict& sd, const std::string& source);
 
 bool efficientnet_spec_from_name(const std::string& name, EfficientNetSpec* spec);
 EfficientNetSpec efficientnet_spec_from_weights(const weights::StateDict& sd, const std::string& source);
@@ -92,6 +103,7 @@ MobileNetV3Spec mobilenet_v3_spec_from_weights(const weights::StateDict& sd, con
 std::vector<std::pair<std::string, std::vector<int64_t>>> resnet_tensors(const ResNetSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> vgg_tensors(const VGGSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> mobilenet_tensors(const MobileNetSpec& s);
+std::vector<std::pair<std::string, std::vector<int64_t>>> convnext_tensors(const ConvNeXtSpec& s);
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> efficientnet_tensors(const EfficientNetSpec& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> mobilenet_v3_tensors(const MobileNetV3Spec& s);
@@ -101,6 +113,7 @@ std::unique_ptr<class Model> build_vgg(const VGGSpec& spec, WeightBinder& binder
 std::unique_ptr<class Model> build_mobilenet(const MobileNetSpec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_efficientnet(const EfficientNetSpec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_mobilenet_v3(const MobileNetV3Spec& spec, WeightBinder& binder);
+std::unique_ptr<class Model> build_convnext(const ConvNeXtSpec& spec, WeightBinder& binder);
 
 // Builds one conv (and folds the BatchNorm named bn_prefix, if not empty, with its eps: PyTorch's
 // default 1e-5, 1e-3 for EfficientNet B5-B7 and V2 and for MobileNetV3) from the binder.

@@ -14,6 +14,8 @@
 #include "kernels/cpu/channel_stats.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/depthwise.h"
+#include "kernels/cpu/gelu.h"
+#include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/relu.h"
@@ -42,6 +44,8 @@ class CpuBackend final : public Backend {
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
   ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) override;
   ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) override;
+  ag::Var layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) override;
+  ag::Var gelu(Context& ctx, const ag::Var& x) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
@@ -54,7 +58,7 @@ ag::Var CpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   const kernels::Conv2dParams p = conv.params(x.value.shape());
   const int threads = omp_get_max_threads();
   Tensor y({p.N, p.K, p.P, p.Q});
-  const bool hooked = ctx.hook && ctx.hook->hooks(conv.site);
+  const bool hooked = conv.hookable && ctx.hook && ctx.hook->hooks(conv.site);
   kc::ConvEpilogue epi;
   epi.bias = conv.bias.empty() ? nullptr : conv.bias.data();
   Tensor gap;
@@ -193,6 +197,41 @@ ag::Var CpuBackend::adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int 
   return out;
 }
 
+
+// ConvNeXt's LayerNorm over channels: the backward recomputes the statistics from x (kept by
+// reference: the models never write into a LayerNorm's input afterwards).
+ag::Var CpuBackend::layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) {
+  const kernels::LayerNormParams p = ln.params(x.value);
+  Tensor y(x.value.shape());
+  {
+    profile::Scope prof("layernorm fwd");
+    kc::layernorm_forward(p, x.value.data(), ln.weight.data(), ln.bias.data(), y.data());
+  }
+  ag::Var out{y, -1};
+  const LayerNorm2d* l = &ln;
+  record_backward(ctx, x, out, [l, p, xv = x.value](Tensor g) {
+    profile::Scope prof("layernorm bwd");
+    kc::layernorm_backward(p, xv.data(), l->weight.data(), g.data(), g.data());
+    return g;
+  });
+  return out;
+}
+
+ag::Var CpuBackend::gelu(Context& ctx, const ag::Var& x) {
+  const int64_t n = x.value.numel();
+  Tensor y(x.value.shape());
+  {
+    profile::Scope prof("gelu fwd");
+    kc::gelu_forward(x.value.data(), n, y.data());
+  }
+  ag::Var out{y, -1};
+  record_backward(ctx, x, out, [n, xv = x.value](Tensor g) {
+    profile::Scope prof("gelu bwd");
+    kc::gelu_backward(xv.data(), g.data(), n, g.data());
+    return g;
+  });
+  return out;
+}
 
 ag::Var CpuBackend::avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) {
   Tensor y({p.N, p.C, p.P, p.Q});

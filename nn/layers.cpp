@@ -122,6 +122,24 @@ ag::Var relu6(Context& ctx, ag::Var x) {
   return b.relu6(ctx, std::move(x));
 }
 
+kernels::LayerNormParams LayerNorm2d::params(const Tensor& x) const {
+  if (x.ndim() != 4 || x.dim(1) != weight.numel())
+    throw Error(name + ": input " + x.shape_str() + " does not have the layer's " + std::to_string(weight.numel()) +
+                " channels");
+  kernels::LayerNormParams p;
+  p.N = int(x.dim(0));
+  p.C = int(x.dim(1));
+  p.HW = x.dim(2) * x.dim(3);
+  p.eps = eps;
+  return p;
+}
+
+ag::Var LayerNorm2d::forward(Context& ctx, const ag::Var& x) const {
+  return backend(x.value.device()).layernorm(ctx, *this, x);
+}
+
+ag::Var gelu(Context& ctx, const ag::Var& x) { return backend(x.value.device()).gelu(ctx, x); }
+
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) {
   return backend(x.value.device()).adaptive_avgpool(ctx, x, P, Q);
 }

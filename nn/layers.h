@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "autograd/hooks.h"
@@ -77,6 +78,10 @@ class Conv2d {
     Tensor weight, bias, bn_scale, bn_shift;
   };
   std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
+  // False for a convolution that stands in for another module (ConvNeXt's nn.Linear layers on
+  // the NHWC permute, run as 1x1 convs on NCHW): no hook sees it (ParchGrad, `stats`), and it
+  // is in no model's convs().
+  bool hookable = true;
 
   // Folds y = gamma * (x - mean) / sqrt(var + eps) + beta into weight and bias.
   void fold_batchnorm(const Tensor& gamma, const Tensor& beta, const Tensor& mean,
@@ -99,6 +104,22 @@ class Linear {
   ag::Var forward(Context& ctx, const ag::Var& x) const;
 };
 
+// LayerNorm over the channels of an NCHW tensor at each (n, h, w) (ConvNeXt's LayerNorm2d, and
+// its blocks' nn.LayerNorm over the last dimension of the NHWC permute: the same normalisation).
+class LayerNorm2d {
+ public:
+  std::string name;  // torchvision's module name, for errors
+  Tensor weight, bias;  // [C]
+  double eps = 1e-6;
+  struct DeviceWeights {
+    std::once_flag once;
+    Tensor weight, bias;
+  };
+  std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
+  kernels::LayerNormParams params(const Tensor& x) const;
+  ag::Var forward(Context& ctx, const ag::Var& x) const;
+};
+
 struct MaxPool2d {
   int kernel = 2, stride = 2, pad = 0;
   bool ceil_mode = false;
@@ -109,6 +130,8 @@ struct MaxPool2d {
 ag::Var relu(Context& ctx, ag::Var x);
 // ReLU6 (MobileNetV2), in place likewise; the gradient passes where 0 < x < 6.
 ag::Var relu6(Context& ctx, ag::Var x);
+// Exact (erf) GELU (ConvNeXt): a new tensor.
+ag::Var gelu(Context& ctx, const ag::Var& x);
 ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int out_h, int out_w);
 ag::Var avgpool(Context& ctx, const ag::Var& x, int kernel, int stride, int pad,
                 bool ceil_mode, bool count_include_pad);

@@ -14,6 +14,7 @@ const std::vector<std::string>& known_architectures() {
       "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
       "vgg11",           "vgg11_bn",         "vgg13",            "vgg13_bn",        "vgg16",
       "vgg16_bn",        "vgg19",            "vgg19_bn",         "mobilenet_v2",
+      "convnext_tiny",   "convnext_small",   "convnext_base",    "convnext_large",
       "efficientnet_b0", "efficientnet_b1",  "efficientnet_b2",  "efficientnet_b3", "efficientnet_b4",
       "efficientnet_b5", "efficientnet_b6",  "efficientnet_b7",  "efficientnet_v2_s", "efficientnet_v2_m",
       "efficientnet_v2_l", "mobilenet_v3_small", "mobilenet_v3_large"};
@@ -76,6 +77,12 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
       WeightBinder binder(sd, source, arch);
       return build_mobilenet(mb, binder);
     }
+    ConvNeXtSpec cn;
+    if (convnext_spec_from_name(arch, &cn)) {
+      cn.num_classes = classes_from(sd, "classifier.2.weight", "classifier.2.weight");
+      WeightBinder binder(sd, source, arch);
+      return build_convnext(cn, binder);
+    }
     EfficientNetSpec ef;
     if (efficientnet_spec_from_name(arch, &ef)) {
       ef.num_classes = classes_from(sd, "classifier.1.weight", "classifier.1.weight");
@@ -96,6 +103,11 @@ std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::stri
     ResNetSpec r = resnet_spec_from_weights(sd, source);
     WeightBinder binder(sd, source, r.name);
     return build_resnet(r, binder);
+  }
+  if (sd.count("features.0.0.weight") && sd.count("features.1.0.layer_scale")) {
+    ConvNeXtSpec cn = convnext_spec_from_weights(sd, source);
+    WeightBinder binder(sd, source, cn.name);
+    return build_convnext(cn, binder);
   }
   if (sd.count("features.0.0.weight") && sd.count("features.1.conv.0.0.weight")) {
     MobileNetSpec mb = mobilenet_spec_from_weights(sd, source);
@@ -132,9 +144,13 @@ weights::StateDict random_state_dict(const std::string& arch, int num_classes, u
   ResNetSpec r;
   VGGSpec v;
   MobileNetSpec mb;
+  ConvNeXtSpec cn;
   if (resnet_spec_from_name(arch, &r)) {
     r.num_classes = num_classes;
     tensors = resnet_tensors(r);
+  } else if (convnext_spec_from_name(arch, &cn)) {
+    cn.num_classes = num_classes;
+    tensors = convnext_tensors(cn);
   } else if (mobilenet_spec_from_name(arch, &mb)) {
     mb.num_classes = num_classes;
     tensors = mobilenet_tensors(mb);
@@ -173,7 +189,7 @@ weights::StateDict random_state_dict(const std::string& arch, int num_classes, u
       for (int64_t i = 0; i < n; ++i) t[i] = 0.5f + 1.5f * uni(rng);
     } else if (ends(name, "running_mean")) {
       for (int64_t i = 0; i < n; ++i) t[i] = 0.1f * normal(rng);
-    } else if (ends(name, ".weight")) {  // BatchNorm gamma
+    } else if (ends(name, ".weight") || ends(name, "layer_scale")) {  // BatchNorm/LayerNorm gamma, ConvNeXt's layer scale
       for (int64_t i = 0; i < n; ++i) t[i] = 0.5f + uni(rng);
     } else {  // biases
       for (int64_t i = 0; i < n; ++i) t[i] = 0.1f * normal(rng);

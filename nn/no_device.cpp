@@ -27,6 +27,8 @@ class NoDevice final : public DeviceBackend {
   ag::Var adaptive_avgpool(Context&, const ag::Var&, int, int) override { no_device(); }
   ag::Var activation(Context&, kernels::Activation, const ag::Var&) override { no_device(); }
   ag::Var se_scale(Context&, const ag::Var&, const ag::Var&) override { no_device(); }
+  ag::Var layernorm(Context&, const LayerNorm2d&, const ag::Var&) override { no_device(); }
+  ag::Var gelu(Context&, const ag::Var&) override { no_device(); }
   void add_inplace(Tensor&, const Tensor&) override { no_device(); }
   void spatial_variances(const Tensor&, const float*, const std::vector<uint8_t>&, std::vector<double>&,
                          std::vector<double>&) override {

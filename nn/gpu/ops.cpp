@@ -14,6 +14,8 @@
 #include "kernels/cuda/conv_dgrad.h"
 #include "kernels/cuda/depthwise_dgrad.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gelu.h"
+#include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/maps.h"
 #include "kernels/cuda/maxpool.h"
 #include "kernels/cuda/preprocess.h"
@@ -48,6 +50,15 @@ const Conv2d::DeviceWeights& device_weights(const Conv2d& conv) {
     d.bias = upload(conv.bias);
     d.bn_scale = upload(conv.bn_scale);
     d.bn_shift = upload(conv.bn_shift);
+  });
+  return d;
+}
+
+const LayerNorm2d::DeviceWeights& device_weights(const LayerNorm2d& ln) {
+  LayerNorm2d::DeviceWeights& d = *ln.device;
+  std::call_once(d.once, [&] {
+    d.weight = upload(ln.weight);
+    d.bias = upload(ln.bias);
   });
   return d;
 }
@@ -133,6 +144,8 @@ class GpuBackend final : public DeviceBackend {
   ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) override;
   ag::Var activation(Context& ctx, kernels::Activation kind, const ag::Var& x) override;
   ag::Var se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) override;
+  ag::Var layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) override;
+  ag::Var gelu(Context& ctx, const ag::Var& x) override;
   void add_inplace(Tensor& a, const Tensor& b) override;
   void spatial_variances(const Tensor& g, const float* bn_scale, const std::vector<uint8_t>& select,
                          std::vector<double>& M, std::vector<double>& Nv) override;
@@ -176,7 +189,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
     ap.HW = p.out_plane();
     kcu::launch_channel_affine(ap, y.dptr(), nullptr, dw.bias.dptr(), compute());
   }
-  const bool hooked = ctx.hook && ctx.hook->hooks(conv.site);
+  const bool hooked = conv.hookable && ctx.hook && ctx.hook->hooks(conv.site);
   if (hooked) {
     // The forward statistic of the raw conv output, from the output just written.
     Tensor gap({p.N, p.K}, Device::cuda);
@@ -311,6 +324,37 @@ ag::Var GpuBackend::adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int 
     Tensor dx(s, Device::cuda);
     kcu::launch_adaptive_avgpool_backward(ap, g.dptr(), dx.dptr(), compute());
     return dx;
+  });
+  return out;
+}
+
+// ConvNeXt's LayerNorm over channels (the project's kernel, the CPU twin's bits): the backward
+// recomputes the statistics from x, kept by reference.
+ag::Var GpuBackend::layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) {
+  require_device(x.value, "layernorm");
+  const kernels::LayerNormParams p = ln.params(x.value);
+  const LayerNorm2d::DeviceWeights& dw = device_weights(ln);
+  Tensor y(x.value.shape(), Device::cuda);
+  kcu::launch_layernorm_forward(p, x.value.dptr(), dw.weight.dptr(), dw.bias.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  const LayerNorm2d* l = &ln;
+  record_backward(ctx, x, out, [l, p, xv = x.value](Tensor g) {
+    kcu::launch_layernorm_backward(p, xv.dptr(), device_weights(*l).weight.dptr(), g.dptr(), g.dptr(), compute());
+    return g;
+  });
+  return out;
+}
+
+ag::Var GpuBackend::gelu(Context& ctx, const ag::Var& x) {
+  require_device(x.value, "gelu");
+  kernels::GeluParams p;
+  p.n = x.value.numel();
+  Tensor y(x.value.shape(), Device::cuda);
+  kcu::launch_gelu_forward(p, x.value.dptr(), y.dptr(), compute());
+  ag::Var out{y, -1};
+  record_backward(ctx, x, out, [p, xv = x.value](Tensor g) {
+    kcu::launch_gelu_backward(p, xv.dptr(), g.dptr(), g.dptr(), compute());
+    return g;
   });
   return out;
 }

@@ -1556,6 +1556,7 @@ const std::vector<Group>& groups() {
       {"moments", run_moments},     {"dgrad", run_dgrad},             {"avgpool", run_avgpool},
       {"elementwise", run_elementwise}, {"seed", run_seed},           {"maps", run_maps}, {"preprocess", run_preprocess},
       {"relu6", run_relu6},         {"depthwise", run_depthwise},
+      {"layernorm", run_layernorm}, {"gelu", run_gelu},
       {"activations", run_activations}, {"se_scale", run_se_scale}};
   return g;
 }

@@ -96,10 +96,15 @@ struct Group {
   const char* name;  // relu, maxpool, gap, variances, moments, dgrad, avgpool, elementwise, seed, maps, preprocess
   void (*run)(Ctx&);
 };
+// Groups whose tables live in files of their own: tests/kernels/cases_layernorm.cpp
+// (ConvNeXt's layernorm and gelu).
+void run_layernorm(Ctx& ctx);
+void run_gelu(Ctx& ctx);
 // tests/kernels/cases_activations.cpp (EfficientNet and MobileNetV3: SiLU, sigmoid,
 // hardswish, hardsigmoid; the squeeze-and-excitation product).
 void run_activations(Ctx& ctx);
 void run_se_scale(Ctx& ctx);
+
 const std::vector<Group>& groups();
 // The group of that name; throws pg::Error for an unknown one.
 const Group& group(const std::string& name);
