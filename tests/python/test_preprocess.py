@@ -429,6 +429,52 @@ def test_default_is_imagenet_transform():
     assert np.abs(a - ref).max() <= NORM_TOL
 
 
+@pytest.mark.parametrize("name", ["rgb_257x333.png", "rgb_1000x999.png", "astronaut.png", "rocket.jpg"])
+def test_bicubic_exact_pil(name):
+    """PIL's antialiased BICUBIC resize (a = -0.5, support 2 scaled by the downscale factor,
+    22-bit fixed point, clipped after each pass), bit for bit, down and up, via --raw --crop 0."""
+    path = SYNTHETIC[name] if name in SYNTHETIC else os.path.join(PHOTOS, name)
+    im = Image.open(path).convert("RGB")
+    for resize in (1, 3, 100, 240, 255, 288, 333, 600):
+        out = scratch(f"{name}.bicubic.{resize}.npy")
+        r = run("preprocess", path, "--out", out, "--raw", "--resize", resize, "--crop", 0,
+                "--interpolation", "bicubic")
+        assert r.returncode == 0, r.stderr
+        ref = np.asarray(T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC)(im)).astype(np.float32)
+        got = np.load(out)
+        assert got.shape == ref.shape, (resize, got.shape, ref.shape)
+        assert np.array_equal(got, ref), f"{name} -> {resize}: {int((got != ref).sum())} values differ"
+
+
+@pytest.mark.parametrize("weights", ["EfficientNet_B0_Weights.IMAGENET1K_V1", "EfficientNet_B1_Weights.IMAGENET1K_V2",
+                                     "EfficientNet_V2_L_Weights.IMAGENET1K_V1", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+                                     "VGG16_Weights.IMAGENET1K_FEATURES", "convnext_small"])
+def test_preset_is_torchvision_weights_transform(weights):
+    """--preprocess NAME end to end against torchvision's own weights.transforms() on a PIL image
+    (resize size, crop size, filter, mean and std as the weights enum defines them): equal within
+    float rounding. A model name means its IMAGENET1K_V1 weights."""
+    import torchvision.models as M
+    enum_name, _, member = weights.partition(".")
+    if not member:
+        enum_name, member = {"convnext_small": ("ConvNeXt_Small_Weights", "IMAGENET1K_V1")}[weights]
+    transform = getattr(getattr(M, enum_name), member).transforms()
+    for name in ("chelsea.png", "rocket.jpg"):
+        path = os.path.join(PHOTOS, name)
+        out = scratch(f"preset.{weights}.{name}.npy")
+        r = run("preprocess", path, "--out", out, "--preprocess", weights)
+        assert r.returncode == 0, r.stderr
+        ref = transform(Image.open(path).convert("RGB")).numpy()
+        got = np.load(out)
+        assert got.shape == ref.shape, (got.shape, ref.shape)
+        scale = float(np.abs(ref).max())
+        assert float(np.abs(got - ref).max()) <= 1e-6 * scale, f"{weights} {name}"
+
+
+def test_unknown_preset_refused():
+    r = run("preprocess", SYNTHETIC["rgb_100x80.png"], "--out", scratch("bad_preset.npy"), "--preprocess", "resnet7")
+    assert r.returncode != 0 and "resnet7" in r.stderr and "EfficientNet_B0_Weights.IMAGENET1K_V1" in r.stderr
+
+
 def test_npy_input_passthrough():
     path = SYNTHETIC["rgb_257x333.png"]
     _, ref = reference(path)

@@ -424,14 +424,44 @@ Image8 load_image_rgb(const std::string& path) {
 
 // ---------------------------------------------------------------- resampling
 
+namespace {
+// Pillow's filters (Resample.c): the triangle (support 1) and the bicubic convolution kernel
+// with a = -0.5 (support 2).
+double triangle_filter(double t) {
+  if (t < 0.0) t = -t;
+  return t < 1.0 ? 1.0 - t : 0.0;
+}
+double bicubic_filter(double x) {
+  const double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+}  // namespace
+
+const char* interpolation_name(Interpolation i) { return i == Interpolation::bicubic ? "bicubic" : "bilinear"; }
+
+bool parse_interpolation(const std::string& name, Interpolation* out) {
+  if (name == "bilinear") *out = Interpolation::bilinear;
+  else if (name == "bicubic") *out = Interpolation::bicubic;
+  else return false;
+  return true;
+}
+
 ResampleWindows bilinear_windows(int in_size, int out_size) {
+  return resample_windows(in_size, out_size, Interpolation::bilinear);
+}
+
+ResampleWindows resample_windows(int in_size, int out_size, Interpolation interp) {
   if (in_size < 1 || out_size < 1)
     throw Error("resize: bad sizes " + std::to_string(in_size) + " -> " + std::to_string(out_size));
+  const bool cubic = interp == Interpolation::bicubic;
   // Pillow passes the box edges as float (in0 = 0, in1 = in_size).
   const float in0 = 0.0f, in1 = static_cast<float>(in_size);
   const double scale = static_cast<double>(in1 - in0) / out_size;
   const double filterscale = scale < 1.0 ? 1.0 : scale;
-  const double support = 1.0 * filterscale;  // triangle filter: support 1
+  const double support = (cubic ? 2.0 : 1.0) * filterscale;
   ResampleWindows win;
   win.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   win.start.resize(out_size);
@@ -448,9 +478,8 @@ ResampleWindows bilinear_windows(int in_size, int out_size) {
     double* k = &win.coeffs[static_cast<size_t>(xx) * win.ksize];
     double ww = 0.0;
     for (int x = 0; x < xmax; ++x) {
-      double t = (x + xmin - center + 0.5) * ss;
-      if (t < 0.0) t = -t;
-      double w = t < 1.0 ? 1.0 - t : 0.0;
+      const double t = (x + xmin - center + 0.5) * ss;
+      const double w = cubic ? bicubic_filter(t) : triangle_filter(t);
       k[x] = w;
       ww += w;
     }
@@ -484,13 +513,17 @@ std::vector<int32_t> fixed_coeffs(const ResampleWindows& w) {
 }  // namespace
 
 Image8 resize_bilinear_aa(const Image8& img, int new_w, int new_h) {
+  return resize_aa(img, new_w, new_h, Interpolation::bilinear);
+}
+
+Image8 resize_aa(const Image8& img, int new_w, int new_h, Interpolation interp) {
   check_size(img.w, img.h);
   check_size(new_w, new_h);
   if (img.rgb.size() != static_cast<size_t>(img.w) * img.h * 3) throw Error("image: bad pixel buffer size");
   if (new_w == img.w && new_h == img.h) return img;
   const bool need_h = new_w != img.w, need_v = new_h != img.h;
-  ResampleWindows wh = bilinear_windows(img.w, new_w);
-  ResampleWindows wv = bilinear_windows(img.h, new_h);
+  ResampleWindows wh = resample_windows(img.w, new_w, interp);
+  ResampleWindows wv = resample_windows(img.h, new_h, interp);
 
   // Rows of the source that the vertical pass reads.
   int yfirst = 0, ylast = img.h;
@@ -627,12 +660,16 @@ const float kStd[3] = {0.229f, 0.224f, 0.225f};
 }  // namespace
 
 Image8 imagenet_crop(const Image8& img, int resize, int crop) {
+  return resize_and_crop(img, resize, crop, Interpolation::bilinear);
+}
+
+Image8 resize_and_crop(const Image8& img, int resize, int crop, Interpolation interp) {
   check_size(img.w, img.h);
   Image8 cur = img;
   if (resize > 0) {
     int nw = 0, nh = 0;
     resize_short_side_size(img.w, img.h, resize, &nw, &nh);
-    if (nw != img.w || nh != img.h) cur = resize_bilinear_aa(img, nw, nh);
+    if (nw != img.w || nh != img.h) cur = resize_aa(img, nw, nh, interp);
   }
   if (crop > 0) cur = center_crop(cur, crop, crop);
   return cur;
@@ -642,7 +679,9 @@ Tensor preprocess_imagenet(const Image8& img, int resize, int crop) {
   return normalize_imagenet(imagenet_crop(img, resize, crop));
 }
 
-Tensor normalize_imagenet(const Image8& cur) {
+Tensor normalize_imagenet(const Image8& cur) { return normalize_rgb(cur, kMean, kStd); }
+
+Tensor normalize_rgb(const Image8& cur, const float mean[3], const float std[3]) {
   const int64_t hw = static_cast<int64_t>(cur.w) * cur.h;
   Tensor t({3, cur.h, cur.w});
   float* o = t.data();
@@ -650,7 +689,7 @@ Tensor normalize_imagenet(const Image8& cur) {
     for (int64_t i = 0; i < hw; ++i) {
       // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides.
       const float v = static_cast<float>(cur.rgb[i * 3 + c]) / 255.0f;
-      o[c * hw + i] = (v - kMean[c]) / kStd[c];
+      o[c * hw + i] = (v - mean[c]) / std[c];
     }
   return t;
 }

@@ -23,6 +23,19 @@ Image8 load_image_rgb(const std::string& path);
 // downscale factor), bit-exact with PIL's fixed-point, two-pass implementation.
 Image8 resize_bilinear_aa(const Image8& img, int new_w, int new_h);
 
+// The resampling filters of torchvision's presets, as PIL implements them.
+enum class Interpolation { bilinear, bicubic };
+// "bilinear", "bicubic".
+const char* interpolation_name(Interpolation i);
+// Parses one of those names; false (and *out untouched) for anything else.
+bool parse_interpolation(const std::string& name, Interpolation* out);
+
+// PIL's Image.resize(size, BILINEAR or BICUBIC) with its antialiasing, bit-exact: the same
+// windows and fixed-point passes for both filters (BICUBIC: the cubic convolution kernel with
+// a = -0.5, support 2, scaled by the downscale factor; negative weights clipped to 0..255 after
+// each pass, as PIL does).
+Image8 resize_aa(const Image8& img, int new_w, int new_h, Interpolation interp);
+
 // torchvision Resize(short_side) output size: (w, h).
 void resize_short_side_size(int w, int h, int short_side, int* new_w, int* new_h);
 
@@ -37,6 +50,11 @@ Image8 imagenet_crop(const Image8& img, int resize = 256, int crop = 224);
 // Its arithmetic part, ToTensor + Normalize: [3, h, w] (kernels/cuda/preprocess.h does the
 // same on the device, bit for bit).
 Tensor normalize_imagenet(const Image8& img);
+// The same steps with any short side, crop and filter (0: no resize, no crop), and any mean
+// and std (torchvision's Normalize after ToTensor, in float32): what the presets of
+// tools/lib/preprocess_presets.h configure.
+Image8 resize_and_crop(const Image8& img, int resize, int crop, Interpolation interp);
+Tensor normalize_rgb(const Image8& img, const float mean[3], const float std[3]);
 // Inverse of the normalisation, for overlays of .npy inputs (values clamped to [0,255]).
 Image8 denormalize_imagenet(const Tensor& chw);
 
@@ -59,6 +77,8 @@ struct ResampleWindows {
   std::vector<double> coeffs;
 };
 ResampleWindows bilinear_windows(int in_size, int out_size);
+// The same for either filter (bilinear_windows is resample_windows(.., bilinear)).
+ResampleWindows resample_windows(int in_size, int out_size, Interpolation interp);
 // PIL's fixed-point form of a coefficient (PRECISION_BITS = 22, rounded half away from 0).
 int32_t fixed_point_coeff(double c);
 
