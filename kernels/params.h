@@ -116,6 +116,16 @@ struct GeluParams {
   int64_t n = 0;  // elements
 };
 
+// ---- activations of EfficientNet and MobileNetV3 (kernels/cpu/activations.h,
+// kernels/cuda/activations.h) ----
+enum class Activation { silu, sigmoid, hardswish, hardsigmoid };
+// Whether the backward reads the output y (sigmoid) rather than the input x (the others).
+inline bool activation_saves_output(Activation a) { return a == Activation::sigmoid; }
+struct ActivationParams {
+  Activation kind = Activation::silu;
+  int64_t n = 0;  // elements
+};
+
 // ---- precision of the device convolutions ----
 // Operand precision of the data-gradient GEMM (--precision fp32|tf32|bf16). Accumulation is
 // float32 in all three.

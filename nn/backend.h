@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "autograd/tape.h"
-#include "kernels/cpu/activations.h"
 #include "kernels/params.h"
 #include "core/memory.h"
 #include "core/tensor.h"

@@ -15,18 +15,12 @@
 // depends on that element alone, so batch, thread and position invariance are trivial.
 // kernels/cuda/activations.h is the twin (the same arithmetic; bit for bit where its exp is the
 // same function, i.e. on the host SIMT runtime; within a few ulp of exp on a GPU).
-// defines: Activation, activation_saves_output, activation_forward, activation_backward
+// (Activation, activation_saves_output and ActivationParams: kernels/params.h.)
+// defines: activation_forward, activation_backward
 #pragma once
 #include <cstdint>
 
-namespace pg::kernels {
-
-enum class Activation { silu, sigmoid, hardswish, hardsigmoid };
-
-// Whether the backward reads the output y (sigmoid) rather than the input x (the others).
-inline bool activation_saves_output(Activation a) { return a == Activation::sigmoid; }
-
-}  // namespace pg::kernels
+#include "kernels/params.h"
 
 namespace pg::kernels::cpu {
 

@@ -6,19 +6,15 @@
 // exp is expf: on the host SIMT runtime the same function as the twin's (bit for bit); under
 // nvcc CUDA's expf (within 2 ulp), so a GPU's SiLU and sigmoid may differ from the twin in the
 // last bits, hardswish and hardsigmoid never.
-// defines: ActivationParams, launch_activation_forward, launch_activation_backward
+// defines: launch_activation_forward, launch_activation_backward (ActivationParams:
+// kernels/params.h)
 #pragma once
 #include <cstdint>
 
 #include "core/stream.h"
-#include "kernels/cpu/activations.h"
+#include "kernels/params.h"
 
 namespace pg::kernels::cuda {
-
-struct ActivationParams {
-  Activation kind = Activation::silu;
-  int64_t n = 0;  // elements
-};
 
 // y[i] = f(x[i]); y may equal x. Device pointers.
 void launch_activation_forward(const ActivationParams& p, const float* x, float* y, cudaStream_t stream);

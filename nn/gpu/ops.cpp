@@ -362,7 +362,7 @@ ag::Var GpuBackend::gelu(Context& ctx, const ag::Var& x) {
 // SiLU, sigmoid, hardswish, hardsigmoid: a new tensor; the backward reads x, or y for sigmoid.
 ag::Var GpuBackend::activation(Context& ctx, kernels::Activation kind, const ag::Var& x) {
   require_device(x.value, "activation");
-  kcu::ActivationParams ap;
+  kernels::ActivationParams ap;
   ap.kind = kind;
   ap.n = x.value.numel();
   Tensor y(x.value.shape(), Device::cuda);

@@ -131,7 +131,7 @@ void run_activations(Ctx& ctx) {
       Buf<float> dx_in(d, x), dy(d, size_t(n)), ds(d, saved), dg(d, g), ddx(d, size_t(n));
       dy.poison();
       ddx.poison();
-      kc::ActivationParams p;
+      pg::kernels::ActivationParams p;
       p.kind = a;
       p.n = n;
       kc::launch_activation_forward(p, dx_in.get(), dy.get(), d.stream());
