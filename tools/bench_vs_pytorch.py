@@ -32,6 +32,9 @@ precision) pairs in one run, e.g. resnet18:fp32,resnet18:bf16,resnet18:bf16:cls 
 Needs PyTorch; torchvision when it is there (else the torchvision-shaped models of
 tests/gpu/models_check.py):
   /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models resnet18,vgg16
+  /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models efficientnet_b0,mobilenet_v3_large
+  (EfficientNet, MobileNetV3, MobileNetV2 and ConvNeXt need torchvision: the fallback builder
+  knows only ResNets and VGGs)
   python3 tools/bench_vs_pytorch.py --bin BUILD/parchgrad --device cuda --batch 256 \\
       --runs resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
 """
