@@ -143,6 +143,16 @@ const std::vector<Option<SaliencySettings>>& saliency_options() {
       {"batch", "images per batch (default: 8, or the CPU thread count when larger)", false,
        PG_INT("batch", batch, -kIntMax, kIntMax), false},
       {"threads", "CPU threads (default: all cores)", false, PG_INT("threads", threads, -kIntMax, kIntMax), false},
+      {"preprocess",
+       "images' preprocessing: a torchvision weights name (e.g. EfficientNet_B0_Weights.IMAGENET1K_V1), a model "
+       "name (its IMAGENET1K_V1 weights' transform) or imagenet (256/224 bilinear); default: the model's own",
+       false, PG_STR(preprocess), false},
+      {"resize", "images: resize the short side to this (0: none; default: the preset's)", false,
+       PG_INT("resize", resize, -1, 8192), false},
+      {"crop", "images: centre crop to this square (0: none; default: the preset's)", false,
+       PG_INT("crop", crop, -1, 8192), false},
+      {"interpolation", "images: resize filter, bilinear or bicubic (default: the preset's)", false,
+       PG_STR(interpolation), false},
   };
   return t;
 }
@@ -185,6 +195,28 @@ void check_settings(const SaliencySettings& s) {
   parchgrad_options(s.m, s.parchgrad);
   if (s.batch < 0) throw Error("--batch must be at least 1");
   if (s.threads < 0) throw Error("--threads must be at least 0");
+  preprocess_for(s, "");  // an unknown preset or filter, refused by name
+}
+
+io::Preprocess preprocess_for(const SaliencySettings& s, const std::string& arch) {
+  io::Preprocess p = io::model_preprocess(arch);
+  if (!s.preprocess.empty() && !io::find_preprocess(s.preprocess, &p))
+    throw Error("--preprocess: unknown preset '" + s.preprocess + "' (known: " + io::preprocess_names() + ")");
+  if (s.resize >= 0) p.resize = s.resize;
+  if (s.crop >= 0) p.crop = s.crop;
+  if (!s.interpolation.empty() && !io::parse_interpolation(s.interpolation, &p.interpolation))
+    throw Error("--interpolation: '" + s.interpolation + "' is neither bilinear nor bicubic");
+  if (s.resize >= 0 || s.crop >= 0 || !s.interpolation.empty()) p.name = "custom";
+  return p;
+}
+
+nlohmann::json preprocess_json(const io::Preprocess& p) {
+  return {{"name", p.name},
+          {"resize", p.resize},
+          {"crop", p.crop},
+          {"interpolation", io::interpolation_name(p.interpolation)},
+          {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
+          {"std", {p.std[0], p.std[1], p.std[2]}}};
 }
 
 void check_settings(const DeviceSettings& d) {

@@ -15,6 +15,7 @@
 #include "parchgrad/methods.h"
 #include "parchgrad/parchgrad.h"
 #include "parchgrad/stats_file.h"
+#include "tools/lib/preprocess_presets.h"
 
 namespace pg::api {
 
@@ -40,8 +41,18 @@ struct SaliencySettings {
   std::string method = "grad", parchgrad = "off";
   int batch = 0;    // 0: 8, or the thread count when larger
   int threads = 0;  // 0: all cores
+  // Preprocessing of images (tools/lib/preprocess_presets.h): a preset's name ("": the model's
+  // own, preprocess_for), and overrides of its resize, crop and filter (-1, "": the preset's).
+  std::string preprocess, interpolation;
+  int resize = -1, crop = -1;
   MethodFlags m;
 };
+
+// The preprocessing of s for a model of architecture arch: s.preprocess's preset, else the
+// model's own (io::model_preprocess), with s's overrides ("custom" when any is set).
+io::Preprocess preprocess_for(const SaliencySettings& s, const std::string& arch);
+// The preprocessing as a JSON object (results.jsonl, REPORT.jsonl).
+nlohmann::json preprocess_json(const io::Preprocess& p);
 
 // One option of the table: its flag name (without "--"), help, whether it is a flag (no value),
 // its default as text, and its parser. set() throws pg::Error for a value that is not of the
@@ -61,7 +72,7 @@ struct Option {
 
 const std::vector<Option<MethodFlags>>& method_options();
 const std::vector<Option<DeviceSettings>>& device_options();
-// method, parchgrad, batch, threads.
+// method, parchgrad, batch, threads, preprocess, resize, crop, interpolation.
 const std::vector<Option<SaliencySettings>>& saliency_options();
 
 // Sets the option `name` (with or without "--") of s or d; false when no table has that name.

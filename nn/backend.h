@@ -101,8 +101,9 @@ class DeviceBackend : public Backend, public DeviceMemory {
   // input-times-gradient kinds): the host map [N, H, W].
   virtual Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) = 0;
   // uint8 RGB interleaved [N, H, W, 3] decoded on the host, normalised on the device as
-  // torchvision does: the device tensor [N, 3, H, W].
-  virtual Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) = 0;
+  // torchvision does (x / 255 - mean[c]) / std[c], with the preprocessing's mean and std: the
+  // device tensor [N, 3, H, W].
+  virtual Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W, const float mean[3], const float std[3]) = 0;
   // How many devices the runtime sees (after CUDA_VISIBLE_DEVICES; 0 when none can be used).
   // Needs no configure: the command line picks a task's device from it (tools/cli/shard.h).
   virtual int device_count() const = 0;

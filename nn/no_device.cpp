@@ -45,7 +45,7 @@ class NoDevice final : public DeviceBackend {
   int device_count() const override { return 0; }
   Tensor probability_seed(const Tensor&, const std::vector<int>&, Tensor*) override { no_device(); }
   Tensor channel_map(const Tensor&, const Tensor*, MapKind) override { no_device(); }
-  Tensor normalize_u8(const uint8_t*, int, int, int) override { no_device(); }
+  Tensor normalize_u8(const uint8_t*, int, int, int, const float*, const float*) override { no_device(); }
 };
 
 }  // namespace

@@ -170,7 +170,7 @@ class GpuBackend final : public DeviceBackend {
   void download(float* dst, const float* src, size_t bytes) override { gpu::download(dst, src, bytes); }
   Tensor probability_seed(const Tensor& logits, const std::vector<int>& targets, Tensor* probs) override;
   Tensor channel_map(const Tensor& g, const Tensor* x, MapKind kind) override;
-  Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W) override;
+  Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W, const float mean[3], const float std[3]) override;
 
  private:
   ag::Var relu_like(Context& ctx, ag::Var x, bool six);
@@ -451,7 +451,7 @@ Tensor GpuBackend::probability_seed(const Tensor& logits, const std::vector<int>
   return seed;
 }
 
-Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W) {
+Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W, const float mean[3], const float std[3]) {
   const size_t bytes = size_t(N) * H * W * 3;
   auto u8 = device_buffer(bytes);
   gpu::upload(u8.get(), rgb, bytes);
@@ -460,6 +460,10 @@ Tensor GpuBackend::normalize_u8(const uint8_t* rgb, int N, int H, int W) {
   np.N = N;
   np.H = H;
   np.W = W;
+  for (int c = 0; c < 3; ++c) {
+    np.mean[c] = mean[c];
+    np.std[c] = std[c];
+  }
   kcu::launch_normalize_u8(np, static_cast<const uint8_t*>(u8.get()), x.dptr(), compute());
   return x;
 }

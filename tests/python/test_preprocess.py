@@ -470,6 +470,26 @@ def test_preset_is_torchvision_weights_transform(weights):
         assert float(np.abs(got - ref).max()) <= 1e-6 * scale, f"{weights} {name}"
 
 
+def test_saliency_takes_the_preset():
+    """`saliency --preprocess NAME` feeds the model the preset's input size and records the
+    preprocessing in results.jsonl; without it a model of no torchvision name (the bundled
+    default) gets ImageNet's 256/224."""
+    import json
+    weights = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+    path = os.path.join(PHOTOS, "chelsea.png")
+    for preset, size, name in ((None, 224, "imagenet"), ("EfficientNet_V2_L_Weights.IMAGENET1K_V1", 480, None),
+                               ("efficientnet_b3", 300, "EfficientNet_B3_Weights.IMAGENET1K_V1")):
+        out = scratch(f"saliency_preset_{preset}")
+        args = ["saliency", "--weights", weights, "--out", out, path] + (["--preprocess", preset] if preset else [])
+        r = run(*args)
+        assert r.returncode == 0, r.stderr
+        assert np.load(os.path.join(out, "chelsea.npy")).shape == (size, size)
+        with open(os.path.join(out, "results.jsonl")) as f:
+            rec = json.loads(f.readlines()[-1])["settings"]["preprocess"]
+        assert rec["crop"] == size and rec["name"] == (name or preset), rec
+    assert rec["interpolation"] == "bicubic" and rec["resize"] == 320
+
+
 def test_unknown_preset_refused():
     r = run("preprocess", SYNTHETIC["rgb_100x80.png"], "--out", scratch("bad_preset.npy"), "--preprocess", "resnet7")
     assert r.returncode != 0 and "resnet7" in r.stderr and "EfficientNet_B0_Weights.IMAGENET1K_V1" in r.stderr

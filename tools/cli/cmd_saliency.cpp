@@ -68,7 +68,7 @@ struct Sample {
 
 // Loads one input file into samples (a batched .npy gives several). Images are normalised
 // here unless device_normalise (then the device does it from the uint8 crop).
-std::vector<Sample> load_input(const InputFile& file, bool device_normalise) {
+std::vector<Sample> load_input(const InputFile& file, bool device_normalise, const io::Preprocess& pp) {
   std::vector<Sample> out;
   const std::string& path = file.path;
   const std::string& stem = file.name;
@@ -91,8 +91,8 @@ std::vector<Sample> load_input(const InputFile& file, bool device_normalise) {
     Sample s;
     s.input = path;
     s.name = stem;
-    s.crop = io::imagenet_crop(io::load_image_rgb(path));
-    if (!device_normalise) s.x = io::normalize_imagenet(s.crop);
+    s.crop = io::resize_and_crop(io::load_image_rgb(path), pp.resize, pp.crop, pp.interpolation);
+    if (!device_normalise) s.x = io::normalize_rgb(s.crop, pp.mean, pp.std);
     out.push_back(s);
   }
   return out;
@@ -191,6 +191,8 @@ void run_saliency(const SaliencyOptions& opts) {
   const std::vector<InputFile> inputs = expand_inputs(o.inputs);
   const Shard sh = parse_shard(o.shard);
   auto model = nn::load_model(o.weights, o.model);
+  // Images are preprocessed as the model's weights define (or --preprocess and its overrides).
+  const io::Preprocess pp = api::preprocess_for(o, model->arch());
   const auto names = weights::class_names_for(o.weights, o.classes, model->num_classes());
   const std::vector<int> targets = topk ? std::vector<int>{-1} : parse_targets(o.target, names);
   for (int t : targets)
@@ -293,13 +295,13 @@ void run_saliency(const SaliencyOptions& opts) {
       std::vector<uint8_t> rgb;
       rgb.reserve(size_t(B) * s0[1] * s0[2] * 3);
       for (const Sample& s : pending) rgb.insert(rgb.end(), s.crop.rgb.begin(), s.crop.rgb.end());
-      xdev = nn::device_backend().normalize_u8(rgb.data(), int(B), int(s0[1]), int(s0[2]));
+      xdev = nn::device_backend().normalize_u8(rgb.data(), int(B), int(s0[1]), int(s0[2]), pp.mean, pp.std);
       if (host_input) x = xdev.to(Device::cpu);
     } else {
       x = Tensor({B, s0[0], s0[1], s0[2]});
       for (int64_t b = 0; b < B; ++b) {
         Sample& s = pending[b];
-        if (s.x.empty()) s.x = io::normalize_imagenet(s.crop);
+        if (s.x.empty()) s.x = io::normalize_rgb(s.crop, pp.mean, pp.std);
         std::copy(s.x.data(), s.x.data() + s.x.numel(), x.data() + b * s.x.numel());
       }
     }
@@ -374,6 +376,7 @@ void run_saliency(const SaliencyOptions& opts) {
         settings.update({{"method", o.method}, {"parchgrad", o.parchgrad}, {"model", model->arch()},
                          {"weights", o.weights}, {"input_size", {H, W}}, {"batch", o.batch},
                          {"colormap", o.colormap}, {"overlay_opacity", o.overlay_opacity}});
+        if (s.index < 0 && !s.crop.rgb.empty()) settings["preprocess"] = api::preprocess_json(pp);
         line["settings"] = settings;
         records.push_back(std::move(line));
       }
@@ -385,7 +388,7 @@ void run_saliency(const SaliencyOptions& opts) {
   // On the device, the next inputs are decoded on two CPU threads while a batch runs.
   const bool prefetch = ctx.device == Device::cuda;
   io::Prefetcher<std::vector<Sample>> loader(
-      mine.size(), [&](size_t i) { return load_input(inputs[mine[i]], prefetch); }, prefetch ? size_t(2 * o.batch) : 1,
+      mine.size(), [&](size_t i) { return load_input(inputs[mine[i]], prefetch, pp); }, prefetch ? size_t(2 * o.batch) : 1,
       prefetch ? 2 : 0);
   for (size_t i = 0; i < mine.size(); ++i) {
     if (sh.active) sample_counter = first_sample[mine[i]];
