@@ -297,3 +297,97 @@ def test_eval_matches_cpu(small_inputs):
             if "seconds" in k or "time" in k:
                 continue
             assert abs(na[k] - nb[k]) <= 1e-4 * max(1.0, abs(na[k])), f"{a['method']} {k}: {na[k]} vs {nb[k]}"
+
+
+def test_convnext_matches_cpu():
+    """A narrow torchvision ConvNeXt (widths 8/16/32/64, one or two CNBlocks per stage: the
+    engine infers it from the weights) on the device path: LayerNorm, GELU and the depthwise
+    7x7 data gradient on the device kernels, the blocks' Linear layers as 1x1 convs; logits within
+    1e-6 and input gradients within FP32_TOL of the CPU backend (not bit for bit: the SIMT
+    runtime serves the library's depthwise forward by the generic grouped convolution, whose
+    sums run in another order than cpu/depthwise's), logits within 1e-4 of PyTorch."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    torch.manual_seed(3)
+    model = ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 2),
+                      CNBlockConfig(64, None, 1)], num_classes=5)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale") or name.endswith("bias"):
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.25)
+    model = pc._finish(model, 4)
+    weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, "convnext_small_widths.safetensors"),
+                              "safetensors")
+    x = pc.make_input(2, 48, 40, 4).numpy()
+    inp = pc.save_npy(os.path.join(SCRATCH, "convnext_x.npy"), x)
+    got = {}
+    for dev in ("cpu", "cuda"):
+        prefix = os.path.join(SCRATCH, f"convnext_{dev}")
+        run(["gradient", "--weights", weights, "--input", inp, "--target=top1,2", "--device", dev,
+             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
+        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
+    assert rel(got["cuda"][0], got["cpu"][0]) < 1e-6
+    for n in range(2):
+        err = rel(got["cuda"][1][n], got["cpu"][1][n])
+        assert err < FP32_TOL, f"convnext sample {n}: input gradient differs by {err:.3g}"
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert rel(got["cuda"][0], want) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_small"])
+def test_efficientnet_mobilenet_v3_match_cpu(arch):
+    """efficientnet_b0 and mobilenet_v3_small (random weights, 32x32, one image) on the device
+    path: SiLU/sigmoid or hardswish/hardsigmoid and the squeeze-and-excitation product on the
+    device kernels, the depthwise data gradient; logits bit for bit and input gradients within
+    FP32_TOL of the CPU backend, logits within 1e-4 of PyTorch; and grad with class-wise
+    ParchGrad on every conv (the SE's 1x1-output convs and, at 32x32, the 1x1 last stages: M and
+    N of a single position on the device's reduction) against the CPU: maps within FP32_TOL, the
+    same channels kept, M, N and beta to 1e-5."""
+    import parchgrad_ref as ref
+    seed = pc.stable_seed("device", arch)
+    model = pc.build_model(arch, 5, seed)
+    x = pc.make_input(1, 32, 32, seed)
+    pc.calibrate_logits(model, x)
+    weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, f"{arch}.safetensors"), "safetensors")
+    inp = pc.save_npy(os.path.join(SCRATCH, f"{arch}_x.npy"), x.numpy())
+    got = {}
+    for dev in ("cpu", "cuda"):
+        prefix = os.path.join(SCRATCH, f"{arch}_{dev}")
+        run(["gradient", "--weights", weights, "--input", inp, "--target=top1", "--device", dev,
+             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
+        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
+    np.testing.assert_array_equal(got["cuda"][0], got["cpu"][0])
+    err = rel(got["cuda"][1][0], got["cpu"][1][0])
+    assert err < FP32_TOL, f"{arch}: input gradient differs by {err:.3g}"
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert rel(got["cuda"][0], want) < 1e-4
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    stats = ref.write_stats(ref.random_stats(model, 5, x, seed), os.path.join(SCRATCH, f"{arch}_stats.safetensors"),
+                            arch, 5, write=pc.write_safetensors)
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        out = os.path.join(SCRATCH, f"{arch}_pg_{dev}")
+        shutil.rmtree(out, ignore_errors=True)
+        run(["saliency", "--weights", weights, "--method", "grad", "--parchgrad", "cls", "--stats", stats,
+             "--gamma", "2", "--layers", "ratio:1", "--target", "top1", "--explain-masks", "--device", dev,
+             "--out", out, inp])
+        outs[dev] = out
+    cpu, dev = pc.maps_of(outs["cpu"]), pc.maps_of(outs["cuda"])
+    assert sorted(dev) == sorted(cpu) and cpu
+    for name in cpu:
+        err = rel(dev[name], cpu[name])
+        assert err < FP32_TOL, f"{arch} ParchGrad: {name} differs by {err:.3g}"
+    masks = [f for f in os.listdir(outs["cpu"]) if f.endswith(".masks.json")]
+    assert len(masks) == 1
+    a = json.load(open(os.path.join(outs["cpu"], masks[0])))["layers"]
+    b = json.load(open(os.path.join(outs["cuda"], masks[0])))["layers"]
+    assert [l["name"] for l in a] == [l["name"] for l in b] and any(l["name"].endswith(".fc1") for l in a)
+    for la, lb in zip(a, b):
+        assert la.get("kept") == lb.get("kept"), f"{arch} {la['name']}: different H"
+        for key in ("M", "N", "beta"):
+            if key in la:
+                assert abs(la[key] - lb[key]) <= 1e-5 * abs(la[key]), f"{arch} {la['name']} {key}"
