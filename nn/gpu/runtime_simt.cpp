@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/simt/simt.h"
 #include "core/error.h"
@@ -124,6 +125,9 @@ void set_library_settings(const LibrarySettings& s) { state().settings = s; }
 LibrarySettings library_settings() { return state().settings; }
 
 void conv_forward(const kernels::Conv2dParams& p, const float* x, const float* w, float* y) {
+  // Depthwise convolutions as the CPU backend runs them (its direct kernel, not the grouped
+  // im2col path), so that the forward stays bitwise the CPU's (MobileNets, EfficientNets).
+  if (kernels::cpu::depthwise_supported(p)) return kernels::cpu::depthwise_forward(p, x, w, kernels::cpu::ConvEpilogue{}, y);
   std::vector<float> ws(kernels::cpu::conv2d_workspace_floats(p, omp_get_max_threads()));
   kernels::cpu::conv2d_forward(p, x, w, kernels::cpu::ConvEpilogue{}, y, ws.data());
 }
