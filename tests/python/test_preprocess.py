@@ -490,6 +490,39 @@ def test_saliency_takes_the_preset():
     assert rec["interpolation"] == "bicubic" and rec["resize"] == 320
 
 
+def test_stats_takes_the_preset():
+    """`stats --preprocess NAME` sees what `preprocess --preprocess NAME` writes: the statistics of a
+    folder of images equal, bit for bit, those of the same folder as the preprocessed .npy tensors."""
+    import shutil
+    from model_prep import read_safetensors
+    weights = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+    preset = "EfficientNet_B1_Weights.IMAGENET1K_V1"  # 256/240 bicubic
+    root = scratch("stats_preset")
+    shutil.rmtree(root, ignore_errors=True)
+    for kind in ("img", "npy"):
+        for c in ("a", "b"):
+            os.makedirs(os.path.join(root, kind, c))
+    photos = sorted(f for f in os.listdir(PHOTOS) if f.endswith((".png", ".jpg")))[:4]
+    for i, name in enumerate(photos):
+        c = "ab"[i % 2]
+        src = os.path.join(PHOTOS, name)
+        shutil.copy(src, os.path.join(root, "img", c, name))
+        r = run("preprocess", src, "--out", os.path.join(root, "npy", c, name + ".npy"), "--preprocess", preset)
+        assert r.returncode == 0, r.stderr
+    got = {}
+    for kind in ("img", "npy"):
+        out = os.path.join(root, kind + ".safetensors")
+        r = run("stats", "--weights", weights, "--data", os.path.join(root, kind), "--out", out, "--preprocess", preset)
+        assert r.returncode == 0, r.stderr
+        got[kind] = read_safetensors(out)
+    assert got["img"].keys() == got["npy"].keys()
+    for k in got["img"]:
+        np.testing.assert_array_equal(got["img"][k], got["npy"][k], err_msg=k)
+    r = run("stats", "--weights", weights, "--data", os.path.join(root, "img"), "--out", os.path.join(root, "x.st"),
+            "--preprocess", "nope")
+    assert r.returncode != 0 and "nope" in r.stderr
+
+
 def test_unknown_preset_refused():
     r = run("preprocess", SYNTHETIC["rgb_100x80.png"], "--out", scratch("bad_preset.npy"), "--preprocess", "resnet7")
     assert r.returncode != 0 and "resnet7" in r.stderr and "EfficientNet_B0_Weights.IMAGENET1K_V1" in r.stderr

@@ -12,6 +12,7 @@
 
 #include "autograd/hooks.h"
 #include "capi/dataset.h"
+#include "capi/saliency.h"
 #include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
@@ -21,6 +22,7 @@
 #include "tools/cli/device_flags.h"
 #include "tools/cli/shard.h"
 #include "tools/lib/image_io.h"
+#include "tools/lib/preprocess_presets.h"
 #include "tools/lib/progress.h"
 #include "weights/state_dict.h"
 
@@ -37,6 +39,7 @@ struct StatsOptions {
   double memory_mb = 256;
   bool strict = false, no_resume = false;
   int64_t checkpoint = 2000;
+  api::SaliencySettings pre;  // only preprocess, resize, crop and interpolation are read
 };
 
 struct MergeOptions {
@@ -65,6 +68,8 @@ void run_stats(const StatsOptions& opts) {
   check_output_file("--out", o.out);
   if (!o.dump_gap.empty()) check_output_file("--dump-gap", o.dump_gap);
   auto model = nn::load_model(o.weights, o.model);
+  // Images are preprocessed as the model's weights define (or --preprocess and its overrides).
+  const io::Preprocess pp = api::preprocess_for(o.pre, model->arch());
   const std::vector<DatasetItem> all = list_dataset(o.data, o.labels, model->num_classes());
   std::vector<int64_t> mine;
   for (size_t i = 0; i < all.size(); ++i)
@@ -171,7 +176,7 @@ void run_stats(const StatsOptions& opts) {
     // An unreadable image is skipped and counted (as saliency and eval do), unless --strict.
     Tensor t;
     try {
-      t = io::load_input_tensor(it.path);
+      t = io::load_input_tensor(it.path, pp);
       if (t.ndim() != 3) throw file_error(it.path, "expected one [3, H, W] sample, got " + t.shape_str());
     } catch (const Error& e) {
       if (o.strict) throw;
@@ -230,6 +235,11 @@ void register_stats(CLI::App& app) {
                 "launcher (Slurm, Open MPI, PMI)");
   s->add_option("--batch", so->batch, "images per forward pass")->capture_default_str();
   s->add_option("--labels", so->labels, "file of lines \"folder_name class_id\" mapping folders to classes");
+  for (const char* name : {"preprocess", "resize", "crop", "interpolation"})
+    for (const auto& opt : api::saliency_options())
+      if (std::string(opt.name) == name)
+        s->add_option_function<std::string>(std::string("--") + name, [so, set = opt.set](const std::string& v) { set(so->pre, v); },
+                                            opt.help);
   s->add_option("--threads", so->threads, "CPU threads (default: all cores)");
   add_device_flags(s, so->dev);
   s->add_option("--dump-gap", so->dump_gap, "also write every gap value: one [images, channels] tensor per conv (.safetensors)");

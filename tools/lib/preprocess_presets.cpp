@@ -160,4 +160,9 @@ Tensor preprocess_image(const Image8& img, const Preprocess& p) {
   return normalize_rgb(resize_and_crop(img, p.resize, p.crop, p.interpolation), p.mean, p.std);
 }
 
+Tensor load_input_tensor(const std::string& path, const Preprocess& p) {
+  if (is_npy_file(path)) return load_input_tensor(path);
+  return preprocess_image(load_image_rgb(path), p);
+}
+
 }  // namespace pg::io

@@ -36,5 +36,8 @@ std::string preprocess_names();
 
 // resize_and_crop then normalize_rgb with the preset's values.
 Tensor preprocess_image(const Image8& img, const Preprocess& p);
+// What a model consumes from a file: an image through preprocess_image, or a .npy tensor as
+// load_input_tensor reads it (already preprocessed).
+Tensor load_input_tensor(const std::string& path, const Preprocess& p);
 
 }  // namespace pg::io
