@@ -16,16 +16,13 @@ float32's own distance. ConvNeXt has no ReLU or max-pool, so no unit's decision 
 either way: no flip analysis is needed.
 """
 import functools
-import json
 import os
-import shutil
-import subprocess
 
-import numpy as np
 import pytest
 import torch
 import torchvision
 
+import family_checks as fc
 import parchgrad_ref as ref
 import parity_common as pc
 
@@ -126,24 +123,9 @@ def test_convnext_errors():
     """A mis-shaped and a missing tensor are named in one line, named or inferred."""
     arch = "convnext_tiny"
     sd = pc.model_state_dict(build(arch, 10))
-    bad = dict(sd)
-    bad["features.5.4.block.3.weight"] = bad["features.5.4.block.3.weight"][:100].clone()
-    del bad["features.6.0.bias"]
-    path = pc.save_weights(bad, os.path.join(SCRATCH, arch + "_bad.safetensors"), "safetensors")
-    x = pc.make_input(1, 32, 32, 1)
-    input_path = pc.save_npy(os.path.join(SCRATCH, arch + "_bad_input.npy"), x.numpy())
-    try:
-        for named in (True, False):
-            proc, _, _ = pc.run_gradient(BIN, path, input_path, [0], os.path.join(SCRATCH, arch + "_bad"),
-                                         model=arch if named else None)
-            assert proc.returncode == 1
-            err = proc.stderr.strip().splitlines()
-            assert len(err) == 1, proc.stderr
-            assert "features.5.4.block.3.weight" in err[0] and "features.6.0.bias" in err[0], err[0]
-    finally:
-        for p in (path, input_path):
-            if os.path.exists(p):
-                os.remove(p)
+    fc.bad_tensors_named(BIN, sd, arch, SCRATCH,
+                         replace={"features.5.4.block.3.weight": sd["features.5.4.block.3.weight"][:100].clone()},
+                         remove=["features.6.0.bias"])
 
 
 @pytest.mark.parametrize("mode", ["cls", "ins"])
@@ -156,45 +138,12 @@ def test_convnext_parchgrad(mode):
     x = pc.make_input(2, size, size, seed)
     model = conditioned(arch, classes, x)
     ref.prepare(model)
-    with torch.no_grad():
-        prob = torch.softmax(model(x), 1)
-    targets = [int(prob[n].argmax()) for n in range(x.shape[0])]
-    stats = ref.random_stats(model, classes, torch.cat([x, torch.zeros(1, 3, size, size)]), seed,
-                             cls_alphas=(0.05,), ins_alphas=(0.2,), quantiles=(0.1, 0.05),
-                             shapiro_thresholds=(0.05, 0.5))
-    cfg = ref.Config(mode, gamma=2.0)
-    ref_maps, records, layers = ref.attribute(model, stats, cfg, x, targets, method="grad")
     names = [n for n, _ in ref.conv_layers(model)]
-    assert layers == names[11:] and "features.6.1" in layers, layers
-    d = os.path.join(SCRATCH, "convnext_parchgrad")
-    os.makedirs(d, exist_ok=True)
-    try:
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), arch, classes,
-                                     write=pc.write_safetensors)
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
-        out = os.path.join(d, "out")
-        cmd = [BIN, "saliency", "--weights", weights, "--model", arch, "--method", "grad", "--parchgrad", mode,
-               "--stats", stats_path, "--gamma", "2", "--target", ",".join(map(str, targets)), "--out", out,
-               "--explain-masks", x_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        for n in range(x.shape[0]):
-            got = np.load(os.path.join(out, f"x_{n}.npy"))
-            assert np.linalg.norm(ref_maps[n]) > 0
-            e = float(np.linalg.norm(got - ref_maps[n]) / np.linalg.norm(ref_maps[n]))
-            with open(os.path.join(out, f"x_{n}.masks.json")) as f:
-                masks = json.load(f)
-            assert [l["name"] for l in masks["layers"]] == layers
-            kept = 0
-            for g, o in zip(masks["layers"], ref.masks_of(records[0], layers, n)):
-                assert g["H"] == o["H"], f"{o['name']}: H differs"
-                kept += len(o["H"])
-            print(f"{arch} {mode} sample {n}: map {e:.2e}, {kept} channels selected")
-            assert kept > 0
-            assert e < 1e-4, f"sample {n}: map rel err {e:.2e}"
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+
+    def check_layers(layers):
+        assert layers == names[11:] and "features.6.1" in layers, layers
+
+    fc.parchgrad_against_reference(BIN, model, arch, x, mode, classes, SCRATCH, seed, check_layers)
 
 
 def test_convnext_cli_smoke():
@@ -203,39 +152,10 @@ def test_convnext_cli_smoke():
     `saliency` with grad, ig, gradcam and ParchGrad cls/ins from those statistics gives finite,
     non-zero maps of the input's size."""
     arch, classes, size = "convnext_tiny", 10, 64
-    d = os.path.join(SCRATCH, "convnext_smoke")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    try:
-        model = build(arch, classes)
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        rng = np.random.default_rng(5)
-        for c in ("a", "b"):
-            os.makedirs(os.path.join(d, "data", c))
-            for i in range(4):
-                np.save(os.path.join(d, "data", c, f"{i}.npy"), rng.standard_normal((3, size, size)).astype(np.float32))
-        stats_path = os.path.join(d, "stats.safetensors")
-        proc = subprocess.run([BIN, "stats", "--weights", weights, "--data", os.path.join(d, "data"), "--out",
-                               stats_path], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        convs = [n for n, _ in ref.conv_layers(model)]
-        keys = set(pc.read_safetensors(stats_path).keys())
-        for n in convs:
-            assert any(k.startswith(n + ".") or k == n for k in keys), n
+
+    def no_linear_layers(keys):
         assert not any(".block.3" in k or ".block.5" in k for k in keys), sorted(keys)[:10]
-        x = os.path.join(d, "data", "a", "0.npy")
-        out = os.path.join(d, "out")
-        methods = ["grad", "ig", "gradcam", "grad+cls", "grad+ins"]
-        # Grad-CAM at the last stage (2x2 here) for the top class: its ReLU'd map is positive.
-        proc = subprocess.run([BIN, "saliency", "--weights", weights, "--compare", ",".join(methods), "--stats",
-                               stats_path, "--ig-steps", "4", "--target", "top1", "--out", out, x],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        for method in methods:
-            m = np.load(os.path.join(out, f"0.{method}.npy"))
-            assert m.shape == (size, size) and np.all(np.isfinite(m)) and np.abs(m).max() > 0, method
-        with open(os.path.join(out, "results.jsonl")) as f:
-            rec = json.loads(f.readline())
-        assert rec["settings"]["model"] == arch, rec
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+
+    # Grad-CAM at the last stage (2x2 here) for the top class: its ReLU'd map is positive.
+    fc.cli_methods_smoke(BIN, build(arch, classes), arch, size, SCRATCH,
+                         ["grad", "ig", "gradcam", "grad+cls", "grad+ins"], check_stats_keys=no_linear_layers)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import family_checks as fc
 import parchgrad_ref as ref
 import parity_common as pc
 
@@ -123,26 +124,10 @@ def test_efficientnet_family_parity(arch):
 
 def test_efficientnet_errors():
     """A mis-shaped and a missing tensor are named in one line, inferred or named."""
-    model = pc.build_model(ARCH, 10)
-    sd = pc.model_state_dict(model)
-    bad = dict(sd)
-    bad["features.3.1.block.1.0.weight"] = bad["features.3.1.block.1.0.weight"][:, :, :3, :3].clone()
-    del bad["features.6.2.block.2.fc2.bias"]
-    path = pc.save_weights(bad, os.path.join(SCRATCH, ARCH + "_bad.safetensors"), "safetensors")
-    x = pc.make_input(1, 32, 32, 1)
-    input_path = pc.save_npy(os.path.join(SCRATCH, ARCH + "_bad_input.npy"), x.numpy())
-    try:
-        for named in (True, False):
-            proc, _, _ = pc.run_gradient(BIN, path, input_path, [0], os.path.join(SCRATCH, ARCH + "_bad"),
-                                         model=ARCH if named else None)
-            assert proc.returncode == 1
-            err = proc.stderr.strip().splitlines()
-            assert len(err) == 1, proc.stderr
-            assert "features.3.1.block.1.0.weight" in err[0] and "features.6.2.block.2.fc2.bias" in err[0], err[0]
-    finally:
-        for p in (path, input_path):
-            if os.path.exists(p):
-                os.remove(p)
+    sd = pc.model_state_dict(pc.build_model(ARCH, 10))
+    fc.bad_tensors_named(BIN, sd, ARCH, SCRATCH,
+                         replace={"features.3.1.block.1.0.weight": sd["features.3.1.block.1.0.weight"][:, :, :3, :3].clone()},
+                         remove=["features.6.2.block.2.fc2.bias"])
 
 
 @pytest.mark.parametrize("mode", ["cls", "ins"])
@@ -154,55 +139,15 @@ def test_efficientnet_parchgrad(mode):
     own distance. 128x128: the hooked stages are 4x4 and 8x8. (At 64x64 they are 2x2: M and N
     are then variances of four channel sums, of the order of their 1e-7 floor, float32 rounding
     moves beta by ~1e-4, and PyTorch float32 and the engine both end 1e-4..5e-4 from float64.)"""
-    import copy
     classes, size = 10, 128
     seed = pc.stable_seed("parchgrad", ARCH)
     x = pc.make_input(2, size, size, seed)
     model = no_inplace(conditioned_model(ARCH, classes, x))
-    with torch.no_grad():
-        prob = torch.softmax(model(x), 1)
-    targets = [int(prob[n].argmax()) for n in range(x.shape[0])]
-    stats = ref.random_stats(model, classes, torch.cat([x, torch.zeros(1, 3, size, size)]), seed,
-                             cls_alphas=(0.05,), ins_alphas=(0.2,), quantiles=(0.1, 0.05),
-                             shapiro_thresholds=(0.05, 0.5))
-    cfg = ref.Config(mode, gamma=2.0)
-    ref_maps, records, layers = ref.attribute(model, stats, cfg, x, targets, method="grad")
-    maps64, records64, _ = ref.attribute(copy.deepcopy(model).double(), stats, cfg, x.double(), targets, method="grad")
-    assert len(layers) == 40 and any(l.endswith(".fc1") for l in layers) and any(".block.1.0" in l for l in layers)
-    d = os.path.join(SCRATCH, "efficientnet_parchgrad")
-    os.makedirs(d, exist_ok=True)
-    try:
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), ARCH, classes,
-                                     write=pc.write_safetensors)
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
-        out = os.path.join(d, "out")
-        cmd = [BIN, "saliency", "--weights", weights, "--model", ARCH, "--method", "grad", "--parchgrad", mode,
-               "--stats", stats_path, "--gamma", "2", "--target", ",".join(map(str, targets)), "--out", out,
-               "--explain-masks", x_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        for n in range(x.shape[0]):
-            got = np.load(os.path.join(out, f"x_{n}.npy"))
-            assert np.linalg.norm(ref_maps[n]) > 0
-            e = pc.rel_err(got[None], ref_maps[n][None])
-            e64, t64 = pc.rel_err(got[None], maps64[n][None]), pc.rel_err(ref_maps[n][None], maps64[n][None])
-            with open(os.path.join(out, f"x_{n}.masks.json")) as f:
-                masks = json.load(f)
-            names = [l["name"] for l in masks["layers"]]
-            assert names == layers
-            kept = 0
-            for g, o, o64 in zip(masks["layers"], ref.masks_of(records[0], layers, n),
-                                 ref.masks_of(records64[0], layers, n)):
-                assert g["H"] == o["H"] == o64["H"], f"{o['name']}: H differs"
-                kept += len(o["H"])
-            line = (f"{ARCH} {mode} sample {n}: map {e:.2e} against float32; against float64: engine {e64:.2e}, "
-                    f"PyTorch float32 {t64:.2e}; {kept} channels selected")
-            print(line)
-            assert kept > 0
-            assert e < pc.REL_TOL or e64 <= 2 * t64, line
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+
+    def check_layers(layers):
+        assert len(layers) == 40 and any(l.endswith(".fc1") for l in layers) and any(".block.1.0" in l for l in layers)
+
+    fc.parchgrad_against_reference(BIN, model, ARCH, x, mode, classes, SCRATCH, seed, check_layers, float64=True)
 
 
 def test_cli_methods_smoke():
@@ -210,35 +155,5 @@ def test_cli_methods_smoke():
     ImageFolder (the conv list with the SE's 1x1-output convs), then grad, ig, smoothgrad,
     gradcam (default layer features[-1]) and grad with ParchGrad cls and ins from those
     statistics: each writes finite, non-zero maps of the input's size."""
-    from PIL import Image
-    d = os.path.join(SCRATCH, "efficientnet_smoke")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    try:
-        model = pc.build_model(ARCH, 2)
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        rng = np.random.default_rng(0)
-        for c in ("a", "b"):
-            os.makedirs(os.path.join(d, "data", c))
-            for i in range(3):
-                img = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
-                Image.fromarray(img).save(os.path.join(d, "data", c, f"{i}.png"))
-        stats = os.path.join(d, "stats.safetensors")
-        proc = subprocess.run([BIN, "stats", "--weights", weights, "--data", os.path.join(d, "data"), "--out", stats,
-                               "--checkpoint", "0"], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), pc.make_input(1, 64, 64, 9).numpy())
-        runs = {"grad": [], "ig": ["--ig-steps", "4"], "smoothgrad": ["--sg-samples", "3"], "gradcam": [],
-                "cls": ["--parchgrad", "cls", "--stats", stats], "ins": ["--parchgrad", "ins", "--stats", stats]}
-        for name, flags in runs.items():
-            out = os.path.join(d, "out_" + name)
-            method = name if name not in ("cls", "ins") else "grad"
-            proc = subprocess.run([BIN, "saliency", "--weights", weights, "--method", method, "--target", "0",
-                                   "--out", out] + flags + [x_path], capture_output=True, text=True, timeout=300)
-            assert proc.returncode == 0, f"{name}: {proc.stderr}"
-            maps = [f for f in os.listdir(out) if f.endswith(".npy")]
-            assert len(maps) == 1, (name, os.listdir(out))
-            m = np.load(os.path.join(out, maps[0]))
-            assert m.shape[-2:] == (64, 64) and np.isfinite(m).all() and np.abs(m).max() > 0, name
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    fc.cli_methods_smoke(BIN, pc.build_model(ARCH, 2), ARCH, 64, SCRATCH,
+                         ["grad", "ig", "smoothgrad", "gradcam", "grad+cls", "grad+ins"], per_class=3)

@@ -9,13 +9,12 @@ exercised at any size; CI time). Criterion, per sample: relative error below 1e-
 against PyTorch float32; for the input gradient, below 1e-4 against PyTorch float32 or float64,
 or no farther from float64 than twice PyTorch float32's own distance.
 """
-import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
+import family_checks as fc
 import parchgrad_ref as ref
 import parity_common as pc
 
@@ -87,34 +86,16 @@ def test_mobilenet_parity(fmt):
 
 def test_mobilenet_errors():
     """A mis-shaped and a missing tensor are named in one line, inferred or named."""
-    model = pc.build_model(ARCH, 10)
-    sd = pc.model_state_dict(model)
-    bad = dict(sd)
-    bad["features.5.conv.1.0.weight"] = bad["features.5.conv.1.0.weight"][:, :, :2, :2].clone()
-    del bad["features.18.1.running_var"]
-    path = pc.save_weights(bad, os.path.join(SCRATCH, ARCH + "_bad.safetensors"), "safetensors")
-    x = pc.make_input(1, 32, 32, 1)
-    input_path = pc.save_npy(os.path.join(SCRATCH, ARCH + "_bad_input.npy"), x.numpy())
-    try:
-        for named in (True, False):
-            proc, _, _ = pc.run_gradient(BIN, path, input_path, [0], os.path.join(SCRATCH, ARCH + "_bad"),
-                                         model=ARCH if named else None)
-            assert proc.returncode == 1
-            err = proc.stderr.strip().splitlines()
-            assert len(err) == 1, proc.stderr
-            assert "features.5.conv.1.0.weight" in err[0] and "features.18.1.running_var" in err[0], err[0]
-    finally:
-        for p in (path, input_path):
-            if os.path.exists(p):
-                os.remove(p)
+    sd = pc.model_state_dict(pc.build_model(ARCH, 10))
+    fc.bad_tensors_named(BIN, sd, ARCH, SCRATCH,
+                         replace={"features.5.conv.1.0.weight": sd["features.5.conv.1.0.weight"][:, :, :2, :2].clone()},
+                         remove=["features.18.1.running_var"])
 
 
 @pytest.mark.parametrize("mode", ["cls", "ins"])
 def test_mobilenet_parchgrad(mode):
     """ParchGrad (ratio 0.5: the last 26 of 52 convs, depthwise ones among them) against the
     PyTorch implementation of the method: maps and the hooked layers' selections H."""
-    import shutil
-    import subprocess
     classes, size = 10, 64
     seed = pc.stable_seed("parchgrad", ARCH)
     x = pc.make_input(2, size, size, seed)
@@ -123,44 +104,8 @@ def test_mobilenet_parchgrad(mode):
         if isinstance(m, torch.nn.ReLU6):
             m.inplace = False
     ref.prepare(model)
-    with torch.no_grad():
-        prob = torch.softmax(model(x), 1)
-    targets = [int(prob[n].argmax()) for n in range(x.shape[0])]
-    stats = ref.random_stats(model, classes, torch.cat([x, torch.zeros(1, 3, size, size)]), seed,
-                             cls_alphas=(0.05,), ins_alphas=(0.2,), quantiles=(0.1, 0.05),
-                             shapiro_thresholds=(0.05, 0.5))
-    # gamma 2: the unselected channels are damped, not zeroed (with gamma inf, 26 edited layers
-    # leave both maps exactly zero on these random statistics).
-    cfg = ref.Config(mode, gamma=2.0)
-    ref_maps, records, layers = ref.attribute(model, stats, cfg, x, targets, method="grad")
-    assert len(layers) == 26 and any(".conv.1.0" in l for l in layers), layers  # depthwise hooked
-    d = os.path.join(SCRATCH, "mobilenet_parchgrad")
-    os.makedirs(d, exist_ok=True)
-    try:
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), ARCH, classes,
-                                     write=pc.write_safetensors)
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
-        out = os.path.join(d, "out")
-        cmd = [BIN, "saliency", "--weights", weights, "--model", ARCH, "--method", "grad", "--parchgrad", mode,
-               "--stats", stats_path, "--gamma", "2", "--target", ",".join(map(str, targets)), "--out", out, "--explain-masks",
-               x_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        for n in range(x.shape[0]):
-            got = np.load(os.path.join(out, f"x_{n}.npy"))
-            assert np.linalg.norm(ref_maps[n]) > 0
-            e = float(np.linalg.norm(got - ref_maps[n]) / np.linalg.norm(ref_maps[n]))
-            with open(os.path.join(out, f"x_{n}.masks.json")) as f:
-                masks = json.load(f)
-            names = [l["name"] for l in masks["layers"]]
-            assert names == layers
-            kept = 0
-            for g, o in zip(masks["layers"], ref.masks_of(records[0], layers, n)):
-                assert g["H"] == o["H"], f"{o['name']}: H differs"
-                kept += len(o["H"])
-            print(f"{ARCH} {mode} sample {n}: map {e:.2e}, {kept} channels selected")
-            assert kept > 0
-            assert e < 1e-4, f"sample {n}: map rel err {e:.2e}"
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+
+    def check_layers(layers):
+        assert len(layers) == 26 and any(".conv.1.0" in l for l in layers), layers  # depthwise hooked
+
+    fc.parchgrad_against_reference(BIN, model, ARCH, x, mode, classes, SCRATCH, seed, check_layers)
