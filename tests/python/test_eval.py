@@ -342,3 +342,56 @@ def test_bad_inputs(tmp_path):
     recs = read_jsonl(os.path.join(tmp, "d.jsonl"))
     assert len(recs) == 6 and all("skipped" in r for r in recs)
     assert json.load(open(os.path.join(tmp, "d.json")))["methods"]["maps:" + os.path.join(tmp, "nomaps")]["skipped"] == 6
+
+
+def test_preset_preprocessing_maps_boxes(tmp_path):
+    """eval --preprocess convnext_tiny (resize 236, centre crop 224, bilinear): the images are what
+    torchvision's transform makes of them, the boxes are mapped through the same resize and crop
+    (the 256x256 examples become 236x236, cropped at 6), and the metrics of fixed maps are the
+    oracle's; the preprocessing is in REPORT.json's settings, resuming the report with other
+    preprocessing is refused, and an unknown preset is refused in one line."""
+    import torchvision.transforms as T
+    from PIL import Image
+    weights, _, examples = default_model_paths()
+    tmp = str(tmp_path)
+    boxes = {json.loads(l)["file"]: json.loads(l) for l in open(os.path.join(examples, "boxes.jsonl"))}
+    files = sorted(boxes)[:2]  # what --limit 2 takes of the flat folder (sorted)
+    rng = np.random.default_rng(7)
+    mdir = os.path.join(tmp, "maps")
+    os.makedirs(mdir)
+    maps = {}
+    for f in files:
+        maps[f] = rng.standard_normal((224, 224)).astype(np.float32)
+        np.save(os.path.join(mdir, os.path.splitext(f)[0] + ".npy"), maps[f])
+    out = os.path.join(tmp, "report")
+    args = ["eval", "--weights", weights, "--data", examples, "--methods", "maps:" + mdir, "--limit", "2",
+            "--auc-steps", str(STEPS), "--out", out]
+    run(args + ["--preprocess", "convnext_tiny"])
+    recs = {os.path.basename(r["image"]): r for r in read_jsonl(out + ".jsonl")}
+    model = load_default_model()
+    tf = T.Compose([T.Resize(236, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    moved = 0
+    for f in files:
+        img = Image.open(os.path.join(examples, f)).convert("RGB")
+        assert img.size == (256, 256)
+        x = tf(img)
+        s = 236 / 256
+        x0, y0, x1, y1 = [v * s - 6 for v in boxes[f]["box"]]
+        mask = ref.box_mask(224, 224, [[x0, y0, x1, y1]])
+        b0 = boxes[f]["box"]
+        moved += int(mask.sum() != ref.box_mask(224, 224, [[v - 16 for v in b0]]).sum())
+        want = ref.evaluate(model, x, boxes[f]["label"], torch.from_numpy(maps[f]), RATIOS, STEPS, mask)
+        assert recs[f]["box"]["status"] == "ok"
+        compare(recs[f], want, boxes[f]["label"])
+    assert moved > 0  # the 256/224 mapping would have given other boxes
+    pre = json.load(open(out + ".json"))["settings"]["preprocess"]
+    assert pre["name"] == "ConvNeXt_Tiny_Weights.IMAGENET1K_V1" and (pre["resize"], pre["crop"]) == (236, 224)
+    assert pre["interpolation"] == "bilinear"
+    # The same report with the default preprocessing (this model's: ImageNet's 256/224): refused.
+    p = run(args, check=False)
+    assert p.returncode == 1 and "other settings" in p.stderr, p.stderr
+    p = run(args + ["--preprocess", "convnext_tiny", "--crop", "200"], check=False)
+    assert p.returncode == 1 and "other settings" in p.stderr, p.stderr
+    p = run(args + ["--preprocess", "nope", "--no-resume"], check=False)
+    assert p.returncode != 0 and len(error_lines(p.stderr)) == 1 and "unknown preset 'nope'" in p.stderr, p.stderr

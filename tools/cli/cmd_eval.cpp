@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "capi/saliency.h"
 #include "core/error.h"
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
@@ -30,6 +31,7 @@
 #include "tools/lib/boxes.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/plot.h"
+#include "tools/lib/preprocess_presets.h"
 #include "tools/lib/progress.h"
 
 namespace pg::cli {
@@ -47,6 +49,7 @@ struct EvalOptions {
   bool no_resume = false;
   std::string shard;  // i/N or auto: this process's share of the images (tools/cli/shard.h)
   MethodFlags m;
+  api::SaliencySettings pre;  // only preprocess, resize, crop and interpolation are read
 };
 
 // ---------------------------------------------------------------------------------------
@@ -369,6 +372,9 @@ void run_eval(const EvalOptions& o) {
   cfg.perturb_batch = o.perturb_batch;
   auto model = nn::load_model(o.weights, o.model);
   const int K = model->num_classes();
+  // Images are preprocessed as the model's weights define (or --preprocess and its overrides),
+  // and their boxes mapped through the same resize and centre crop.
+  const io::Preprocess pp = api::preprocess_for(o.pre, model->arch());
 
   std::string box_spec = o.boxes;
   std::error_code ec;
@@ -397,7 +403,8 @@ void run_eval(const EvalOptions& o) {
 
   json settings = settings_json(o.m);
   settings.update({{"model", model->arch()}, {"weights", o.weights}, {"ratios", cfg.ratios}, {"auc_steps", o.auc_steps},
-                   {"target", o.target}, {"data", o.data}, {"boxes", box_spec}, {"resize", 256}, {"crop", 224}});
+                   {"target", o.target}, {"data", o.data}, {"boxes", box_spec}, {"resize", pp.resize}, {"crop", pp.crop},
+                   {"preprocess", api::preprocess_json(pp)}});
   // The report's identity, for resuming: the settings with every file named by its content and
   // the data set by its resolved folder, so that the same job resumes however its paths are
   // spelled (relative, absolute, ./), and a job with other weights or statistics does not.
@@ -541,7 +548,7 @@ void run_eval(const EvalOptions& o) {
         const io::Image8 img = io::load_image_rgb(it.path);
         orig_w = img.w;
         orig_h = img.h;
-        L.x = io::preprocess_imagenet(img);
+        L.x = io::preprocess_image(img, pp);
       }
     } catch (const Error& e) {
       failure = e.what();
@@ -565,7 +572,7 @@ void run_eval(const EvalOptions& o) {
                         std::to_string(a.height) + " image, the image is " + std::to_string(orig_w) + "x" +
                         std::to_string(orig_h));
           const bool npy = io::is_npy_file(it.path);
-          const io::CropGeometry g = npy ? io::identity_geometry(orig_w, orig_h) : io::eval_geometry(orig_w, orig_h, 256, 224);
+          const io::CropGeometry g = npy ? io::identity_geometry(orig_w, orig_h) : io::eval_geometry(orig_w, orig_h, pp.resize, pp.crop);
           int64_t area = 0;
           for (const auto& b : a.boxes) area += io::rasterize_box(io::map_box(b, g), g.crop_w, g.crop_h, L.mask);
           if (a.boxes.empty()) L.box = {{"status", "none"}, {"reason", "annotation has no boxes"}};
@@ -782,6 +789,11 @@ void register_eval(CLI::App& app) {
                 "masked copies of one image per forward pass (the default holds all copies of the default settings)")
       ->capture_default_str();
   e->add_option("--threads", eo->threads, "CPU threads (default: all cores)");
+  for (const char* name : {"preprocess", "resize", "crop", "interpolation"})
+    for (const auto& opt : api::saliency_options())
+      if (std::string(opt.name) == name)
+        e->add_option_function<std::string>(std::string("--") + name, [eo, set = opt.set](const std::string& v) { set(eo->pre, v); },
+                                            opt.help);
   add_device_flags(e, eo->dev);
   e->add_flag("--no-resume", eo->no_resume, "start over instead of continuing PREFIX.jsonl");
   e->add_option("--shard", eo->shard,
