@@ -25,6 +25,7 @@
 #include "nn/model.h"
 #include "parchgrad/attribution.h"
 #include "tools/lib/image_io.h"
+#include "tools/lib/preprocess_presets.h"
 #include "weights/class_names.h"
 
 struct pg_model {
@@ -354,6 +355,72 @@ int pg_preprocess_u8(const unsigned char* rgb, int height, int width, int size, 
     img.rgb.assign(rgb, rgb + size_t(width) * size_t(height) * 3);
     const int resize = int(int64_t(size) * 256 / 224);
     const pg::Tensor t = pg::io::normalize_imagenet(pg::io::imagenet_crop(img, resize, size));
+    std::memcpy(x, t.data(), sizeof(float) * size_t(t.numel()));
+  });
+}
+
+}  // extern "C"
+
+namespace {
+
+// The preprocessing a preset name and its overrides give (the command line's --preprocess,
+// --resize, --crop and --interpolation, with their checks), for the C function fn.
+pg::io::Preprocess preset_of(const char* fn, const char* preset, int resize, int crop, const char* interpolation) {
+  if (resize < -1 || resize > 8192)
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": resize = " + std::to_string(resize) + " (-1, 0 or in [1, 8192])");
+  if (crop < -1 || crop > 8192)
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": crop = " + std::to_string(crop) + " (-1, 0 or in [1, 8192])");
+  pg::io::Preprocess p;  // "imagenet"
+  const std::string name = preset ? preset : "";
+  if (!name.empty() && !pg::io::find_preprocess(name, &p))
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": unknown preset '" + pg::printable(name) +
+                              "' (a torchvision weights name such as EfficientNet_B0_Weights.IMAGENET1K_V1, a model "
+                              "name, or imagenet)");
+  if (resize >= 0) p.resize = resize;
+  if (crop >= 0) p.crop = crop;
+  if (interpolation && !pg::io::parse_interpolation(interpolation, &p.interpolation))
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": interpolation '" + pg::printable(interpolation) +
+                              "' is neither bilinear nor bicubic");
+  return p;
+}
+
+void check_image_size(const char* fn, int height, int width) {
+  if (height < 1 || width < 1 || height > 65535 || width > 65535)
+    fail(PG_ERR_ARGUMENT, std::string(fn) + ": height x width = " + std::to_string(height) + " x " +
+                              std::to_string(width) + " (each in [1, 65535])");
+}
+
+}  // namespace
+
+extern "C" {
+
+int pg_preprocess_shape(int height, int width, const char* preset, int resize, int crop, int* out_height,
+                        int* out_width) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    need(out_height, "pg_preprocess_shape", "out_height");
+    need(out_width, "pg_preprocess_shape", "out_width");
+    check_image_size("pg_preprocess_shape", height, width);
+    const pg::io::Preprocess p = preset_of("pg_preprocess_shape", preset, resize, crop, nullptr);
+    int h = height, w = width;
+    if (p.resize > 0) pg::io::resize_short_side_size(width, height, p.resize, &w, &h);
+    if (p.crop > 0) h = w = p.crop;
+    *out_height = h;
+    *out_width = w;
+  });
+}
+
+int pg_preprocess_preset_u8(const unsigned char* rgb, int height, int width, const char* preset, int resize, int crop,
+                            const char* interpolation, float* x) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    need(rgb, "pg_preprocess_preset_u8", "rgb");
+    need(x, "pg_preprocess_preset_u8", "x");
+    check_image_size("pg_preprocess_preset_u8", height, width);
+    const pg::io::Preprocess p = preset_of("pg_preprocess_preset_u8", preset, resize, crop, interpolation);
+    pg::io::Image8 img;
+    img.w = width;
+    img.h = height;
+    img.rgb.assign(rgb, rgb + size_t(width) * size_t(height) * 3);
+    const pg::Tensor t = pg::io::preprocess_image(img, p);
     std::memcpy(x, t.data(), sizeof(float) * size_t(t.numel()));
   });
 }

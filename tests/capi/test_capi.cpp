@@ -241,6 +241,45 @@ void bad_inputs() {
   expect_error("preprocess: NULL rgb", pg_preprocess_u8(nullptr, 2, 2, 224, xs), PG_ERR_ARGUMENT, "rgb is NULL");
   expect_error("preprocess: width 0", pg_preprocess_u8(px, 2, 0, 224, xs), PG_ERR_ARGUMENT, "2 x 0");
   expect_error("preprocess: size 0", pg_preprocess_u8(px, 2, 2, 0, xs), PG_ERR_ARGUMENT, "size = 0");
+  // Presets: the shape of x, the "imagenet" preset equal to pg_preprocess_u8's 224 bit for bit,
+  // another preset's different pixels, and bad names refused in one line.
+  {
+    int oh = 0, ow = 0;
+    CHECK(pg_preprocess_shape(256, 300, "convnext_tiny", -1, -1, &oh, &ow) == PG_OK && oh == 224 && ow == 224);
+    CHECK(pg_preprocess_shape(256, 300, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", -1, 0, &oh, &ow) == PG_OK &&
+          oh == 236 && ow == 276);
+    CHECK(pg_preprocess_shape(256, 300, nullptr, 0, 0, &oh, &ow) == PG_OK && oh == 256 && ow == 300);
+    CHECK(pg_preprocess_shape(40, 30, "EfficientNet_B3_Weights.IMAGENET1K_V1", -1, -1, &oh, &ow) == PG_OK &&
+          oh == 300 && ow == 300);
+    unsigned char* img = nullptr;
+    int ih = 0, iw = 0;
+    const std::string star = data + "/examples/star.png";
+    CHECK(pg_image_read(star.c_str(), &img, &ih, &iw) == PG_OK);
+    std::vector<float> a(3 * 224 * 224, -1.f), b(3 * 224 * 224, -2.f), c(3 * 224 * 224, -3.f);
+    CHECK(pg_preprocess_u8(img, ih, iw, 224, a.data()) == PG_OK);
+    CHECK(pg_preprocess_preset_u8(img, ih, iw, "imagenet", -1, -1, nullptr, b.data()) == PG_OK);
+    CHECK(a == b);
+    CHECK(pg_preprocess_preset_u8(img, ih, iw, nullptr, -1, -1, nullptr, b.data()) == PG_OK);
+    CHECK(a == b);
+    CHECK(pg_preprocess_preset_u8(img, ih, iw, "convnext_tiny", -1, -1, nullptr, c.data()) == PG_OK);
+    CHECK(a != c);
+    CHECK(pg_preprocess_preset_u8(img, ih, iw, "imagenet", 236, -1, nullptr, b.data()) == PG_OK);
+    CHECK(b == c);  // convnext_tiny: 236/224 bilinear with ImageNet's mean and std
+    CHECK(pg_preprocess_preset_u8(img, ih, iw, "imagenet", 236, -1, "bicubic", b.data()) == PG_OK);
+    CHECK(b != c);  // (the 256x256 image is not resized at 256: its filter shows at 236)
+    expect_error("preprocess: unknown preset", pg_preprocess_preset_u8(img, ih, iw, "nope\n", -1, -1, nullptr, b.data()),
+                 PG_ERR_ARGUMENT, "unknown preset 'nope\\x0a'");
+    expect_error("preprocess: unknown filter",
+                 pg_preprocess_preset_u8(img, ih, iw, "imagenet", -1, -1, "nearest", b.data()), PG_ERR_ARGUMENT,
+                 "'nearest' is neither bilinear nor bicubic");
+    expect_error("preprocess: crop -2", pg_preprocess_shape(2, 2, "imagenet", -1, -2, &oh, &ow), PG_ERR_ARGUMENT,
+                 "crop = -2");
+    expect_error("preprocess: shape of unknown preset", pg_preprocess_shape(2, 2, "resnet", -1, -1, &oh, &ow),
+                 PG_ERR_ARGUMENT, "pg_preprocess_shape: unknown preset 'resnet'");
+    expect_error("preprocess: NULL x", pg_preprocess_preset_u8(img, ih, iw, nullptr, -1, -1, nullptr, nullptr),
+                 PG_ERR_ARGUMENT, "x is NULL");
+    pg_free(img);
+  }
   expect_error("stats: missing folder", pg_stats(m, "/nonexistent/data", nullptr, nullptr, 0, "/tmp/x.safetensors"),
                PG_ERR_FILE, "/nonexistent/data");
   expect_error("stats: bad test", pg_stats(m, data.c_str(), nullptr, "z", 0, "/tmp/x.safetensors"), PG_ERR_ARGUMENT,

@@ -24,7 +24,8 @@
  * Threads. The library starts no thread of its own outside a call (calls use OpenMP threads
  * for their arithmetic and return when done).
  *   - pg_version, pg_build_info, pg_has_device, pg_last_error, pg_preprocess_u8,
- *     pg_image_read: any thread, at any time. pg_last_error is thread-local.
+ *     pg_preprocess_shape, pg_preprocess_preset_u8, pg_image_read: any thread, at any
+ *     time. pg_last_error is thread-local.
  *   - One pg_model on the CPU: any number of threads may run pg_saliency,
  *     pg_saliency_targets and pg_stats on it at the same time (the model is only read; each
  *     call has its own pass state), and several models may be used at once. The maps do not
@@ -145,6 +146,21 @@ int pg_saliency_targets(pg_model* m, const float* x, int n, int h, int w, const 
  * (size), ToTensor and Normalize with the ImageNet mean and std, bit for bit. x receives
  * [3 x size x size] floats. size 224 is the ImageNet eval transform (resize 256). */
 int pg_preprocess_u8(const unsigned char* rgb, int height, int width, int size, float* x);
+
+/* Any model's preprocessing, as torchvision's weights define it (the command line's
+ * --preprocess, --resize, --crop and --interpolation): preset is a torchvision weights name
+ * ("EfficientNet_B0_Weights.IMAGENET1K_V1"), a model name ("convnext_tiny": its IMAGENET1K_V1
+ * weights' transform), or "imagenet" (resize 256, crop 224, bilinear); NULL or "": "imagenet".
+ * resize (the short side) and crop (a centre square) override the preset's when >= 0 (0: no
+ * resize, no crop), -1 keeps them; interpolation "bilinear" or "bicubic" (PIL's antialiased
+ * filters, bit for bit) overrides its filter, NULL keeps it. Normalised with the preset's mean
+ * and std. pg_preprocess_shape gives the height and width of x for an image of height x width
+ * (crop x crop when there is a crop); x receives [3 x out_height x out_width] floats. An unknown
+ * preset or filter, or a size out of range: PG_ERR_ARGUMENT. */
+int pg_preprocess_shape(int height, int width, const char* preset, int resize, int crop, int* out_height,
+                        int* out_width);
+int pg_preprocess_preset_u8(const unsigned char* rgb, int height, int width, const char* preset, int resize,
+                            int crop, const char* interpolation, float* x);
 
 /* Reads a PNG or JPEG file as 8-bit RGB, decoded as the command line decodes it (JPEG as PIL
  * does, greyscale replicated, alpha dropped). On success *rgb points to height x width x 3
