@@ -8,9 +8,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "capi/saliency.h"
 #include "core/error.h"
 #include "parchgrad/attribution.h"
 #include "tools/lib/image_io.h"
+#include "tools/lib/preprocess_presets.h"
 #include "weights/class_names.h"
 #include "weights/state_dict.h"
 
@@ -174,7 +176,11 @@ void dataset_stats(const nn::Model& model, nn::Context& ctx, const StatsJob& job
   // The spill file: one per run, also when several threads run statistics at once.
   static std::atomic<long> runs{0};
   const std::string spill = job.out + ".samples." + std::to_string(getpid()) + "." + std::to_string(runs++) + ".tmp";
-  DatasetStats acc(stats_meta(model, job.weights_name, job.test), stats_convs(model), job.memory_limit, spill);
+  // Images are preprocessed as the model's weights define (`parchgrad stats`'s default).
+  const io::Preprocess pp = io::model_preprocess(model.arch());
+  DatasetStatsMeta meta = stats_meta(model, job.weights_name, job.test);
+  meta.preprocess = preprocess_json(pp).dump();
+  DatasetStats acc(meta, stats_convs(model), job.memory_limit, spill);
   GapCollector hook(&acc, false);
   ctx.hook = &hook;
   struct Unhook {
@@ -197,7 +203,7 @@ void dataset_stats(const nn::Model& model, nn::Context& ctx, const StatsJob& job
     labels.clear();
   };
   for (size_t i = 0; i < all.size(); ++i) {
-    Tensor t = io::load_input_tensor(all[i].path);
+    Tensor t = io::load_input_tensor(all[i].path, pp);
     if (t.ndim() != 3) throw file_error(all[i].path, "expected one [3, H, W] sample, got " + t.shape_str());
     if (!xs.empty() && xs[0].shape() != t.shape()) flush();
     xs.push_back(t);

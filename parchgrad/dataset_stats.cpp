@@ -176,6 +176,7 @@ void DatasetStats::write_shard(const std::string& path, int shard, int shards) {
                        {"images", index_.size()},    {"images_per_class", per_class_},
                        {"convs", convs},             {"version", PARCHGRAD_VERSION}};
   json full = header;
+  if (!meta_.preprocess.empty()) full["preprocess"] = meta_.preprocess;
   if (!meta_.weights_hash.empty()) full["weights_hash"] = meta_.weights_hash;
   const std::string text = full.dump();
   const std::string tmp = path + ".tmp";
@@ -259,6 +260,7 @@ std::unique_ptr<DatasetStats> DatasetStats::merge_shards(const std::vector<std::
       meta.test = h.at("test").get<std::string>();
       meta.weights = h.at("weights").get<std::string>();
       meta.num_classes = h.at("num_classes").get<int>();
+      meta.preprocess = h.value("preprocess", std::string());
       shard = h.at("shard").get<int>();
       images = h.at("images").get<int64_t>();
       per_class = h.at("images_per_class").get<std::vector<long>>();
@@ -275,7 +277,7 @@ std::unique_ptr<DatasetStats> DatasetStats::merge_shards(const std::vector<std::
       first = h;
       out = std::make_unique<DatasetStats>(meta, convs, memory_limit, std::string());
     } else {
-      for (const char* key : {"model", "test", "weights", "num_classes", "convs", "weights_hash"})
+      for (const char* key : {"model", "test", "weights", "num_classes", "convs", "weights_hash", "preprocess"})
         if (h.value(key, json()) != first.value(key, json()))
           throw file_error(path, std::string("differs from ") + paths[0] + " in " + key + " (" +
                                      h.value(key, json()).dump() + " vs " + first.value(key, json()).dump() + ")");
@@ -367,13 +369,14 @@ void DatasetStats::finalize(const std::string& out_path) {
     out[conv.name + ".shapiro_p"] = sp;
     out[conv.name + ".cls_p"] = cp;
   }
-  const std::map<std::string, std::string> meta = {
+  std::map<std::string, std::string> meta = {
       {"model", meta_.model},
       {"test", meta_.test},
       {"num_classes", std::to_string(K)},
       {"images_per_class", json(per_class_).dump()},
       {"version", PARCHGRAD_VERSION},
       {"weights", meta_.weights}};
+  if (!meta_.preprocess.empty()) meta["preprocess"] = meta_.preprocess;
   weights::save_safetensors(out_path, out, meta);
 }
 

@@ -38,6 +38,9 @@ struct DatasetStatsMeta {
   std::string model;    // architecture name (metadata "model")
   std::string test;     // "student" or "welch"
   std::string weights;  // weights file basename
+  // The images' preprocessing as JSON (name, resize, crop, interpolation, mean, std: metadata
+  // "preprocess", also in shard headers, where merge_shards requires it to agree); "": none.
+  std::string preprocess;
   int num_classes = 0;
   // The weights' content hash (`parchgrad stats --shard` sets it): written into shard files
   // only, where merge_shards requires it to agree; the statistics file does not hold it.

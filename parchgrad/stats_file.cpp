@@ -36,6 +36,7 @@ StatsFile load_stats(const std::string& path) {
   auto meta = weights::safetensors_metadata(path);
   s.model = meta.count("model") ? meta["model"] : "";
   s.test = meta.count("test") ? meta["test"] : "";
+  s.preprocess = meta.count("preprocess") ? meta["preprocess"] : "";
   if (meta.count("images_per_class")) {
     try {
       for (const auto& v : nlohmann::json::parse(meta["images_per_class"])) s.images_per_class.push_back(v.get<long>());

@@ -20,6 +20,7 @@ struct StatsFile {
   std::string path;
   std::string model;                  // metadata "model"
   std::string test;                   // "student" or "welch"
+  std::string preprocess;             // metadata "preprocess": the images' preprocessing (JSON), or ""
   int num_classes = 0;
   std::vector<long> images_per_class;  // may be empty if not recorded
   std::map<std::string, LayerStats> layers;

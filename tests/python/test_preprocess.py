@@ -518,6 +518,12 @@ def test_stats_takes_the_preset():
     assert got["img"].keys() == got["npy"].keys()
     for k in got["img"]:
         np.testing.assert_array_equal(got["img"][k], got["npy"][k], err_msg=k)
+    # The file records the preprocessing (metadata "preprocess", JSON).
+    import json
+    with open(os.path.join(root, "img.safetensors"), "rb") as f:
+        meta = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))["__metadata__"]
+    pre = json.loads(meta["preprocess"])
+    assert pre["name"] == preset and (pre["resize"], pre["crop"], pre["interpolation"]) == (256, 240, "bicubic")
     r = run("stats", "--weights", weights, "--data", os.path.join(root, "img"), "--out", os.path.join(root, "x.st"),
             "--preprocess", "nope")
     assert r.returncode != 0 and "nope" in r.stderr
@@ -728,3 +734,26 @@ def test_npy_dtype_is_named(dtype, descr, words):
     p = scratch(f"dtype_{words.replace(' ', '_')}.npy")
     np.save(p, np.zeros((3, 8, 8), dtype))
     refused(p, f"unsupported dtype '{descr}' ({words}) (expected float32 '<f4' or float64 '<f8')")
+
+
+def test_stats_shards_of_other_preprocessing_not_merged():
+    """Shards made with other preprocessing are not one job: `stats merge` names the difference."""
+    import shutil
+    weights = os.path.join(SRC, "assets", "default", "resnet_synth.pth")
+    examples = os.path.join(SRC, "assets", "default", "examples")
+    root = scratch("stats_shards_preset")
+    shutil.rmtree(root, ignore_errors=True)
+    for c, names in (("a", ("circle.png", "cross.png")), ("b", ("square.png", "star.png"))):
+        os.makedirs(os.path.join(root, "d", c))
+        for n in names:
+            shutil.copy(os.path.join(examples, n), os.path.join(root, "d", c, n))
+    shards = []
+    for i, extra in ((0, []), (1, ["--preprocess", "convnext_tiny"])):
+        shards.append(os.path.join(root, f"s{i}.st"))
+        r = run("stats", "--weights", weights, "--data", os.path.join(root, "d"), "--out", shards[-1], "--shard",
+                f"{i}/2", "--threads", "1", *extra)
+        assert r.returncode == 0, r.stderr
+    r = run("stats", "merge", *shards, "--out", os.path.join(root, "m.st"))
+    errors = [l for l in r.stderr.splitlines() if l.startswith("parchgrad: error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "in preprocess" in errors[0], r.stderr
+    assert "ConvNeXt_Tiny_Weights.IMAGENET1K_V1" in errors[0]

@@ -76,6 +76,7 @@ void run_stats(const StatsOptions& opts) {
     if (int64_t(i) % shards == shard) mine.push_back(int64_t(i));
 
   DatasetStatsMeta meta = api::stats_meta(*model, o.weights, o.test);
+  meta.preprocess = api::preprocess_json(pp).dump();  // recorded in the file; part of a checkpoint's identity
   if (sh.active) meta.weights_hash = content_hash(o.weights);  // `stats merge` checks that shards agree
   const std::vector<std::pair<std::string, int>> convs = api::stats_convs(*model);
   // Checkpoints: every --checkpoint images the accumulators so far go to a part file beside
@@ -95,7 +96,7 @@ void run_stats(const StatsOptions& opts) {
       listing += fs::relative(it.path, o.data).generic_string() + "\t" + std::to_string(it.label) + "\n";
     return text_hash(content_hash(o.weights) + "|" + (o.labels.empty() ? "" : content_hash(o.labels)) + "|" +
                      fs::weakly_canonical(fs::absolute(o.data), ec).generic_string() + "|" + text_hash(listing) + "|" +
-                     o.test + "|" + std::to_string(shard) + "/" + std::to_string(shards) + "|" + meta.model);
+                     o.test + "|" + std::to_string(shard) + "/" + std::to_string(shards) + "|" + meta.model + "|" + meta.preprocess);
   };
   const std::string identity = checkpoints ? job_identity() : std::string();
   const fs::path out_path(o.out);

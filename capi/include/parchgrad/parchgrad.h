@@ -174,7 +174,9 @@ void pg_free(void* p);
 /* Computes ParchGrad's statistics of model m over an ImageFolder tree data_dir (class folders
  * sorted by name give class ids 0, 1, ..., or labels names them: lines "folder class_id";
  * NULL for none) and writes them to out_path (safetensors, what the "stats" option reads).
- * test: "student" or "welch" (NULL: student); batch: images per forward pass (0: 16). The
+ * test: "student" or "welch" (NULL: student); batch: images per forward pass (0: 16). Images
+ * get the model's own preprocessing (as pg_preprocess_preset_u8 with pg_model_arch's preset,
+ * ImageNet's for an architecture without one), recorded in the file. The
  * same file as `parchgrad stats` with the same settings, bit for bit; an image that cannot be
  * read fails the call (as `parchgrad stats --strict` does), naming the file. */
 int pg_stats(pg_model* m, const char* data_dir, const char* labels, const char* test, int batch,
