@@ -25,8 +25,8 @@ namespace pg::nn {
 
 struct Context;
 class Conv2d;
-class LayerNorm2d;
 class Linear;
+class LayerNorm2d;
 
 // Settings of the device path (--precision, --dgrad, --deterministic), carried through the
 // call chain by nn::Context.
@@ -57,11 +57,11 @@ class Backend {
   virtual ag::Var relu(Context& ctx, ag::Var x) = 0;  // in place
   virtual ag::Var relu6(Context& ctx, ag::Var x) = 0;  // in place; min(max(x, 0), 6)
   virtual ag::Var avgpool(Context& ctx, const kernels::Pool2dParams& p, const ag::Var& x) = 0;
+  virtual ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) = 0;
   // ConvNeXt: LayerNorm over the channels at each (n, h, w) of an NCHW tensor (a new tensor),
   // and exact (erf) GELU (a new tensor; x is kept for the backward).
   virtual ag::Var layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) = 0;
   virtual ag::Var gelu(Context& ctx, const ag::Var& x) = 0;
-  virtual ag::Var adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int Q) = 0;
   // EfficientNet and MobileNetV3 (kernels/cpu/activations.h, squeeze_excite.h): SiLU, sigmoid,
   // hardswish or hardsigmoid into a new tensor (the tape keeps x, or y for sigmoid); the
   // squeeze-and-excitation product x [N, C, H, W] * s [N, C, 1, 1] into a new tensor, its
@@ -90,6 +90,9 @@ class DeviceBackend : public Backend, public DeviceMemory {
   // Selects the device (an index into the visible ones) and applies the options. Throws with
   // the runtime's reason when no device can be used.
   virtual void configure(const DeviceOptions& opt, int device_index) = 0;
+  // How many devices the runtime sees (after CUDA_VISIBLE_DEVICES; 0 when none can be used).
+  // Needs no configure: the command line picks a task's device from it (tools/cli/shard.h).
+  virtual int device_count() const = 0;
   // E.g. "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB), driver 13.0, ..."; "" before configure.
   virtual std::string description() const = 0;
   // "cuda", "simt" or "none".
@@ -104,9 +107,6 @@ class DeviceBackend : public Backend, public DeviceMemory {
   // torchvision does (x / 255 - mean[c]) / std[c], with the preprocessing's mean and std: the
   // device tensor [N, 3, H, W].
   virtual Tensor normalize_u8(const uint8_t* rgb, int N, int H, int W, const float mean[3], const float std[3]) = 0;
-  // How many devices the runtime sees (after CUDA_VISIBLE_DEVICES; 0 when none can be used).
-  // Needs no configure: the command line picks a task's device from it (tools/cli/shard.h).
-  virtual int device_count() const = 0;
 };
 
 // The backend of a device: the CPU's, or this build's device.

@@ -38,11 +38,11 @@ class NoDevice final : public DeviceBackend {
   void copy(float*, const float*, size_t) override { no_device(); }
   void zero(float*, size_t) override { no_device(); }
   void configure(const DeviceOptions&, int) override { no_device(); }
+  int device_count() const override { return 0; }
   std::string description() const override { return ""; }
   const char* runtime_name() const override { return "none"; }
   void upload(float*, const float*, size_t) override { no_device(); }
   void download(float*, const float*, size_t) override { no_device(); }
-  int device_count() const override { return 0; }
   Tensor probability_seed(const Tensor&, const std::vector<int>&, Tensor*) override { no_device(); }
   Tensor channel_map(const Tensor&, const Tensor*, MapKind) override { no_device(); }
   Tensor normalize_u8(const uint8_t*, int, int, int, const float*, const float*) override { no_device(); }
