@@ -122,6 +122,9 @@ const char* not_a_saliency_option(const std::string& name) {
   for (const char* n : model)
     if (name == n) return "chosen when the model is loaded (pg_model_load), not a saliency setting";
   if (name == "target") return "given per call (the targets argument of pg_saliency), not a saliency setting";
+  // (In the option table for the command line's images; pg_saliency takes normalised inputs.)
+  for (const char* n : {"preprocess", "resize", "crop", "interpolation"})
+    if (name == n) return "the images' preprocessing, done before pg_saliency (pg_preprocess_preset_u8), not a saliency setting";
   return nullptr;
 }
 

@@ -276,6 +276,8 @@ void bad_inputs() {
                  "crop = -2");
     expect_error("preprocess: shape of unknown preset", pg_preprocess_shape(2, 2, "resnet", -1, -1, &oh, &ow),
                  PG_ERR_ARGUMENT, "pg_preprocess_shape: unknown preset 'resnet'");
+    expect_error("options: preprocess", pg_saliency_options_set(o, "preprocess", "convnext_tiny"), PG_ERR_ARGUMENT,
+                 "pg_preprocess_preset_u8");
     expect_error("preprocess: NULL x", pg_preprocess_preset_u8(img, ih, iw, nullptr, -1, -1, nullptr, nullptr),
                  PG_ERR_ARGUMENT, "x is NULL");
     pg_free(img);

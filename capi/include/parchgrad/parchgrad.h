@@ -117,8 +117,9 @@ void pg_saliency_options_free(pg_saliency_options* o);
  * by "false" or "0". Files named by an option ("stats", "sg-noise", "ig-baseline") are read
  * here, once, and checked. The value is checked as the command line checks it; on failure the
  * options are unchanged. Options of the command line's file output (--out, --colormap,
- * --compare, ...) and of the model (--weights, --model, --device, --gpu) are not saliency
- * options: they are refused by name. The list of names: README.md, "Embedding". */
+ * --compare, ...), of the model (--weights, --model, --device, --gpu) and of the images'
+ * preprocessing (--preprocess, --resize, --crop, --interpolation: pg_preprocess_preset_u8) are
+ * not saliency options: they are refused by name. The list of names: README.md, "Embedding". */
 int pg_saliency_options_set(pg_saliency_options* o, const char* name, const char* value);
 
 /* ---- Saliency ---- */
