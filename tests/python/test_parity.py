@@ -135,9 +135,13 @@ def _report():
 _explained = {}
 
 
-def _check_sample(key, model, x, target, logits, grad, ref_logits, ref_grad, ref64):
+def _check_sample(key, model, x, target, logits, grad, ref_logits, ref_grad, ref64=None):
     """Errors of one sample and whether they pass (see the module's docstring). ref64() gives
-    the float64 gradient of this sample (computed once per case, when first needed)."""
+    the float64 gradient of this sample (computed once per case, when first needed); without
+    it, the sample's own float64 pass."""
+    if ref64 is None:
+        def ref64():
+            return pc.reference(copy.deepcopy(model).double(), x.double()[None], [int(target)])[1][0]
     res = {"logits_rel": pc.rel_err(logits[None], ref_logits[None]),
            "grad_rel": pc.rel_err(grad[None], ref_grad[None])}
     res["ok"] = res["logits_rel"] < pc.REL_TOL and res["grad_rel"] < pc.REL_TOL
