@@ -115,6 +115,20 @@ std::unique_ptr<class Model> build_efficientnet(const EfficientNetSpec& spec, We
 std::unique_ptr<class Model> build_mobilenet_v3(const MobileNetV3Spec& spec, WeightBinder& binder);
 std::unique_ptr<class Model> build_convnext(const ConvNeXtSpec& spec, WeightBinder& binder);
 
+// How well the tensors a spec expects fit a state dict: the names that differ (expected but
+// absent, or present but not expected) and the expected shapes that agree. Where the weights
+// cannot tell a family's variants apart by name alone (EfficientNet, MobileNetV3: strides and
+// eps are not in them), the variant that fits best (fewest differing names, then most agreeing
+// shapes) is taken, and the binder then names whatever still does not fit.
+struct SpecFit {
+  long names_differ = 0, shapes_agree = 0;
+  bool better_than(const SpecFit& o) const {
+    return names_differ < o.names_differ || (names_differ == o.names_differ && shapes_agree > o.shapes_agree);
+  }
+};
+using TensorList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+SpecFit spec_fit(const weights::StateDict& sd, const TensorList& expected);
+
 // Builds one conv (and folds the BatchNorm named bn_prefix, if not empty, with its eps: PyTorch's
 // default 1e-5, 1e-3 for EfficientNet B5-B7 and V2 and for MobileNetV3) from the binder.
 Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn_prefix, int in,

@@ -213,26 +213,15 @@ EfficientNetSpec efficientnet_spec_from_weights(const weights::StateDict& sd, co
   auto it = sd.find("classifier.1.weight");
   if (it != sd.end() && it->second.ndim() == 2) classes = int(it->second.dim(0));
   EfficientNetSpec best;
-  long best_names = std::numeric_limits<long>::max(), best_shapes = -1;
+  SpecFit best_fit{std::numeric_limits<long>::max(), -1};
   for (const Variant& v : kVariants) {
     EfficientNetSpec s;
     efficientnet_spec_from_name(v.name, &s);
     s.num_classes = classes;
-    long diff = 0, shapes = 0;
-    const auto tensors = efficientnet_tensors(s);
-    for (const auto& [name, shape] : tensors) {
-      auto f = sd.find(name);
-      if (f == sd.end()) {
-        ++diff;
-      } else if (f->second.shape() == shape) {
-        ++shapes;
-      }
-    }
-    diff += long(sd.size()) - (long(tensors.size()) - diff);  // tensors the spec does not expect
-    if (diff < best_names || (diff == best_names && shapes > best_shapes)) {
+    const SpecFit fit = spec_fit(sd, efficientnet_tensors(s));
+    if (fit.better_than(best_fit)) {
       best = s;
-      best_names = diff;
-      best_shapes = shapes;
+      best_fit = fit;
     }
   }
   (void)source;

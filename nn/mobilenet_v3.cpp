@@ -182,26 +182,15 @@ MobileNetV3Spec mobilenet_v3_spec_from_weights(const weights::StateDict& sd, con
   auto it = sd.find("classifier.3.weight");
   if (it != sd.end() && it->second.ndim() == 2) classes = int(it->second.dim(0));
   MobileNetV3Spec best;
-  long best_names = std::numeric_limits<long>::max(), best_shapes = -1;
+  SpecFit best_fit{std::numeric_limits<long>::max(), -1};
   for (const char* name : {"mobilenet_v3_large", "mobilenet_v3_small"}) {
     MobileNetV3Spec s;
     mobilenet_v3_spec_from_name(name, &s);
     s.num_classes = classes;
-    long diff = 0, shapes = 0;
-    const auto tensors = mobilenet_v3_tensors(s);
-    for (const auto& [tname, shape] : tensors) {
-      auto f = sd.find(tname);
-      if (f == sd.end()) {
-        ++diff;
-      } else if (f->second.shape() == shape) {
-        ++shapes;
-      }
-    }
-    diff += long(sd.size()) - (long(tensors.size()) - diff);
-    if (diff < best_names || (diff == best_names && shapes > best_shapes)) {
+    const SpecFit fit = spec_fit(sd, mobilenet_v3_tensors(s));
+    if (fit.better_than(best_fit)) {
       best = s;
-      best_names = diff;
-      best_shapes = shapes;
+      best_fit = fit;
     }
   }
   (void)source;

@@ -46,89 +46,99 @@ Conv2d make_conv(WeightBinder& b, const std::string& name, const std::string& bn
   return c;
 }
 
-namespace {
-int classes_from(const weights::StateDict& sd, const char* a, const char* b) {
-  for (const char* k : {a, b}) {
-    auto it = sd.find(k);
-    if (it != sd.end() && it->second.ndim() == 2) return int(it->second.dim(0));
+SpecFit spec_fit(const weights::StateDict& sd, const TensorList& expected) {
+  SpecFit f;
+  long found = 0;
+  for (const auto& [name, shape] : expected) {
+    auto it = sd.find(name);
+    if (it == sd.end()) {
+      ++f.names_differ;
+    } else {
+      ++found;
+      if (it->second.shape() == shape) ++f.shapes_agree;
+    }
   }
+  f.names_differ += long(sd.size()) - found;  // tensors the spec does not expect
+  return f;
+}
+
+namespace {
+
+// The class count: the first dimension of the last Linear's weight, or 1000.
+int classes_from(const weights::StateDict& sd, const char* classifier) {
+  auto it = sd.find(classifier);
+  if (it != sd.end() && it->second.ndim() == 2) return int(it->second.dim(0));
   return 1000;
 }
+
+// One architecture family: a spec from a torchvision name or from the weights, the tensors a
+// spec expects, its builder, and the last Linear's weight (which holds the class count).
+template <class Spec>
+struct Family {
+  using SpecType = Spec;
+  bool (*from_name)(const std::string&, Spec*);
+  Spec (*from_weights)(const weights::StateDict&, const std::string&);
+  TensorList (*tensors)(const Spec&);
+  std::unique_ptr<Model> (*build)(const Spec&, WeightBinder&);
+  const char* classifier;
+};
+
+const Family<ResNetSpec> kResNet{resnet_spec_from_name, resnet_spec_from_weights, resnet_tensors, build_resnet,
+                                 "fc.weight"};
+const Family<VGGSpec> kVGG{vgg_spec_from_name, vgg_spec_from_weights, vgg_tensors, build_vgg, "classifier.6.weight"};
+const Family<MobileNetSpec> kMobileNetV2{mobilenet_spec_from_name, mobilenet_spec_from_weights, mobilenet_tensors,
+                                         build_mobilenet, "classifier.1.weight"};
+const Family<ConvNeXtSpec> kConvNeXt{convnext_spec_from_name, convnext_spec_from_weights, convnext_tensors,
+                                     build_convnext, "classifier.2.weight"};
+const Family<EfficientNetSpec> kEfficientNet{efficientnet_spec_from_name, efficientnet_spec_from_weights,
+                                             efficientnet_tensors, build_efficientnet, "classifier.1.weight"};
+const Family<MobileNetV3Spec> kMobileNetV3{mobilenet_v3_spec_from_name, mobilenet_v3_spec_from_weights,
+                                           mobilenet_v3_tensors, build_mobilenet_v3, "classifier.3.weight"};
+
+// Calls f(family) for each family until one returns true; whether one did.
+template <class F>
+bool any_family(F&& f) {
+  return f(kResNet) || f(kVGG) || f(kMobileNetV2) || f(kConvNeXt) || f(kEfficientNet) || f(kMobileNetV3);
+}
+
+template <class Spec>
+std::unique_ptr<Model> build_inferred(const Family<Spec>& fam, const weights::StateDict& sd,
+                                      const std::string& source) {
+  Spec spec = fam.from_weights(sd, source);
+  WeightBinder binder(sd, source, spec.name);
+  return fam.build(spec, binder);
+}
+
 }  // namespace
 
 std::unique_ptr<Model> build_model(const weights::StateDict& sd, const std::string& arch,
                                    const std::string& source) {
   if (!arch.empty()) {
-    ResNetSpec r;
-    VGGSpec v;
-    if (resnet_spec_from_name(arch, &r)) {
-      r.num_classes = classes_from(sd, "fc.weight", "fc.weight");
+    std::unique_ptr<Model> m;
+    const bool known = any_family([&](const auto& fam) {
+      typename std::decay_t<decltype(fam)>::SpecType spec;
+      if (!fam.from_name(arch, &spec)) return false;
+      spec.num_classes = classes_from(sd, fam.classifier);
       WeightBinder binder(sd, source, arch);
-      return build_resnet(r, binder);
-    }
-    if (vgg_spec_from_name(arch, &v)) {
-      v.num_classes = classes_from(sd, "classifier.6.weight", "classifier.6.weight");
-      WeightBinder binder(sd, source, arch);
-      return build_vgg(v, binder);
-    }
-    MobileNetSpec mb;
-    if (mobilenet_spec_from_name(arch, &mb)) {
-      mb.num_classes = classes_from(sd, "classifier.1.weight", "classifier.1.weight");
-      WeightBinder binder(sd, source, arch);
-      return build_mobilenet(mb, binder);
-    }
-    ConvNeXtSpec cn;
-    if (convnext_spec_from_name(arch, &cn)) {
-      cn.num_classes = classes_from(sd, "classifier.2.weight", "classifier.2.weight");
-      WeightBinder binder(sd, source, arch);
-      return build_convnext(cn, binder);
-    }
-    EfficientNetSpec ef;
-    if (efficientnet_spec_from_name(arch, &ef)) {
-      ef.num_classes = classes_from(sd, "classifier.1.weight", "classifier.1.weight");
-      WeightBinder binder(sd, source, arch);
-      return build_efficientnet(ef, binder);
-    }
-    MobileNetV3Spec m3;
-    if (mobilenet_v3_spec_from_name(arch, &m3)) {
-      m3.num_classes = classes_from(sd, "classifier.3.weight", "classifier.3.weight");
-      WeightBinder binder(sd, source, arch);
-      return build_mobilenet_v3(m3, binder);
-    }
+      m = fam.build(spec, binder);
+      return true;
+    });
+    if (known) return m;
     std::string names;
     for (const auto& n : known_architectures()) names += (names.empty() ? "" : ", ") + n;
     throw Error("unknown model '" + arch + "' (known: " + names + ")");
   }
-  if (sd.count("conv1.weight") && sd.count("layer1.0.conv1.weight")) {
-    ResNetSpec r = resnet_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, r.name);
-    return build_resnet(r, binder);
-  }
-  if (sd.count("features.0.0.weight") && sd.count("features.1.0.layer_scale")) {
-    ConvNeXtSpec cn = convnext_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, cn.name);
-    return build_convnext(cn, binder);
-  }
-  if (sd.count("features.0.0.weight") && sd.count("features.1.conv.0.0.weight")) {
-    MobileNetSpec mb = mobilenet_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, mb.name);
-    return build_mobilenet(mb, binder);
-  }
-  if (sd.count("features.0.0.weight") && sd.count("features.1.0.block.0.0.weight")) {
-    EfficientNetSpec ef = efficientnet_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, ef.name);
-    return build_efficientnet(ef, binder);
-  }
-  if (sd.count("features.0.0.weight") && sd.count("features.1.block.0.0.weight")) {
-    MobileNetV3Spec m3 = mobilenet_v3_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, m3.name);
-    return build_mobilenet_v3(m3, binder);
-  }
-  if (sd.count("features.0.weight")) {
-    VGGSpec v = vgg_spec_from_weights(sd, source);
-    WeightBinder binder(sd, source, v.name);
-    return build_vgg(v, binder);
-  }
+  // Inferred: the family from tensor names only it has.
+  if (sd.count("conv1.weight") && sd.count("layer1.0.conv1.weight")) return build_inferred(kResNet, sd, source);
+  if (sd.count("features.0.0.weight") && sd.count("features.1.0.layer_scale"))
+    return build_inferred(kConvNeXt, sd, source);
+  if (sd.count("features.0.0.weight") && sd.count("features.1.conv.0.0.weight"))
+    return build_inferred(kMobileNetV2, sd, source);
+  if (sd.count("features.0.0.weight") && sd.count("features.1.0.block.0.0.weight"))
+    return build_inferred(kEfficientNet, sd, source);
+  if (sd.count("features.0.0.weight") && sd.count("features.1.block.0.0.weight"))
+    return build_inferred(kMobileNetV3, sd, source);
+  if (sd.count("features.0.weight")) return build_inferred(kVGG, sd, source);
   throw file_error(source, "cannot tell the architecture from the tensor names (expected torchvision ResNet, "
                            "VGG, MobileNetV2/V3, EfficientNet names such as 'conv1.weight', "
                            "'features.0.weight' or 'features.0.0.weight'); pass --model");
@@ -140,32 +150,15 @@ std::unique_ptr<Model> load_model(const std::string& weights_path, const std::st
 }
 
 weights::StateDict random_state_dict(const std::string& arch, int num_classes, uint64_t seed) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
-  ResNetSpec r;
-  VGGSpec v;
-  MobileNetSpec mb;
-  ConvNeXtSpec cn;
-  if (resnet_spec_from_name(arch, &r)) {
-    r.num_classes = num_classes;
-    tensors = resnet_tensors(r);
-  } else if (convnext_spec_from_name(arch, &cn)) {
-    cn.num_classes = num_classes;
-    tensors = convnext_tensors(cn);
-  } else if (mobilenet_spec_from_name(arch, &mb)) {
-    mb.num_classes = num_classes;
-    tensors = mobilenet_tensors(mb);
-  } else if (vgg_spec_from_name(arch, &v)) {
-    v.num_classes = num_classes;
-    tensors = vgg_tensors(v);
-  } else if (EfficientNetSpec ef; efficientnet_spec_from_name(arch, &ef)) {
-    ef.num_classes = num_classes;
-    tensors = efficientnet_tensors(ef);
-  } else if (MobileNetV3Spec m3; mobilenet_v3_spec_from_name(arch, &m3)) {
-    m3.num_classes = num_classes;
-    tensors = mobilenet_v3_tensors(m3);
-  } else {
-    throw Error("unknown model '" + arch + "'");
-  }
+  TensorList tensors;
+  const bool known = any_family([&](const auto& fam) {
+    typename std::decay_t<decltype(fam)>::SpecType spec;
+    if (!fam.from_name(arch, &spec)) return false;
+    spec.num_classes = num_classes;
+    tensors = fam.tensors(spec);
+    return true;
+  });
+  if (!known) throw Error("unknown model '" + arch + "'");
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::uniform_real_distribution<float> uni(0.f, 1.f);
