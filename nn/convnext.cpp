@@ -45,14 +45,8 @@ class ConvNeXt : public Model {
   // The Conv2d modules in torchvision's module order (the order ParchGrad's ratio counts in):
   // features.0.0, each block's depthwise conv, stage by stage, each downsample conv between.
   void finalize(const std::string& arch, int classes) {
-    arch_ = arch;
-    num_classes_ = classes;
-    convs_.clear();
-    auto push = [&](Conv2d& c) {
-      c.bind_site();
-      c.site.index = int(convs_.size());
-      convs_.push_back(&c);
-    };
+    begin_convs(arch, classes);
+    auto push = [&](Conv2d& c) { push_conv(c); };
     push(stem);
     for (size_t s = 0; s < stages.size(); ++s) {
       for (Block& b : stages[s]) {

@@ -38,14 +38,8 @@ class EfficientNet : public Model {
   // then per MBConv block the expansion, the depthwise conv, the SE's fc1 and fc2, the
   // projection (per FusedMBConv block its kxk conv and its projection), then the last conv.
   void finalize(const std::string& arch, int classes) {
-    arch_ = arch;
-    num_classes_ = classes;
-    convs_.clear();
-    auto push = [&](Conv2d& c) {
-      c.bind_site();
-      c.site.index = int(convs_.size());
-      convs_.push_back(&c);
-    };
+    begin_convs(arch, classes);
+    auto push = [&](Conv2d& c) { push_conv(c); };
     push(stem);
     for (Block& b : blocks) {
       if (b.fused) {

@@ -27,14 +27,8 @@ class MobileNetV2 : public Model {
   // features.0.0, then per block conv.0.0 (expansion), the depthwise conv, the projection,
   // then features.18.0.
   void finalize(const std::string& arch, int classes) {
-    arch_ = arch;
-    num_classes_ = classes;
-    convs_.clear();
-    auto push = [&](Conv2d& c) {
-      c.bind_site();
-      c.site.index = int(convs_.size());
-      convs_.push_back(&c);
-    };
+    begin_convs(arch, classes);
+    auto push = [&](Conv2d& c) { push_conv(c); };
     push(stem);
     for (Block& b : blocks) {
       if (b.has_expand) push(b.expand);

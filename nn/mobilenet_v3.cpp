@@ -35,14 +35,8 @@ class MobileNetV3 : public Model {
   // then per block the expansion, the depthwise conv, the SE's fc1 and fc2, the projection,
   // then the last conv.
   void finalize(const std::string& arch, int classes) {
-    arch_ = arch;
-    num_classes_ = classes;
-    convs_.clear();
-    auto push = [&](Conv2d& c) {
-      c.bind_site();
-      c.site.index = int(convs_.size());
-      convs_.push_back(&c);
-    };
+    begin_convs(arch, classes);
+    auto push = [&](Conv2d& c) { push_conv(c); };
     push(stem);
     for (Block& b : blocks) {
       if (b.has_expand) push(b.expand);

@@ -26,6 +26,19 @@ class Model {
   virtual std::vector<std::string> preset(const std::string& name) const { return {}; }
 
  protected:
+  // A builder's finalize: names the model and starts its conv list over ...
+  void begin_convs(const std::string& arch, int classes) {
+    arch_ = arch;
+    num_classes_ = classes;
+    convs_.clear();
+  }
+  // ... then appends each conv in torchvision's module order (its index is its position).
+  void push_conv(Conv2d& c) {
+    c.bind_site();
+    c.site.index = int(convs_.size());
+    convs_.push_back(&c);
+  }
+
   std::vector<const Conv2d*> convs_;
   std::string arch_;
   int num_classes_ = 0;
