@@ -8,7 +8,7 @@
 #include "tools/cli/commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"parchgrad: saliency maps and ParchGrad for ResNet and VGG classifiers", "parchgrad"};
+  CLI::App app{"parchgrad: saliency maps and ParchGrad for torchvision CNN classifiers (ResNet, VGG, MobileNet, EfficientNet, ConvNeXt)", "parchgrad"};
   app.require_subcommand(1);
   app.set_version_flag("--version", PARCHGRAD_VERSION);
   pg::cli::register_saliency(app);
