@@ -41,6 +41,31 @@ def bad_tensors_named(binary, sd, arch, scratch, replace=None, remove=()):
                 os.remove(p)
 
 
+def engine_conv_order(binary, model, arch, names, scratch):
+    """The engine lists the model's convs in the order `names` gives (torchvision's Conv2d
+    module order): `saliency --parchgrad cls --layers ratio:1 --explain-masks` names every conv
+    it hooks, and with ratio:1 that is every conv."""
+    x = pc.make_input(1, 32, 32, 5)
+    d = os.path.join(scratch, arch + "_order")
+    os.makedirs(d, exist_ok=True)
+    try:
+        stats = ref.random_stats(model, 10, x, 5)
+        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
+        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), arch, 10, write=pc.write_safetensors)
+        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
+        out = os.path.join(d, "out")
+        proc = subprocess.run([binary, "saliency", "--weights", weights, "--method", "grad", "--parchgrad", "cls",
+                               "--stats", stats_path, "--layers", "ratio:1", "--target", "0", "--out", out,
+                               "--explain-masks", x_path], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        masks = [f for f in os.listdir(out) if f.endswith(".masks.json")]
+        assert len(masks) == 1, masks
+        with open(os.path.join(out, masks[0])) as f:
+            assert [l["name"] for l in json.load(f)["layers"]] == names
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def parchgrad_against_reference(binary, model, arch, x, mode, classes, scratch, seed, check_layers,
                                 gamma=2.0, float64=False):
     """`saliency --parchgrad MODE --gamma GAMMA --explain-masks` on the model (prepared with

@@ -14,8 +14,6 @@ is needed, only the logit scale.
 """
 import json
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -64,27 +62,7 @@ def test_hooked_convs_in_module_order():
                                               "features.2.0.block.0.0"]
     hooked = ref.hooked_layers(model, "ratio:0.5")
     assert hooked == names[41:] and hooked[0] == "features.5.0.block.1.0", hooked[:2]
-    # The engine lists the same convs in the same order (--explain-masks names every hooked
-    # conv; with ratio:1 every conv).
-    x = pc.make_input(1, 32, 32, 5)
-    d = os.path.join(SCRATCH, "efficientnet_order")
-    os.makedirs(d, exist_ok=True)
-    try:
-        stats = ref.random_stats(no_inplace(model), 10, x, 5)
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), ARCH, 10, write=pc.write_safetensors)
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
-        out = os.path.join(d, "out")
-        proc = subprocess.run([BIN, "saliency", "--weights", weights, "--method", "grad", "--parchgrad", "cls",
-                               "--stats", stats_path, "--layers", "ratio:1", "--target", "0", "--out", out,
-                               "--explain-masks", x_path], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        masks = [f for f in os.listdir(out) if f.endswith(".masks.json")]
-        assert len(masks) == 1, masks
-        with open(os.path.join(out, masks[0])) as f:
-            assert [l["name"] for l in json.load(f)["layers"]] == names
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    fc.engine_conv_order(BIN, no_inplace(model), ARCH, names, SCRATCH)
 
 
 def test_efficientnet_b0_parity():

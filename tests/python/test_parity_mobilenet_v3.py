@@ -12,10 +12,7 @@ logits within 1e-4 of float32; gradients within 1e-4 of float32 or float64, or n
 float64 than twice PyTorch float32's own distance). ParchGrad at 128x128 (the hooked stages 4x4
 and 8x8; see test_parity_efficientnet.py for why not smaller).
 """
-import json
 import os
-import shutil
-import subprocess
 
 import pytest
 import torch
@@ -61,25 +58,7 @@ def test_hooked_convs_in_module_order(arch, count, first):
     names = [n for n, _ in ref.conv_layers(model)]
     assert len(names) == count and names[:4] == first
     assert ref.hooked_layers(model, "ratio:0.5") == names[count - count // 2:]
-    x = pc.make_input(1, 32, 32, 5)
-    d = os.path.join(SCRATCH, arch + "_order")
-    os.makedirs(d, exist_ok=True)
-    try:
-        stats = ref.random_stats(model, 10, x, 5)
-        weights = pc.save_weights(pc.model_state_dict(model), os.path.join(d, "w.safetensors"), "safetensors")
-        stats_path = ref.write_stats(stats, os.path.join(d, "stats.safetensors"), arch, 10, write=pc.write_safetensors)
-        x_path = pc.save_npy(os.path.join(d, "x.npy"), x.numpy())
-        out = os.path.join(d, "out")
-        proc = subprocess.run([BIN, "saliency", "--weights", weights, "--method", "grad", "--parchgrad", "cls",
-                               "--stats", stats_path, "--layers", "ratio:1", "--target", "0", "--out", out,
-                               "--explain-masks", x_path], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        masks = [f for f in os.listdir(out) if f.endswith(".masks.json")]
-        assert len(masks) == 1, masks
-        with open(os.path.join(out, masks[0])) as f:
-            assert [l["name"] for l in json.load(f)["layers"]] == names
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    fc.engine_conv_order(BIN, model, arch, names, SCRATCH)
 
 
 @pytest.mark.parametrize("arch,size,batch", [("mobilenet_v3_large", 64, 2), ("mobilenet_v3_small", 32, 1)])
