@@ -274,22 +274,15 @@ ag::Var CpuBackend::se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) {
     kc::se_scale_forward(p, x.value.data(), s.value.data(), y.data());
   }
   ag::Var out{y, -1};
-  if (ctx.tape && (x.id >= 0 || s.id >= 0)) {
-    const int ix = x.id, is = s.id;
-    out.id = ctx.tape->new_value();
-    Tensor xv = is >= 0 ? x.value : Tensor(), sv = ix >= 0 ? s.value : Tensor();
-    const std::vector<int64_t> s_shape = s.value.shape();
-    ctx.tape->record([ix, is, out_id = out.id, p, xv, sv, s_shape](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      profile::Scope prof("se scale bwd");
-      Tensor ds = is >= 0 ? Tensor(s_shape) : Tensor();
-      kc::se_scale_backward(p, g.data(), is >= 0 ? xv.data() : nullptr, ix >= 0 ? sv.data() : nullptr,
-                            ix >= 0 ? g.data() : nullptr, is >= 0 ? ds.data() : nullptr);
-      if (is >= 0) tape.accumulate(is, std::move(ds));
-      if (ix >= 0) tape.accumulate(ix, std::move(g));
-    });
-  }
+  record_backward2(ctx, x, s, out,
+                   [p, xv = s.id >= 0 ? x.value : Tensor(), sv = x.id >= 0 ? s.value : Tensor(),
+                    s_shape = s.value.shape()](Tensor g, bool need_dx, bool need_ds) {
+                     profile::Scope prof("se scale bwd");
+                     Tensor ds = need_ds ? Tensor(s_shape) : Tensor();
+                     kc::se_scale_backward(p, g.data(), need_ds ? xv.data() : nullptr, need_dx ? sv.data() : nullptr,
+                                           need_dx ? g.data() : nullptr, need_ds ? ds.data() : nullptr);
+                     return std::make_pair(need_dx ? std::move(g) : Tensor(), std::move(ds));
+                   });
   return out;
 }
 

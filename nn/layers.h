@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/hooks.h"
@@ -52,6 +53,25 @@ void record_backward(Context& ctx, const ag::Var& x, ag::Var& out, Back back) {
   ctx.tape->record([in_id, out_id = out.id, back = std::move(back)](ag::Tape& tape) {
     Tensor g = tape.take(out_id);
     if (!g.empty()) tape.accumulate(in_id, back(std::move(g)));
+  });
+}
+
+// The backward step of a two-input layer (se_scale), as record_backward: when the pass has a
+// tape and a or b is on it, gives `out` a new tape id and records a step that takes out's
+// gradient g (nothing to do when none reached it) and calls back(g, need_a, need_b), which
+// returns {da, db} (each empty when not needed; da may be g itself); db is added into b's
+// gradient, then da into a's.
+template <class Back>
+void record_backward2(Context& ctx, const ag::Var& a, const ag::Var& b, ag::Var& out, Back back) {
+  if (!ctx.tape || (a.id < 0 && b.id < 0)) return;
+  const int ia = a.id, ib = b.id;
+  out.id = ctx.tape->new_value();
+  ctx.tape->record([ia, ib, out_id = out.id, back = std::move(back)](ag::Tape& tape) {
+    Tensor g = tape.take(out_id);
+    if (g.empty()) return;
+    std::pair<Tensor, Tensor> d = back(std::move(g), ia >= 0, ib >= 0);
+    if (ib >= 0) tape.accumulate(ib, std::move(d.second));
+    if (ia >= 0) tape.accumulate(ia, std::move(d.first));
   });
 }
 

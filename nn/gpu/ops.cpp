@@ -384,21 +384,15 @@ ag::Var GpuBackend::se_scale(Context& ctx, const ag::Var& x, const ag::Var& s) {
   Tensor y(x.value.shape(), Device::cuda);
   kcu::launch_se_scale_forward(p, x.value.dptr(), s.value.dptr(), y.dptr(), compute());
   ag::Var out{y, -1};
-  if (ctx.tape && (x.id >= 0 || s.id >= 0)) {
-    const int ix = x.id, is = s.id;
-    out.id = ctx.tape->new_value();
-    Tensor xv = is >= 0 ? x.value : Tensor(), sv = ix >= 0 ? s.value : Tensor();
-    const std::vector<int64_t> s_shape = s.value.shape();
-    ctx.tape->record([ix, is, out_id = out.id, p, xv, sv, s_shape](ag::Tape& tape) {
-      Tensor g = tape.take(out_id);
-      if (g.empty()) return;
-      Tensor ds = is >= 0 ? Tensor(s_shape, Device::cuda) : Tensor();
-      kcu::launch_se_scale_backward(p, g.dptr(), is >= 0 ? xv.dptr() : nullptr, ix >= 0 ? sv.dptr() : nullptr,
-                                    ix >= 0 ? g.dptr() : nullptr, is >= 0 ? ds.dptr() : nullptr, compute());
-      if (is >= 0) tape.accumulate(is, std::move(ds));
-      if (ix >= 0) tape.accumulate(ix, std::move(g));
-    });
-  }
+  record_backward2(ctx, x, s, out,
+                   [p, xv = s.id >= 0 ? x.value : Tensor(), sv = x.id >= 0 ? s.value : Tensor(),
+                    s_shape = s.value.shape()](Tensor g, bool need_dx, bool need_ds) {
+                     Tensor ds = need_ds ? Tensor(s_shape, Device::cuda) : Tensor();
+                     kcu::launch_se_scale_backward(p, g.dptr(), need_ds ? xv.dptr() : nullptr,
+                                                   need_dx ? sv.dptr() : nullptr, need_dx ? g.dptr() : nullptr,
+                                                   need_ds ? ds.dptr() : nullptr, compute());
+                     return std::make_pair(need_dx ? std::move(g) : Tensor(), std::move(ds));
+                   });
   return out;
 }
 
