@@ -192,10 +192,7 @@ void dataset_stats(const nn::Model& model, nn::Context& ctx, const StatsJob& job
   std::vector<int> labels;
   auto flush = [&]() {
     if (xs.empty()) return;
-    const int64_t B = int64_t(xs.size());
-    const auto& s0 = xs[0].shape();
-    Tensor x({B, s0[0], s0[1], s0[2]});
-    for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
+    const Tensor x = stack(xs);
     check_input(x, all[size_t(idx[0])].path);
     stats_batch(model, ctx, acc, x, idx, labels);
     xs.clear();

@@ -106,4 +106,18 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+Tensor stack(const std::vector<Tensor>& samples) {
+  if (samples.empty()) throw Error("tensor: stack of no tensors");
+  std::vector<int64_t> shape = samples[0].shape();
+  shape.insert(shape.begin(), int64_t(samples.size()));
+  Tensor out(std::move(shape));
+  const int64_t n = samples[0].numel();
+  for (size_t b = 0; b < samples.size(); ++b) {
+    if (samples[b].shape() != samples[0].shape())
+      throw Error("tensor: stack of " + samples[0].shape_str() + " and " + samples[b].shape_str());
+    std::copy(samples[b].data(), samples[b].data() + n, out.data() + int64_t(b) * n);
+  }
+  return out;
+}
+
 }  // namespace pg

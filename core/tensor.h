@@ -71,4 +71,8 @@ class Tensor {
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// Host tensors of one shape stacked along a new first dimension: [N, ...] (a batch of samples).
+// Throws pg::Error for an empty list or a sample of another shape.
+Tensor stack(const std::vector<Tensor>& samples);
+
 }  // namespace pg

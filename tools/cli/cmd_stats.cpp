@@ -158,9 +158,7 @@ void run_stats(const StatsOptions& opts) {
   auto flush = [&]() {
     if (xs.empty()) return;
     const int64_t B = int64_t(xs.size());
-    const auto& s0 = xs[0].shape();
-    Tensor x({B, s0[0], s0[1], s0[2]});
-    for (int64_t b = 0; b < B; ++b) std::copy(xs[b].data(), xs[b].data() + xs[b].numel(), x.data() + b * xs[b].numel());
+    const Tensor x = stack(xs);
     check_input(x, all[size_t(idx[0])].path);
     all_idx.insert(all_idx.end(), idx.begin(), idx.end());
     all_labels.insert(all_labels.end(), labels.begin(), labels.end());
