@@ -34,12 +34,20 @@ struct pg_model {
   int gpu = 0;
   std::string weights;
   std::vector<std::string> names;
+  std::string preset;  // the model's own preprocessing preset's name
 };
 
 struct pg_saliency_options {
   pg::api::SaliencySettings settings;
   pg::api::DeviceSettings device;
   pg::api::MethodResources resources;
+};
+
+// The settings of pg_stats_run: `parchgrad stats`'s flags that change the file.
+struct pg_stats_options {
+  std::string labels, test = "student";
+  int batch = 0;                 // 0: 16
+  pg::api::SaliencySettings pre;  // only preprocess, resize, crop and interpolation are read
 };
 
 namespace {
@@ -275,6 +283,7 @@ int pg_model_load(const char* weights, const char* arch, const char* device, pg_
     m->weights = weights;
     m->model = pg::nn::load_model(weights, arch ? arch : "");
     m->names = pg::weights::class_names_for(weights, "", m->model->num_classes());
+    m->preset = pg::io::model_preprocess(m->model->arch()).name;
     *out = m.release();
   });
   return code;
@@ -285,6 +294,8 @@ void pg_model_free(pg_model* m) { delete m; }
 int pg_model_num_classes(const pg_model* m) { return m && m->model ? m->model->num_classes() : -1; }
 
 const char* pg_model_arch(const pg_model* m) { return m && m->model ? m->model->arch().c_str() : nullptr; }
+
+const char* pg_model_preset(const pg_model* m) { return m && m->model ? m->preset.c_str() : nullptr; }
 
 const char* pg_model_class_name(const pg_model* m, int k) {
   if (!m || k < 0 || size_t(k) >= m->names.size()) return nullptr;
@@ -387,6 +398,27 @@ pg::io::Preprocess preset_of(const char* fn, const char* preset, int resize, int
   return p;
 }
 
+// A statistics run of model m with settings o, for the C function fn (the caller's guard turns
+// errors into codes).
+void stats(pg_model* m, const char* data_dir, const pg_stats_options& o, const char* out_path, const char* fn) {
+  need(m, fn, "the model");
+  need(data_dir, fn, "data_dir");
+  need(out_path, fn, "out_path");
+  std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
+  if (m->device != "cpu") lock.lock();
+  pg::nn::Context ctx;
+  pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);
+  pg::api::StatsJob job;
+  job.data = data_dir;
+  job.labels = o.labels;
+  job.test = o.test;
+  job.batch = o.batch > 0 ? o.batch : 16;
+  job.pre = o.pre;
+  job.out = out_path;
+  job.weights_name = m->weights;
+  pg::api::dataset_stats(*m->model, ctx, job);
+}
+
 void check_image_size(const char* fn, int height, int width) {
   if (height < 1 || width < 1 || height > 65535 || width > 65535)
     fail(PG_ERR_ARGUMENT, std::string(fn) + ": height x width = " + std::to_string(height) + " x " +
@@ -449,24 +481,75 @@ void pg_free(void* p) { std::free(p); }
 
 int pg_stats(pg_model* m, const char* data_dir, const char* labels, const char* test, int batch, const char* out_path) {
   return guard(PG_ERR_FILE, [&] {
-    need(m, "pg_stats", "the model");
-    need(data_dir, "pg_stats", "data_dir");
-    need(out_path, "pg_stats", "out_path");
-    const std::string t = test ? test : "student";
-    if (t != "student" && t != "welch") fail(PG_ERR_ARGUMENT, "pg_stats: test '" + pg::printable(t) + "' is not student or welch");
+    pg_stats_options o;
+    o.labels = labels ? labels : "";
+    o.test = test ? test : "student";
+    if (o.test != "student" && o.test != "welch")
+      fail(PG_ERR_ARGUMENT, "pg_stats: test '" + pg::printable(o.test) + "' is not student or welch");
     if (batch < 0) fail(PG_ERR_ARGUMENT, "pg_stats: batch = " + std::to_string(batch) + " (0 for 16, or at least 1)");
-    std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
-    if (m->device != "cpu") lock.lock();
-    pg::nn::Context ctx;
-    pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);
-    pg::api::StatsJob job;
-    job.data = data_dir;
-    job.labels = labels ? labels : "";
-    job.test = t;
-    job.batch = batch > 0 ? batch : 16;
-    job.out = out_path;
-    job.weights_name = m->weights;
-    pg::api::dataset_stats(*m->model, ctx, job);
+    o.batch = batch;
+    stats(m, data_dir, o, out_path, "pg_stats");
+  });
+}
+
+pg_stats_options* pg_stats_options_new(void) {
+  try {
+    return new pg_stats_options();
+  } catch (...) {
+    t_error = "out of memory";
+    return nullptr;
+  }
+}
+
+void pg_stats_options_free(pg_stats_options* o) { delete o; }
+
+int pg_stats_options_set(pg_stats_options* o, const char* name, const char* value) {
+  return guard(PG_ERR_ARGUMENT, [&] {
+    const char* fn = "pg_stats_options_set";
+    need(o, fn, "the options");
+    need(name, fn, "name");
+    std::string key = name;
+    if (key.rfind("--", 0) == 0) key = key.substr(2);
+    const std::string v = value ? value : "";
+    pg_stats_options next = *o;
+    if (key == "test") {
+      if (v != "student" && v != "welch")
+        fail(PG_ERR_ARGUMENT, std::string(fn) + ": --test: '" + pg::printable(v) + "' is not student or welch");
+      next.test = v;
+    } else if (key == "labels") {
+      next.labels = v;
+    } else if (key == "batch" || key == "preprocess" || key == "resize" || key == "crop" || key == "interpolation") {
+      // The command line's parsers of `parchgrad stats` (the saliency table's entries).
+      pg::api::SaliencySettings s = next.pre;
+      for (const auto& opt : pg::api::saliency_options())
+        if (key == opt.name) opt.set(s, v);
+      if (key == "batch") {
+        if (s.batch < 0) fail(PG_ERR_ARGUMENT, std::string(fn) + ": --batch = " + std::to_string(s.batch) + " (0 for 16, or at least 1)");
+        next.batch = s.batch;
+      } else {
+        next.pre = s;
+      }
+      pg::io::Preprocess p;
+      if (!next.pre.preprocess.empty() && !pg::io::find_preprocess(next.pre.preprocess, &p))
+        fail(PG_ERR_ARGUMENT, std::string(fn) + ": --preprocess: unknown preset '" + pg::printable(next.pre.preprocess) +
+                                  "' (a torchvision weights name such as EfficientNet_B0_Weights.IMAGENET1K_V1, a model "
+                                  "name, or imagenet)");
+      if (!next.pre.interpolation.empty() && !pg::io::parse_interpolation(next.pre.interpolation, &p.interpolation))
+        fail(PG_ERR_ARGUMENT, std::string(fn) + ": --interpolation: '" + pg::printable(next.pre.interpolation) +
+                                  "' is neither bilinear nor bicubic");
+    } else {
+      fail(PG_ERR_ARGUMENT, std::string(fn) + ": unknown option '" + pg::printable(key) +
+                                "' (the flags of `parchgrad stats` that change the file: test, batch, labels, "
+                                "preprocess, resize, crop, interpolation)");
+    }
+    *o = std::move(next);
+  });
+}
+
+int pg_stats_run(pg_model* m, const char* data_dir, const pg_stats_options* o, const char* out_path) {
+  return guard(PG_ERR_FILE, [&] {
+    static const pg_stats_options defaults{};
+    stats(m, data_dir, o ? *o : defaults, out_path, "pg_stats_run");
   });
 }
 

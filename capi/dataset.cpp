@@ -176,8 +176,8 @@ void dataset_stats(const nn::Model& model, nn::Context& ctx, const StatsJob& job
   // The spill file: one per run, also when several threads run statistics at once.
   static std::atomic<long> runs{0};
   const std::string spill = job.out + ".samples." + std::to_string(getpid()) + "." + std::to_string(runs++) + ".tmp";
-  // Images are preprocessed as the model's weights define (`parchgrad stats`'s default).
-  const io::Preprocess pp = io::model_preprocess(model.arch());
+  // Images are preprocessed as the model's weights define, or as job.pre says (as `parchgrad stats`).
+  const io::Preprocess pp = preprocess_for(job.pre, model.arch());
   DatasetStatsMeta meta = stats_meta(model, job.weights_name, job.test);
   meta.preprocess = preprocess_json(pp).dump();
   DatasetStats acc(meta, stats_convs(model), job.memory_limit, spill);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/hooks.h"
+#include "capi/saliency.h"
 #include "nn/layers.h"
 #include "nn/model.h"
 #include "parchgrad/dataset_stats.h"
@@ -67,6 +68,9 @@ struct StatsJob {
   std::string data, labels, test = "student", out, weights_name;
   int batch = 16;
   size_t memory_limit = size_t(256) << 20;
+  // The images' preprocessing (preprocess_for): only preprocess, resize, crop and interpolation
+  // are read; the defaults give the model's own preset, as `parchgrad stats`.
+  SaliencySettings pre;
 };
 void dataset_stats(const nn::Model& model, nn::Context& ctx, const StatsJob& job);
 

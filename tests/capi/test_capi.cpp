@@ -10,11 +10,14 @@
 // Written against the C header only, as a user's program is.
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <parchgrad/parchgrad.h>
@@ -85,6 +88,102 @@ bool same(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+std::string scratch_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp ? tmp : "/tmp";
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// A safetensors file's JSON header (metadata and tensor entries) and its tensor bytes.
+std::pair<std::string, std::string> safetensors_parts(const std::string& path) {
+  const std::string bytes = read_bytes(path);
+  uint64_t n = 0;
+  if (bytes.size() >= 8) std::memcpy(&n, bytes.data(), 8);
+  if (bytes.size() < 8 || n > bytes.size() - 8) {
+    std::printf("FAIL %s is not a safetensors file\n", path.c_str());
+    ++failures;
+    return {};
+  }
+  return {bytes.substr(8, n), bytes.substr(8 + n)};
+}
+
+// x [3 x h x w] as a float32 .npy file.
+void write_npy(const std::string& path, const std::vector<float>& x, int h, int w) {
+  std::string head = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, " + std::to_string(h) + ", " +
+                     std::to_string(w) + "), }";
+  while ((10 + head.size() + 1) % 64) head += ' ';
+  head += '\n';
+  const uint16_t len = uint16_t(head.size());
+  std::ofstream f(path, std::ios::binary);
+  f.write("\x93NUMPY\x01\x00", 8);
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f << head;
+  f.write(reinterpret_cast<const char*>(x.data()), std::streamsize(x.size() * sizeof(float)));
+}
+
+// Statistics with a preset other than the model's own: pg_stats_run with "preprocess"
+// convnext_tiny over three example images (one class folder each) writes the statistics that
+// the defaults write over .npy files of those images preprocessed by pg_preprocess_preset_u8
+// with convnext_tiny (a .npy file is taken as it is), byte for byte, and records the preset in
+// its metadata; the model's own preset (pg_stats) gives other statistics. Bad settings are
+// refused in one line and leave the options as they were.
+void stats_presets(pg_model* m) {
+  namespace fs = std::filesystem;
+  const fs::path dir = scratch_dir() + "/capi_stats_" + std::to_string(std::rand());
+  for (const char* name : {"circle", "ring", "star"}) {
+    const std::string src = data + "/examples/" + name + ".png";
+    fs::create_directories(dir / "png" / name);
+    fs::create_directories(dir / "npy" / name);
+    fs::copy_file(src, dir / "png" / name / (std::string(name) + ".png"));
+    unsigned char* rgb = nullptr;
+    int h = 0, w = 0, oh = 0, ow = 0;
+    CHECK(pg_image_read(src.c_str(), &rgb, &h, &w) == PG_OK);
+    CHECK(pg_preprocess_shape(h, w, "convnext_tiny", -1, -1, &oh, &ow) == PG_OK && oh == 224 && ow == 224);
+    std::vector<float> x(size_t(3) * 224 * 224);
+    CHECK(pg_preprocess_preset_u8(rgb, h, w, "convnext_tiny", -1, -1, nullptr, x.data()) == PG_OK);
+    pg_free(rgb);
+    write_npy((dir / "npy" / name / (std::string(name) + ".npy")).string(), x, 224, 224);
+  }
+  const std::string png = (dir / "png").string(), npy = (dir / "npy").string();
+  const std::string a = (dir / "preset.safetensors").string(), b = (dir / "npy.safetensors").string(),
+                    c = (dir / "own.safetensors").string();
+  pg_stats_options* o = pg_stats_options_new();
+  CHECK(o != nullptr);
+  CHECK(pg_stats_options_set(o, "preprocess", "convnext_tiny") == PG_OK);
+  expect_error("stats options: unknown preset", pg_stats_options_set(o, "--preprocess", "nope\n"), PG_ERR_ARGUMENT,
+               "unknown preset 'nope\\x0a'");
+  expect_error("stats options: unknown filter", pg_stats_options_set(o, "interpolation", "nearest"), PG_ERR_ARGUMENT,
+               "'nearest' is neither bilinear nor bicubic");
+  expect_error("stats options: crop -2", pg_stats_options_set(o, "crop", "-2"), PG_ERR_ARGUMENT, "--crop");
+  expect_error("stats options: batch x", pg_stats_options_set(o, "batch", "x"), PG_ERR_ARGUMENT, "'x' is not an integer");
+  expect_error("stats options: bad test", pg_stats_options_set(o, "test", "z"), PG_ERR_ARGUMENT, "'z'");
+  expect_error("stats options: unknown name", pg_stats_options_set(o, "out", "s.safetensors"), PG_ERR_ARGUMENT,
+               "unknown option 'out'");
+  expect_error("stats options: NULL options", pg_stats_options_set(nullptr, "test", "welch"), PG_ERR_ARGUMENT, "NULL");
+  expect_error("stats: NULL data_dir", pg_stats_run(m, nullptr, o, a.c_str()), PG_ERR_ARGUMENT, "data_dir is NULL");
+  CHECK(pg_stats_run(m, png.c_str(), o, a.c_str()) == PG_OK);
+  CHECK(pg_stats_run(m, npy.c_str(), nullptr, b.c_str()) == PG_OK);
+  CHECK(pg_stats(m, png.c_str(), nullptr, nullptr, 0, c.c_str()) == PG_OK);
+  const auto pa = safetensors_parts(a), pb = safetensors_parts(b), pc = safetensors_parts(c);
+  const bool ok = !pa.second.empty() && pa.second == pb.second && pa.second != pc.second &&
+                  pa.first.find("ConvNeXt_Tiny_Weights.IMAGENET1K_V1") != std::string::npos &&
+                  pa.first.find("\\\"resize\\\":236") != std::string::npos &&
+                  pc.first.find("\\\"resize\\\":256") != std::string::npos;
+  std::printf("%s %-44s -> %zu bytes of tensors\n", ok ? "ok  " : "FAIL", "stats: preset convnext_tiny", pa.second.size());
+  if (!ok) {
+    std::printf("     expected the .npy run's tensors, not the model's own preset's, and the preset in the metadata\n");
+    ++failures;
+  }
+  pg_stats_options_free(o);
+  pg_stats_options_free(nullptr);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 void bad_inputs() {
   const std::string weights = data + "/resnet_synth.pth";
   const std::vector<float> x = inputs();
@@ -143,6 +242,8 @@ void bad_inputs() {
   CHECK(pg_model_class_name(m, 6) == nullptr);
   CHECK(pg_model_class_name(m, -1) == nullptr);
   CHECK(pg_model_class_name(m, 4) != nullptr && std::strcmp(pg_model_class_name(m, 4), "star") == 0);
+  CHECK(pg_model_preset(nullptr) == nullptr);
+  CHECK(pg_model_preset(m) != nullptr && std::strcmp(pg_model_preset(m), "imagenet") == 0);  // a custom ResNet
   pg_model_free(nullptr);
 
   // Options.
@@ -286,6 +387,7 @@ void bad_inputs() {
                PG_ERR_FILE, "/nonexistent/data");
   expect_error("stats: bad test", pg_stats(m, data.c_str(), nullptr, "z", 0, "/tmp/x.safetensors"), PG_ERR_ARGUMENT,
                "'z'");
+  stats_presets(m);
 
   // The thread's message is its own.
   pg_saliency_options_set(o, "metod", "x");

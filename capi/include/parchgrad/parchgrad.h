@@ -27,7 +27,7 @@
  *     pg_preprocess_shape, pg_preprocess_preset_u8, pg_image_read: any thread, at any
  *     time. pg_last_error is thread-local.
  *   - One pg_model on the CPU: any number of threads may run pg_saliency,
- *     pg_saliency_targets and pg_stats on it at the same time (the model is only read; each
+ *     pg_saliency_targets, pg_stats and pg_stats_run on it at the same time (the model is only read; each
  *     call has its own pass state), and several models may be used at once. The maps do not
  *     depend on which calls run concurrently, nor on the batch a sample is in.
  *   - Models on a CUDA device: calls may come from any thread; they run one at a time (one
@@ -35,7 +35,7 @@
  *   - pg_model_free must not run while another call uses that model.
  *   - A pg_saliency_options is only read by saliency calls, so one object may serve
  *     concurrent calls; pg_saliency_options_set and _free must not run concurrently with any
- *     other use of that object.
+ *     other use of that object. The same holds for a pg_stats_options and pg_stats_run.
  */
 #ifndef PARCHGRAD_PARCHGRAD_H
 #define PARCHGRAD_PARCHGRAD_H
@@ -68,6 +68,7 @@ extern "C" {
 
 typedef struct pg_model pg_model;                         /* a loaded classifier (opaque) */
 typedef struct pg_saliency_options pg_saliency_options;   /* saliency settings (opaque) */
+typedef struct pg_stats_options pg_stats_options;         /* dataset statistics settings (opaque) */
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char* pg_version(void);
@@ -101,6 +102,10 @@ const char* pg_model_arch(const pg_model* m);
 /* Class k's name: ImageNet's for a 1000-class model, else from classes.txt beside the
  * weights file; NULL when the model has no names or k is out of range. */
 const char* pg_model_class_name(const pg_model* m, int k);
+/* The name of the model's own preprocessing preset, what the command line uses by default and
+ * pg_preprocess_preset_u8 takes: its torchvision weights' name ("ResNet50_Weights.IMAGENET1K_V1")
+ * or "imagenet" for an architecture torchvision has no weights of (NULL for NULL). */
+const char* pg_model_preset(const pg_model* m);
 
 /* ---- Saliency options: the command line's flags of `parchgrad saliency` ---- */
 
@@ -176,12 +181,32 @@ void pg_free(void* p);
  * sorted by name give class ids 0, 1, ..., or labels names them: lines "folder class_id";
  * NULL for none) and writes them to out_path (safetensors, what the "stats" option reads).
  * test: "student" or "welch" (NULL: student); batch: images per forward pass (0: 16). Images
- * get the model's own preprocessing (as pg_preprocess_preset_u8 with pg_model_arch's preset,
- * ImageNet's for an architecture without one), recorded in the file. The
+ * get the model's own preprocessing (pg_model_preset), recorded in the file. The
  * same file as `parchgrad stats` with the same settings, bit for bit; an image that cannot be
- * read fails the call (as `parchgrad stats --strict` does), naming the file. */
+ * read fails the call (as `parchgrad stats --strict` does), naming the file. Other settings,
+ * the preprocessing among them: pg_stats_options and pg_stats_run. */
 int pg_stats(pg_model* m, const char* data_dir, const char* labels, const char* test, int batch,
              const char* out_path);
+
+/* Settings of a statistics run, set by the flag names of `parchgrad stats` (as
+ * pg_saliency_options_set: without or with "--", values written as on the command line):
+ * "test" (student or welch; default student), "batch" (images per forward pass; 0, the
+ * default: 16), "labels" (a labels file as pg_stats takes it; "": none), and the images'
+ * preprocessing: "preprocess" (a preset's name, as pg_preprocess_preset_u8 takes it; "", the
+ * default: the model's own), "resize" and "crop" (-1, the default: the preset's; 0: none) and
+ * "interpolation" (bilinear or bicubic; "": the preset's). A value is checked when it is set (an
+ * unknown preset or filter, a bad number: PG_ERR_ARGUMENT naming it; the labels file is read by
+ * pg_stats_run); on failure the options are unchanged. Other flags of `parchgrad stats` (--out,
+ * --weights, --shard, ...) are refused by name. pg_stats_options_new: NULL only when out of
+ * memory. */
+pg_stats_options* pg_stats_options_new(void);
+void pg_stats_options_free(pg_stats_options* o);
+int pg_stats_options_set(pg_stats_options* o, const char* name, const char* value);
+
+/* pg_stats with settings o (NULL: the defaults, as pg_stats(m, data_dir, NULL, NULL, 0,
+ * out_path)): the same file as `parchgrad stats` with the same flags, bit for bit, the
+ * preprocessing recorded in its metadata. */
+int pg_stats_run(pg_model* m, const char* data_dir, const pg_stats_options* o, const char* out_path);
 
 #ifdef __cplusplus
 }
