@@ -10,6 +10,10 @@
 - Merges refuse shards of another job, a missing shard and a shard given twice, naming the file;
   a killed shard is rerun alone (its report resumes) and the merge then equals one run.
 - The GPU of a task from its local rank, on the SIMT device build with two simulated devices.
+- `--gpu all` (one worker per device in one process) on the same build with two simulated
+  devices: stats, saliency, eval and gradient write what `--gpu 0` writes, byte for byte, with
+  one summary line and no shard file left; eval run again resumes; --device cpu and --shard
+  refused.
 """
 import glob
 import json
@@ -84,14 +88,14 @@ def image_tree():
     return root
 
 
-def npy_tree():
-    """The same six images as normalised 64x64 tensors (eval's masked copies cost little)."""
-    root = fresh("npy_tree")
+def npy_tree(name="npy_tree", classes=CLASSES, size=64):
+    """The examples (all six by default) as normalised size x size tensors (eval's masked copies cost little)."""
+    root = fresh(name)
     mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
     std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    for c in CLASSES:
+    for c in classes:
         os.makedirs(os.path.join(root, c))
-        img = Image.open(os.path.join(EXAMPLES, c + ".png")).convert("RGB").resize((64, 64), Image.BILINEAR)
+        img = Image.open(os.path.join(EXAMPLES, c + ".png")).convert("RGB").resize((size, size), Image.BILINEAR)
         x = (np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std
         np.save(os.path.join(root, c, c + ".npy"), x.astype(np.float32))
     return root
@@ -297,15 +301,103 @@ def test_the_gpu_of_a_task_is_its_local_rank_modulo_the_visible_devices():
                    env=clean_env(PARCHGRAD_SIM_DEVICES=2, **env), binary=SIM_BIN))
         line = [ln for ln in r.stderr.splitlines() if ln.startswith("device: ")]
         assert len(line) == 1 and line[0].startswith("device: host SIMT runtime"), r.stderr
-        assert (says in line[0]) if says else line[0].endswith(")") and "(device" not in line[0], (env, line)
+        assert (says in line[0]) if says else "(device" not in line[0] and "(--gpu" not in line[0], (env, line)
     line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--device", "cuda", "--gpu", 2,
                           env=clean_env(PARCHGRAD_SIM_DEVICES=2), binary=SIM_BIN))
     assert "device 2 does not exist" in line, line
     line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--gpu", 1))
     assert "--gpu 1 needs --device cuda" in line, line
-    line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--device", "cuda", "--gpu", "all",
-                          binary=SIM_BIN))
-    assert "--gpu all: one process driving several GPUs is not implemented" in line, line
+
+
+# ---- --gpu all: one worker per device in one process -----------------------------------------
+
+def summary_lines(stderr):
+    """The summary lines (", N images ... in T s (R images/s)") of a command's stderr."""
+    return [ln for ln in stderr.splitlines() if " in " in ln and "images/s)" in ln]
+
+
+def test_gpu_all_writes_what_one_gpu_writes():
+    """On the SIMT device build with two simulated devices: each command with --gpu all equals --gpu 0."""
+    assert SIM_BIN and os.path.exists(SIM_BIN), "the SIMT device build is needed (CTest fixture device_simt_build)"
+    env = clean_env(PARCHGRAD_SIM_DEVICES=2)
+
+    def sim(*args):
+        return run(*args, env=env, binary=SIM_BIN)
+
+    # Three 32x32 images (stats needs three; the device path runs on CPU fibers here).
+    data, out = npy_tree("gpu_all_data", CLASSES[:3], 32), fresh("gpu_all")
+    os.makedirs(out)
+    dev = ["--weights", WEIGHTS, "--device", "cuda"]
+
+    # stats: the statistics file, and nothing else left beside it.
+    ok(sim("stats", *dev, "--data", data, "--out", os.path.join(out, "one.safetensors"), "--gpu", 0))
+    r = ok(sim("stats", *dev, "--data", data, "--out", os.path.join(out, "all.safetensors"), "--gpu", "all"))
+    assert same_bytes(os.path.join(out, "one.safetensors"), os.path.join(out, "all.safetensors"))
+    assert sorted(os.listdir(out)) == ["all.safetensors", "one.safetensors"], os.listdir(out)
+    lines = summary_lines(r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("stats (2 GPUs): 3 images in "), r.stderr
+    devices = [ln for ln in r.stderr.splitlines() if ln.startswith("device: ")]
+    assert len(devices) == 2 and all("(--gpu all: worker" in ln for ln in devices), r.stderr
+
+    # saliency: the maps, overlays and results.jsonl; an unreadable input fails in both alike.
+    # saliency and eval: two of them (one per worker; the unreadable input the third).
+    inputs = os.path.join(out, "inputs")
+    shutil.copytree(data, inputs)
+    shutil.rmtree(os.path.join(inputs, CLASSES[2]))
+    with open(os.path.join(inputs, "circle", "broken.png"), "wb") as f:
+        f.write(b"not a png")
+    one, every = os.path.join(out, "sal_one"), os.path.join(out, "sal_all")
+    r1 = sim("saliency", *dev, "--stats", STATS, "--parchgrad", "cls", "--batch", 2, "--out", one, "--gpu", 0, inputs)
+    r = sim("saliency", *dev, "--stats", STATS, "--parchgrad", "cls", "--batch", 2, "--out", every, "--gpu", "all",
+            inputs)
+    for res in (r1, r):
+        assert res.returncode == 1 and "1 of 3 inputs failed" in res.stderr.splitlines()[-1], res.stderr
+        assert "broken.png" in res.stderr
+    files = sorted(os.path.relpath(p, one) for p in glob.glob(os.path.join(one, "**"), recursive=True)
+                   if os.path.isfile(p))
+    assert files == sorted(os.path.relpath(p, every) for p in glob.glob(os.path.join(every, "**"), recursive=True)
+                           if os.path.isfile(p))
+    assert len(files) == 5, files  # a map and an overlay per readable input, and results.jsonl
+    for rel in files:
+        if rel != "results.jsonl":
+            assert same_bytes(os.path.join(one, rel), os.path.join(every, rel)), rel
+    with open(os.path.join(one, "results.jsonl")) as a, open(os.path.join(every, "results.jsonl")) as b:
+        assert a.read().replace(one, "OUT") == b.read().replace(every, "OUT")
+    lines = summary_lines(r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("saliency (2 GPUs): 2 images, 1 skipped in "), r.stderr
+
+    # eval: the report (its table once on stdout); run again, it resumes from the report.
+    os.remove(os.path.join(inputs, "circle", "broken.png"))
+    common = [*dev, "--stats", STATS, "--data", inputs, "--methods", "grad+cls", "--ratios", "0,0.5",
+              "--auc-steps", 2, "--batch", 2]
+    r1 = ok(sim("eval", *common, "--out", os.path.join(out, "one"), "--gpu", 0))
+    for attempt in range(2):
+        r = ok(sim("eval", *common, "--out", os.path.join(out, "all"), "--gpu", "all"))
+        for ext in ("jsonl", "json", "md", "png"):
+            assert same_bytes(os.path.join(out, "one." + ext), os.path.join(out, "all." + ext)), ext
+        assert r.stdout == r1.stdout  # the table, once
+        assert not glob.glob(os.path.join(out, "all-*")), os.listdir(out)
+        lines = summary_lines(r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("eval (2 GPUs): 2 images in "), r.stderr
+        assert ("resuming" in r.stderr) == (attempt == 1), r.stderr
+
+    # gradient: the rows dealt to the workers come back in order; stdout as one run's.
+    x = os.path.join(out, "batch3.npy")
+    np.save(x, np.random.default_rng(5).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    g1 = ok(sim("gradient", *dev, "--input", x, "--logits-out", os.path.join(out, "l1.npy"), "--grad-out",
+                os.path.join(out, "g1.npy"), "--gpu", 0))
+    g = ok(sim("gradient", *dev, "--input", x, "--logits-out", os.path.join(out, "la.npy"), "--grad-out",
+               os.path.join(out, "ga.npy"), "--gpu", "all"))
+    assert g.stdout == g1.stdout and same_bytes(os.path.join(out, "l1.npy"), os.path.join(out, "la.npy"))
+    assert same_bytes(os.path.join(out, "g1.npy"), os.path.join(out, "ga.npy"))
+    assert not summary_lines(g.stderr), g.stderr
+
+    # Refusals, one line each.
+    line = error_line(run("gradient", "--weights", WEIGHTS, "--input", x, "--gpu", "all"))
+    assert "--gpu all needs --device cuda" in line, line
+    line = error_line(sim("stats", *dev, "--data", data, "--out", os.path.join(out, "x.bin"), "--gpu", "all",
+                          "--shard", "0/2"))
+    assert "--gpu all does not go with --shard" in line and "--shard auto" in line, line
 
 
 # ---- the examples: examples/mpi/run.sh under mpirun, examples/slurm/ under a stand-in srun ----

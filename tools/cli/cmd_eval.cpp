@@ -25,6 +25,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
+#include "tools/cli/gpu_all.h"
 #include "tools/cli/method_flags.h"
 #include "tools/cli/reports.h"
 #include "tools/cli/shard.h"
@@ -273,10 +274,10 @@ json head_json(const ReportHead& h) {
 
 // The summary of the records of the listed images (in the order given: the means sum in that
 // order): PREFIX.json (with `shard` under "shard" when it is not null), .md and .png, and the
-// table on stdout. Returns the number of inputs, annotations and maps that were skipped.
+// table on stdout (not when !print: a worker of --gpu all, whose report is merged). Returns the number of inputs, annotations and maps that were skipped.
 int64_t write_report_summary(const std::vector<json>& lines, const std::set<std::string>& listed,
                              const std::vector<std::string>& methods, const json& settings, const ReportHead& head,
-                             const std::string& prefix, const json& shard) {
+                             const std::string& prefix, const json& shard, bool print = true) {
   std::vector<json> mine;
   json counts = {{"images_listed", head.listed}, {"images_unreadable", 0}, {"box_ok", 0}, {"box_none", 0},
                  {"box_invalid", 0}, {"box_error", 0}};
@@ -313,7 +314,7 @@ int64_t write_report_summary(const std::vector<json>& lines, const std::set<std:
   std::vector<io::Image8> imgs;
   for (const auto& c : charts) imgs.push_back(io::render_chart(c, 600, 400));
   io::save_png(prefix + ".png", io::tile_images(imgs, 2));
-  std::printf("%s", md.str().c_str());
+  if (print) std::printf("%s", md.str().c_str());
   int64_t bad = counts["images_unreadable"].get<int64_t>() + counts["box_error"].get<int64_t>();
   for (const auto& [m, v] : s.report["methods"].items()) bad += v["skipped"].get<int64_t>();
   return bad;
@@ -387,7 +388,7 @@ void run_eval(const EvalOptions& o) {
   if (o.limit > 0 && int(items.size()) > o.limit) items.resize(size_t(o.limit));
   // A shard takes the images whose index in this listing has index % N == shard, and writes its
   // report as PREFIX-<i>-of-<N>.jsonl/.json/.md/.png (`eval merge` joins them).
-  const Shard sh = parse_shard(o.shard);
+  const Shard sh = command_shard(o.dev, o.shard);  // --shard's, or a --gpu all worker's
   const std::string out_prefix = sh.active ? o.out + "-" + sh.tag() : o.out;
 
   // Methods: "grad", "grad+cls", ..., or "maps:DIR" (maps made elsewhere, DIR/<stem>.npy).
@@ -437,6 +438,23 @@ void run_eval(const EvalOptions& o) {
     if (partial)
       std::fprintf(stderr, "parchgrad: note: %s: dropped a partial last line left by an interrupted run\n",
                    jsonl_path.c_str());
+    // A worker of --gpu all also resumes from the report one run (or an earlier --gpu all) left
+    // at PREFIX.jsonl: the records of its images that its own report lacks are copied into it.
+    if (is_gpu_worker(o.dev) && fs::is_regular_file(o.out + ".jsonl", ec)) {
+      std::set<std::string> mine, whole_done;
+      for (size_t i = 0; i < items.size(); ++i)
+        if (sh.owns(int64_t(i))) mine.insert(image_key(items[i].path));
+      bool whole_partial = false;
+      std::vector<json> carried;
+      for (auto& r : read_report(o.out + ".jsonl", settings_id, &whole_done, &whole_partial)) {
+        const std::string key = record_key(r, r.value("method", std::string("*")));
+        if (mine.count(record_image(r)) && !done.count(key)) {
+          done.insert(key);
+          carried.push_back(std::move(r));
+        }
+      }
+      if (!carried.empty()) append_json_lines(jsonl_path, carried);
+    }
   }
 
   nn::Context ctx;
@@ -595,6 +613,9 @@ void run_eval(const EvalOptions& o) {
   flush();
   progress.finish();
 
+  // A shard without images (more shards than images) still leaves its (empty) records file,
+  // which eval merge reads.
+  if (sh.active && !fs::exists(jsonl_path, ec)) write_text_atomic(jsonl_path, "");
   // The summary is made from the whole report file, so a resumed run summarises everything.
   std::set<std::string> all_keys;
   bool partial = false;
@@ -612,11 +633,12 @@ void run_eval(const EvalOptions& o) {
                   {"identity", identity}, {"head", head_json(head)}, {"methods", methods},
                   {"images", images},   {"report", fs::path(jsonl_path).filename().string()}};
   }
-  const int64_t bad = write_report_summary(lines, listed, methods, settings, head, out_prefix, shard_part);
+  const int64_t bad =
+      write_report_summary(lines, listed, methods, settings, head, out_prefix, shard_part, !is_gpu_worker(o.dev));
   progress.summary("report in " + out_prefix + ".jsonl, .json, .md and .png");
   // Bad input anywhere (an unreadable image, a broken annotation, a missing map) makes the exit
-  // status 1, after the whole report was written.
-  if (bad > 0) {
+  // status 1, after the whole report was written (for --gpu all, after the merge).
+  if (bad > 0 && !is_gpu_worker(o.dev)) {
     std::fprintf(stderr, "parchgrad: error: %lld inputs or annotations were skipped (listed above and in %s.jsonl)\n",
                  static_cast<long long>(bad), out_prefix.c_str());
     throw ExitCode(1);
@@ -633,7 +655,7 @@ struct EvalMergeOptions {
   std::string out;
 };
 
-void run_eval_merge(const EvalMergeOptions& o) {
+int64_t run_eval_merge(const EvalMergeOptions& o, bool quiet) {
   struct Part {
     std::string prefix, summary;
     json shard;
@@ -757,14 +779,51 @@ void run_eval_merge(const EvalMergeOptions& o) {
                         h.value("boxes", false), total};
   write_text_atomic(prefix + ".jsonl", text);
   const int64_t bad = write_report_summary(lines, listed, methods, first.shard["settings"], head, prefix, json());
+  if (quiet) return bad;
   std::fprintf(stderr, "eval merge: %d shards, %zu images: report in %s.jsonl, .json, .md and .png\n", N, total,
                prefix.c_str());
   if (bad > 0)
     std::fprintf(stderr, "parchgrad: note: %lld inputs or annotations were skipped by the shards (in %s.jsonl)\n",
                  static_cast<long long>(bad), prefix.c_str());
+  return bad;
+}
+
+// `eval --gpu all` (tools/cli/gpu_all.h): worker k of G evaluates the images k, k + G, ... on
+// device k into PREFIX-k-of-G.* (a shard's report, which resumes); eval merge then writes the
+// report of one run at PREFIX, and the shard reports are removed.
+void run_eval_all(const EvalOptions& opts) {
+  GpuAllJob job;
+  job.command = "eval";
+  job.threads = opts.threads;
+  job.work = [&](int k, int G) {
+    EvalOptions o = opts;
+    o.dev.worker = k;
+    o.dev.workers = G;
+    o.dev.gpu = std::to_string(k);
+    o.threads = 0;
+    run_eval(o);
+  };
+  job.merge = [&](int G) {
+    std::vector<std::string> prefixes;
+    for (int k = 0; k < G; ++k) prefixes.push_back(opts.out + "-" + std::to_string(k) + "-of-" + std::to_string(G));
+    const int64_t bad = run_eval_merge(EvalMergeOptions{prefixes, opts.out}, true);
+    std::error_code ec;
+    for (const auto& p : prefixes)
+      for (const char* ext : {".jsonl", ".json", ".md", ".png"}) fs::remove(p + ext, ec);
+    GpuAllMerged m;
+    m.outputs = "report in " + opts.out + ".jsonl, .json, .md and .png";
+    if (bad > 0)
+      m.error = std::to_string(bad) + " inputs or annotations were skipped (listed above and in " + opts.out + ".jsonl)";
+    return m;
+  };
+  run_on_all_gpus(job);
 }
 
 }  // namespace
+
+int64_t merge_eval_reports(const std::vector<std::string>& shards, const std::string& out, bool quiet) {
+  return run_eval_merge(EvalMergeOptions{shards, out}, quiet);
+}
 
 void register_eval(CLI::App& app) {
   auto eo = std::make_shared<EvalOptions>();
@@ -804,14 +863,17 @@ void register_eval(CLI::App& app) {
   CLI::App* m = e->add_subcommand("merge", "Join the reports of `eval --shard i/N` into the report of one run");
   m->add_option("shards", mo->shards, "the shards' reports (PREFIX-i-of-N.json, .jsonl or the prefix)")->required();
   m->add_option("-o,--out", mo->out, "report path prefix (default: the shards' PREFIX)");
-  m->callback([mo]() { run_eval_merge(*mo); });
+  m->callback([mo]() { run_eval_merge(*mo, false); });
   e->callback([eo, m]() {
     if (m->parsed()) return;
     // (Not CLI11-required, so that `eval merge` needs neither; still a usage error, status 2.)
     for (const auto& [name, value] :
          {std::pair<const char*, const std::string*>{"--weights", &eo->weights}, {"--data", &eo->data}})
       if (value->empty()) throw CLI::RequiredError(name);
-    run_eval(*eo);
+    if (gpu_all_requested(eo->dev, eo->shard))
+      run_eval_all(*eo);
+    else
+      run_eval(*eo);
   });
 }
 

@@ -51,7 +51,12 @@ bool shard_paths(const fs::path& p, ShardIndex* s) {
   return true;
 }
 
-void run_merge_results(const MergeResultsOptions& o) {
+}  // namespace
+
+int merge_saliency_results(const std::vector<std::string>& given_shards, const std::string& given_out, bool quiet) {
+  MergeResultsOptions o;
+  o.shards = given_shards;
+  o.out = given_out;
   std::vector<ShardIndex> shards;
   std::error_code ec;
   for (const auto& given : o.shards) {
@@ -160,12 +165,12 @@ void run_merge_results(const MergeResultsOptions& o) {
   const size_t replaced = reindex_results(out);
   int failed = 0;
   for (const ShardIndex& s : shards) failed += s.m["failed"].get<int>();
-  std::fprintf(stderr, "merge-results: %d shards, %zu inputs, %zu records into %s%s%s\n", N, total, records.size(),
-               out.c_str(), replaced ? (" (" + std::to_string(replaced) + " earlier entries replaced)").c_str() : "",
-               failed ? (", " + std::to_string(failed) + " inputs failed in the shards").c_str() : "");
+  if (!quiet)
+    std::fprintf(stderr, "merge-results: %d shards, %zu inputs, %zu records into %s%s%s\n", N, total, records.size(),
+                 out.c_str(), replaced ? (" (" + std::to_string(replaced) + " earlier entries replaced)").c_str() : "",
+                 failed ? (", " + std::to_string(failed) + " inputs failed in the shards").c_str() : "");
+  return failed;
 }
-
-}  // namespace
 
 void register_merge_results(CLI::App& app) {
   auto mo = std::make_shared<MergeResultsOptions>();
@@ -173,7 +178,7 @@ void register_merge_results(CLI::App& app) {
       "merge-results", "Join the results-<i>-of-<N>.jsonl of `saliency --shard i/N` into results.jsonl, in input order");
   m->add_option("shards", mo->shards, "the output folder, or its results-<i>-of-<N>.jsonl files")->required();
   m->add_option("-o,--out", mo->out, "the merged index (default: results.jsonl in the shards' folder)");
-  m->callback([mo]() { run_merge_results(*mo); });
+  m->callback([mo]() { merge_saliency_results(mo->shards, mo->out, false); });
 }
 
 }  // namespace pg::cli

@@ -10,6 +10,8 @@
 #include <numeric>
 #include <set>
 #include <cctype>
+#include <map>
+#include <mutex>
 
 
 #include "core/error.h"
@@ -21,6 +23,7 @@
 #include "nn/backend.h"
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
+#include "tools/cli/gpu_all.h"
 #include "tools/cli/method_flags.h"
 #include "tools/cli/reports.h"
 #include "tools/cli/shard.h"
@@ -189,7 +192,7 @@ void run_saliency(const SaliencyOptions& opts) {
       throw Error("--target: '" + o.target + "' is not topK with K >= 1");
   }
   const std::vector<InputFile> inputs = expand_inputs(o.inputs);
-  const Shard sh = parse_shard(o.shard);
+  const Shard sh = command_shard(o.dev, o.shard);  // --shard's, or a --gpu all worker's
   auto model = nn::load_model(o.weights, o.model);
   // Images are preprocessed as the model's weights define (or --preprocess and its overrides).
   const io::Preprocess pp = api::preprocess_for(o, model->arch());
@@ -276,6 +279,7 @@ void run_saliency(const SaliencyOptions& opts) {
   const std::string results_path = (fs::path(o.out) / (results_name + ".jsonl")).string();
   const std::string manifest_path = (fs::path(o.out) / (results_name + ".json")).string();
   if (sh.active) fs::remove(manifest_path, ec);  // written again when this shard has finished
+  if (is_gpu_worker(o.dev)) fs::remove(results_path, ec);  // a worker's index starts afresh (saliency does not resume)
   // Before any work: refuses a foreign file, and drops a partial last line a killed run left
   // (this run's lines are appended after it).
   if (fs::exists(results_path)) reindex_results(results_path);
@@ -430,11 +434,45 @@ void run_saliency(const SaliencyOptions& opts) {
                    (replaced ? " (" + std::to_string(replaced) + (replaced == 1 ? " entry" : " entries") +
                                 " of an earlier run replaced)"
                               : ""));
-  if (failed) {
+  if (failed && !is_gpu_worker(o.dev)) {  // (a worker's failures are counted in its manifest, for the merge)
     if (mine.size() > 1)
       std::fprintf(stderr, "parchgrad: error: %d of %zu inputs failed\n", failed, mine.size());
     throw ExitCode(1);
   }
+}
+
+// `saliency --gpu all` (tools/cli/gpu_all.h): worker k of G explains the inputs k, k + G, ...
+// on device k into results-k-of-G.jsonl/.json (and the maps into the folder, as a shard does);
+// merge-results then joins the indexes into results.jsonl, and the shard indexes are removed.
+void run_saliency_all(const SaliencyOptions& opts) {
+  const size_t inputs = expand_inputs(opts.inputs).size();
+  GpuAllJob job;
+  job.command = "saliency";
+  job.threads = opts.threads;
+  job.work = [&](int k, int G) {
+    SaliencyOptions o = opts;
+    o.dev.worker = k;
+    o.dev.workers = G;
+    o.dev.gpu = std::to_string(k);
+    o.threads = 0;
+    run_saliency(o);
+  };
+  job.merge = [&](int G) {
+    std::vector<std::string> shards;
+    for (int k = 0; k < G; ++k)
+      shards.push_back((fs::path(opts.out) / ("results-" + worker_shard(k, G).tag() + ".jsonl")).string());
+    const int failed = merge_saliency_results(shards, "", true);
+    std::error_code ec;
+    for (const auto& jsonl : shards) {
+      fs::remove(jsonl, ec);
+      fs::remove(jsonl.substr(0, jsonl.size() - 1), ec);  // its .json
+    }
+    GpuAllMerged m;
+    m.outputs = "outputs and results.jsonl in " + opts.out;
+    if (failed) m.error = std::to_string(failed) + " of " + std::to_string(inputs) + " inputs failed";
+    return m;
+  };
+  run_on_all_gpus(job);
 }
 
 struct GradientOptions {
@@ -498,6 +536,88 @@ void run_gradient(const GradientOptions& opts) {
   std::printf("%s", line.dump().append("\n").c_str());
 }
 
+// `gradient --gpu all`: worker k of G computes the rows n with n % G == k on device k (with its
+// own model); the rows are put back in order into the outputs one run writes, and the line on
+// stdout is one run's.
+void run_gradient_all(const GradientOptions& opts) {
+  const GradientOptions& o = opts;
+  if (!o.logits_out.empty()) check_output_file("--logits-out", o.logits_out);
+  if (!o.grad_out.empty()) check_output_file("--grad-out", o.grad_out);
+  Tensor x = io::load_npy(o.input);
+  if (x.ndim() == 3) x = x.reshape({1, x.dim(0), x.dim(1), x.dim(2)});
+  check_input(x, o.input);
+  const int64_t N = x.dim(0), per = x.numel() / N;
+  struct Part {
+    std::vector<int64_t> rows;
+    Tensor logits, grad;  // on the host
+    std::vector<int> targets;
+    std::string arch;
+  };
+  std::mutex mu;
+  std::map<int, Part> parts;
+  GpuAllJob job;
+  job.command = "gradient";
+  job.threads = o.threads;
+  job.work = [&](int k, int G) {
+    Part p;
+    for (int64_t n = k; n < N; n += G) p.rows.push_back(n);
+    if (p.rows.empty()) return;  // more devices than rows
+    auto model = nn::load_model(o.weights, o.model);
+    std::vector<int> targets = parse_targets(o.target, weights::class_names_for(o.weights, "", model->num_classes()));
+    Tensor mine({int64_t(p.rows.size()), x.dim(1), x.dim(2), x.dim(3)});
+    std::vector<int> mine_targets;
+    for (size_t j = 0; j < p.rows.size(); ++j) {
+      std::copy(x.data() + p.rows[j] * per, x.data() + (p.rows[j] + 1) * per, mine.data() + int64_t(j) * per);
+      if (targets.size() > 1 && int64_t(targets.size()) == N) mine_targets.push_back(targets[size_t(p.rows[j])]);
+    }
+    if (!mine_targets.empty()) targets = mine_targets;
+    for (int t : targets)
+      if (t >= model->num_classes())
+        throw Error("--target " + std::to_string(t) + " is out of range for " + o.weights + " (" +
+                    std::to_string(model->num_classes()) + " classes)");
+    DeviceFlags dev = o.dev;
+    dev.worker = k;
+    dev.workers = G;
+    dev.gpu = std::to_string(k);
+    nn::Context ctx;
+    setup_device(dev, ctx);
+    GradientResult r = input_gradient(*model, ctx, mine, targets);
+    // Brought to the host here: the device's tensors stay in the thread of their device.
+    p.logits = r.logits.to(Device::cpu);
+    if (!o.grad_out.empty()) p.grad = r.grad.to(Device::cpu);
+    p.targets = r.targets;
+    p.arch = model->arch();
+    std::lock_guard<std::mutex> lk(mu);
+    parts[k] = std::move(p);
+  };
+  job.merge = [&](int) {
+    const int64_t K = parts.begin()->second.logits.dim(1);
+    Tensor logits({N, K}), grad;
+    if (!o.grad_out.empty()) grad = Tensor(x.shape());
+    std::vector<int> targets(size_t(N), -1);
+    for (const auto& [k, p] : parts)
+      for (size_t j = 0; j < p.rows.size(); ++j) {
+        const int64_t n = p.rows[j];
+        std::copy(p.logits.data() + int64_t(j) * K, p.logits.data() + int64_t(j + 1) * K, logits.data() + n * K);
+        if (!grad.empty())
+          std::copy(p.grad.data() + int64_t(j) * per, p.grad.data() + int64_t(j + 1) * per, grad.data() + n * per);
+        targets[size_t(n)] = p.targets.at(j);
+      }
+    if (!o.logits_out.empty()) io::save_npy(o.logits_out, logits);
+    try {
+      if (!o.grad_out.empty()) io::save_npy(o.grad_out, grad);
+    } catch (...) {
+      std::error_code ec;
+      if (!o.logits_out.empty()) fs::remove(o.logits_out, ec);
+      throw;
+    }
+    std::printf("%s", json({{"model", parts.begin()->second.arch}, {"targets", targets}}).dump().append("\n").c_str());
+    return GpuAllMerged{};
+  };
+  job.summary = false;  // one run prints no progress either
+  run_on_all_gpus(job);
+}
+
 }  // namespace
 
 void register_saliency(CLI::App& app) {
@@ -529,7 +649,10 @@ void register_saliency(CLI::App& app) {
     if (!so->compare.empty() && (s->count("--method") || s->count("--parchgrad")))
       throw Error("--method and --parchgrad do nothing with --compare: name each configuration in the list "
                   "(e.g. --compare grad,grad+cls,ig+ins)");
-    run_saliency(*so);
+    if (gpu_all_requested(so->dev, so->shard))
+      run_saliency_all(*so);
+    else
+      run_saliency(*so);
   });
 
   auto go = std::make_shared<GradientOptions>();
@@ -545,7 +668,12 @@ void register_saliency(CLI::App& app) {
                 "i/N: only the samples n with n % N == i (the outputs hold those rows; stdout lists them); auto: i "
                 "and N from the launcher (Slurm, Open MPI, PMI)");
   add_device_flags(g, go->dev);
-  g->callback([go]() { run_gradient(*go); });
+  g->callback([go]() {
+    if (gpu_all_requested(go->dev, go->shard))
+      run_gradient_all(*go);
+    else
+      run_gradient(*go);
+  });
 }
 
 }  // namespace pg::cli

@@ -20,6 +20,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/device_flags.h"
+#include "tools/cli/gpu_all.h"
 #include "tools/cli/shard.h"
 #include "tools/lib/image_io.h"
 #include "tools/lib/preprocess_presets.h"
@@ -60,10 +61,11 @@ void run_stats(const StatsOptions& opts) {
   set_threads(o.threads);
   if (o.batch < 1) throw Error("--batch must be at least 1");
   if (o.test != "student" && o.test != "welch") throw Error("--test: '" + o.test + "' is not student or welch");
-  const Shard sh = parse_shard(o.shard);  // i/N or auto (the launcher's environment)
+  // i/N or auto (the launcher's environment), or worker k of G of --gpu all (as --shard k/G)
+  const Shard sh = command_shard(o.dev, o.shard);
   const int shard = sh.index, shards = sh.count;
-  // Every process of `--shard auto` is given the same --out: its shard's tag names its file.
-  if (sh.active) o.out = shard_file_name(o.out, sh, o.shard == "auto");
+  // Every process of `--shard auto` (every worker) is given the same --out: its shard's tag names its file.
+  if (sh.active) o.out = shard_file_name(o.out, sh, o.shard == "auto" || is_gpu_worker(o.dev));
   const size_t limit = memory_bytes(o.memory_mb);
   check_output_file("--out", o.out);
   if (!o.dump_gap.empty()) check_output_file("--dump-gap", o.dump_gap);
@@ -191,7 +193,7 @@ void run_stats(const StatsOptions& opts) {
   }
   flush();
   progress.finish();
-  if (all_idx.empty() && done.empty())
+  if (all_idx.empty() && done.empty() && !(is_gpu_worker(o.dev) && mine.empty()))  // (a worker may get none)
     throw Error("stats: no readable image in " + o.data + " (" + std::to_string(progress.skipped()) + " skipped)");
   if (!o.dump_gap.empty()) hook.dump(o.dump_gap, all_idx, all_labels);
   // With checkpoints written, the result is the merge of every part (the last one included).
@@ -210,6 +212,33 @@ void run_stats(const StatsOptions& opts) {
   merged.reset();
   for (const auto& p : parts) fs::remove(p, ec);
   progress.summary((sh.active ? "shard " + sh.text() + " in " : "statistics in ") + o.out);
+}
+
+// `stats --gpu all` (tools/cli/gpu_all.h): worker k of G writes the shard file of `--shard k/G`
+// (OUT-k-of-G.ext, checkpointing as a shard does); stats merge then writes --out, and the shard
+// files are removed.
+void run_stats_all(const StatsOptions& opts) {
+  if (!opts.dump_gap.empty()) throw Error("--dump-gap does not go with --gpu all (its rows are not merged); give --gpu k");
+  GpuAllJob job;
+  job.command = "stats";
+  job.threads = opts.threads;
+  job.work = [&](int k, int G) {
+    StatsOptions o = opts;
+    o.dev.worker = k;
+    o.dev.workers = G;
+    o.dev.gpu = std::to_string(k);
+    o.threads = 0;
+    run_stats(o);
+  };
+  job.merge = [&](int G) {
+    std::vector<std::string> files;
+    for (int k = 0; k < G; ++k) files.push_back(shard_file_name(opts.out, worker_shard(k, G), true));
+    DatasetStats::merge_shards(files, memory_bytes(opts.memory_mb))->finalize(opts.out);
+    std::error_code ec;
+    for (const auto& f : files) fs::remove(f, ec);
+    return GpuAllMerged{"statistics in " + opts.out, ""};
+  };
+  run_on_all_gpus(job);
 }
 
 void run_merge(const MergeOptions& o) {
@@ -261,7 +290,10 @@ void register_stats(CLI::App& app) {
     for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--weights", &so->weights},
                                       {"--data", &so->data}, {"--out", &so->out}})
       if (value->empty()) throw Error(std::string("stats: ") + name + " is required");
-    run_stats(*so);
+    if (gpu_all_requested(so->dev, so->shard))
+      run_stats_all(*so);
+    else
+      run_stats(*so);
   });
 }
 

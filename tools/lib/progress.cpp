@@ -2,12 +2,20 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+
+#include "core/error.h"
 
 namespace pg::io {
 
 namespace {
 using clock = std::chrono::steady_clock;
+
+std::atomic<ProgressGroup*>& installed_group() {
+  static std::atomic<ProgressGroup*> g{nullptr};
+  return g;
+}
 
 std::string mmss(double secs) {
   if (!(secs >= 0) || secs > 359999) return "--:--";
@@ -24,6 +32,8 @@ std::string mmss(double secs) {
 Progress::Progress(std::string label, int64_t total)
     : label_(std::move(label)), total_(total), terminal_(isatty(STDERR_FILENO) == 1) {
   start_ = last_draw_ = first_ = clock::now();
+  group_ = installed_group().load();
+  if (group_) group_->add_total(total_);
 }
 
 Progress::~Progress() { finish(); }
@@ -31,11 +41,22 @@ Progress::~Progress() { finish(); }
 double Progress::seconds() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
 
 void Progress::skip(int64_t n) {
+  if (group_) {
+    skipped_ += n;
+    done_ += n;
+    group_->advance(n, true);
+    return;
+  }
   skipped_ += n;
   advance(n);
 }
 
 void Progress::advance(int64_t n) {
+  if (group_) {
+    done_ += n;
+    group_->advance(n, false);
+    return;
+  }
   done_ += n;
   const auto now = clock::now();
   if (first_done_ < 0) {
@@ -64,7 +85,7 @@ void Progress::advance(int64_t n) {
 void Progress::finish() {
   if (finished_) return;
   finished_ = true;
-  if (terminal_) draw(true);
+  if (terminal_ && !group_) draw(true);
 }
 
 void Progress::log_line() {
@@ -95,6 +116,7 @@ void Progress::draw(bool final) {
 
 void Progress::summary(const std::string& outputs) {
   finish();
+  if (group_) return;  // the group's summary says it for all the workers
   const double secs = seconds();
   const int64_t used = done_ - skipped_;
   std::string line = label_ + ": " + std::to_string(used) + (used == 1 ? " image" : " images");
@@ -105,6 +127,57 @@ void Progress::summary(const std::string& outputs) {
   if (!outputs.empty()) line += "; " + outputs;
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
+}
+
+// ---- ProgressGroup ----------------------------------------------------------------------------
+
+ProgressGroup::ProgressGroup(std::string label) : bar_(std::move(label), 0) {
+  bar_.group_ = nullptr;  // (made while another group may be installed: this one is refused below)
+  ProgressGroup* none = nullptr;
+  if (!installed_group().compare_exchange_strong(none, this))
+    throw Error("internal error: a second progress group while one is installed");
+}
+
+ProgressGroup::~ProgressGroup() {
+  ProgressGroup* self = this;
+  installed_group().compare_exchange_strong(self, nullptr);
+  finish();
+}
+
+void ProgressGroup::add_total(int64_t n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  bar_.total_ += n;
+}
+
+void ProgressGroup::advance(int64_t n, bool skip) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (skip)
+    bar_.skip(n);
+  else
+    bar_.advance(n);
+}
+
+void ProgressGroup::finish() {
+  std::lock_guard<std::mutex> lk(mu_);
+  bar_.finish();
+}
+
+void ProgressGroup::summary(const std::string& outputs) {
+  std::lock_guard<std::mutex> lk(mu_);
+  bar_.summary(outputs);
+}
+
+int64_t ProgressGroup::done() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return bar_.done_;
+}
+int64_t ProgressGroup::total() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return bar_.total_;
+}
+int64_t ProgressGroup::skipped() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return bar_.skipped_;
 }
 
 }  // namespace pg::io

@@ -3,12 +3,20 @@
 // none in the first 5) or after 30 seconds without one. Either way
 // the command ends with one summary line (summary()): what was done, what was skipped, where
 // the outputs went, the time and the rate.
+//
+// Several workers of one command (`--gpu all`: one thread per GPU) report into one
+// ProgressGroup: while one is installed, every Progress made in the process, in any thread,
+// adds its total to the group's and counts its items there, and draws nothing and prints no
+// summary of its own; the group draws the one bar (or log lines) and prints the one summary.
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace pg::io {
+
+class ProgressGroup;
 
 class Progress {
  public:
@@ -29,6 +37,7 @@ class Progress {
   int64_t skipped() const { return skipped_; }
 
  private:
+  friend class ProgressGroup;
   void draw(bool final);
   void log_line();
   double seconds() const;
@@ -41,6 +50,32 @@ class Progress {
   std::chrono::steady_clock::time_point first_;
   int64_t first_done_ = -1;
   int64_t logged_tenths_ = 0;
+  ProgressGroup* group_ = nullptr;  // the group installed when this was made: items counted there
+};
+
+// The one progress of several workers (see above). One group at a time; its constructor
+// installs it for the whole process, its destructor removes it. Thread-safe: the workers'
+// Progress objects report from their own threads.
+class ProgressGroup {
+ public:
+  // label names the command, e.g. "saliency (2 GPUs)"; the total grows as workers announce theirs.
+  explicit ProgressGroup(std::string label);
+  ~ProgressGroup();
+  ProgressGroup(const ProgressGroup&) = delete;
+  ProgressGroup& operator=(const ProgressGroup&) = delete;
+  // Ends the bar (on a terminal); summary() as Progress::summary, over all the workers' items.
+  void finish();
+  void summary(const std::string& outputs);
+  int64_t done() const;
+  int64_t total() const;
+  int64_t skipped() const;
+
+ private:
+  friend class Progress;
+  void add_total(int64_t n);
+  void advance(int64_t n, bool skip);
+  mutable std::mutex mu_;
+  Progress bar_;
 };
 
 }  // namespace pg::io
