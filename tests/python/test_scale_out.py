@@ -329,6 +329,19 @@ def test_gpu_all_writes_what_one_gpu_writes():
     os.makedirs(out)
     dev = ["--weights", WEIGHTS, "--device", "cuda"]
 
+    # A worker that fails (an unreadable image under --strict): one line naming its device, status
+    # 1, the other worker's shard file kept.
+    broken = os.path.join(data, "circle", "broken.png")
+    with open(broken, "wb") as f:
+        f.write(b"not a png")
+    r = sim("stats", *dev, "--data", data, "--out", os.path.join(out, "all.safetensors"), "--gpu", "all", "--strict")
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("parchgrad: error: ")]
+    assert r.returncode == 1 and len(errors) == 2, r.stderr
+    assert errors[0].startswith("parchgrad: error: --gpu all: worker 0 (device 0): ") and "broken.png" in errors[0], r.stderr
+    assert "1 of 2 workers failed" in errors[1] and not summary_lines(r.stderr), r.stderr
+    assert os.listdir(out) == ["all-1-of-2.safetensors"], os.listdir(out)
+    os.remove(broken)
+
     # stats: the statistics file, and nothing else left beside it.
     ok(sim("stats", *dev, "--data", data, "--out", os.path.join(out, "one.safetensors"), "--gpu", 0))
     r = ok(sim("stats", *dev, "--data", data, "--out", os.path.join(out, "all.safetensors"), "--gpu", "all"))
