@@ -58,6 +58,42 @@ def rel(a, b):
     return float(np.abs(a - b).max()) / scale
 
 
+def gradient_matches_cpu(label, model, weights, x, target):
+    """`gradient` of x (float32 [n, 3, h, w]) for --target on the device and on the CPU backend:
+    the logits bit for bit (the forward pass of the SIMT device is the CPU's), each sample's input
+    gradient within FP32_TOL, and the logits within 1e-4 of PyTorch's (the CPU backend's own
+    parity is tests/python/test_parity.py). Returns the input's .npy file."""
+    inp = pc.save_npy(os.path.join(SCRATCH, f"{label}_x.npy"), x)
+    got = {}
+    for dev in ("cpu", "cuda"):
+        prefix = os.path.join(SCRATCH, f"{label}_{dev}")
+        run(["gradient", "--weights", weights, "--input", inp, f"--target={target}", "--device", dev,
+             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
+        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
+    np.testing.assert_array_equal(got["cuda"][0], got["cpu"][0])
+    for n in range(x.shape[0]):
+        err = rel(got["cuda"][1][n], got["cpu"][1][n])
+        assert err < FP32_TOL, f"{label} sample {n}: input gradient differs by {err:.3g}"
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert rel(got["cuda"][0], want) < 1e-4
+    return inp
+
+
+def masks_match(cpu_file, dev_file, label):
+    """--explain-masks records of the CPU and the device: the same hooked layers, the same channels
+    kept in each, M, N and beta to 1e-5. Returns the layers' names."""
+    a = json.load(open(cpu_file))["layers"]
+    b = json.load(open(dev_file))["layers"]
+    assert [l["name"] for l in a] == [l["name"] for l in b]
+    for la, lb in zip(a, b):
+        assert la.get("kept") == lb.get("kept"), f"{label} {la['name']}: different H"
+        for key in ("M", "N", "beta"):
+            if key in la:
+                assert abs(la[key] - lb[key]) <= 1e-5 * abs(la[key]), f"{label} {la['name']} {key}"
+    return [l["name"] for l in a]
+
+
 # ---- small models of all 13 architectures ----------------------------------------------------
 # The torchvision layout of each (block type and stage depths, VGG configuration with or without
 # BatchNorm, three classifier layers), with every width divided by 16 so that the SIMT runtime
@@ -93,23 +129,7 @@ def test_architecture_matches_cpu(arch):
     seed = pc.stable_seed("device", arch)
     model = small_model(arch, seed)
     weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, f"{arch}.pth"), "zip")
-    x = pc.make_input(2, 48, 40, seed).numpy()
-    inp = pc.save_npy(os.path.join(SCRATCH, f"{arch}_x.npy"), x)
-    got = {}
-    for dev in ("cpu", "cuda"):
-        prefix = os.path.join(SCRATCH, f"{arch}_{dev}")
-        run(["gradient", "--weights", weights, "--input", inp, "--target=top1,2", "--device", dev,
-             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
-        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
-    # The forward pass is bitwise the CPU's on the SIMT device.
-    np.testing.assert_array_equal(got["cuda"][0], got["cpu"][0])
-    for n in range(2):
-        err = rel(got["cuda"][1][n], got["cpu"][1][n])
-        assert err < FP32_TOL, f"{arch} sample {n}: input gradient differs by {err:.3g}"
-    # ...and is what PyTorch computes (the CPU backend's own parity is tests/python/test_parity.py).
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    assert rel(got["cuda"][0], want) < 1e-4
+    gradient_matches_cpu(arch, model, weights, pc.make_input(2, 48, 40, seed).numpy(), "top1,2")
 
 
 def saliency(out, args, device, extra=()):
@@ -154,16 +174,8 @@ def test_saliency_matches_cpu(case, small_inputs):
         assert err < FP32_TOL, f"{case}: {name} differs by {err:.3g}"
     # Masks: the same channels kept in every hooked layer; M, N, beta to 1e-5.
     for f in sorted(os.listdir(os.path.join(SCRATCH, f"{case}_cpu"))):
-        if not f.endswith(".masks.json"):
-            continue
-        a = json.load(open(os.path.join(SCRATCH, f"{case}_cpu", f)))["layers"]
-        b = json.load(open(os.path.join(SCRATCH, f"{case}_cuda", f)))["layers"]
-        assert [l["name"] for l in a] == [l["name"] for l in b]
-        for la, lb in zip(a, b):
-            assert la.get("kept") == lb.get("kept"), f"{case} {f} {la['name']}: different H"
-            for key in ("M", "N", "beta"):
-                if key in la:
-                    assert abs(la[key] - lb[key]) <= 1e-5 * abs(la[key]), f"{case} {f} {la['name']} {key}"
+        if f.endswith(".masks.json"):
+            masks_match(os.path.join(SCRATCH, f"{case}_cpu", f), os.path.join(SCRATCH, f"{case}_cuda", f), f"{case} {f}")
 
 
 def test_dgrad_library_and_determinism(small_inputs):
@@ -316,21 +328,7 @@ def test_convnext_matches_cpu():
     model = pc._finish(model, 4)
     weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, "convnext_small_widths.safetensors"),
                               "safetensors")
-    x = pc.make_input(2, 48, 40, 4).numpy()
-    inp = pc.save_npy(os.path.join(SCRATCH, "convnext_x.npy"), x)
-    got = {}
-    for dev in ("cpu", "cuda"):
-        prefix = os.path.join(SCRATCH, f"convnext_{dev}")
-        run(["gradient", "--weights", weights, "--input", inp, "--target=top1,2", "--device", dev,
-             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
-        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
-    np.testing.assert_array_equal(got["cuda"][0], got["cpu"][0])
-    for n in range(2):
-        err = rel(got["cuda"][1][n], got["cpu"][1][n])
-        assert err < FP32_TOL, f"convnext sample {n}: input gradient differs by {err:.3g}"
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    assert rel(got["cuda"][0], want) < 1e-4
+    gradient_matches_cpu("convnext", model, weights, pc.make_input(2, 48, 40, 4).numpy(), "top1,2")
 
 
 # The last block's depthwise conv, SE convs and projection and the last conv: at 32x32 all of
@@ -357,19 +355,7 @@ def test_efficientnet_mobilenet_v3_match_cpu(arch):
     x = pc.make_input(1, 32, 32, seed)
     pc.calibrate_logits(model, x)
     weights = pc.save_weights(pc.model_state_dict(model), os.path.join(SCRATCH, f"{arch}.safetensors"), "safetensors")
-    inp = pc.save_npy(os.path.join(SCRATCH, f"{arch}_x.npy"), x.numpy())
-    got = {}
-    for dev in ("cpu", "cuda"):
-        prefix = os.path.join(SCRATCH, f"{arch}_{dev}")
-        run(["gradient", "--weights", weights, "--input", inp, "--target=top1", "--device", dev,
-             "--logits-out", prefix + "_logits.npy", "--grad-out", prefix + "_grad.npy"])
-        got[dev] = (np.load(prefix + "_logits.npy"), np.load(prefix + "_grad.npy"))
-    np.testing.assert_array_equal(got["cuda"][0], got["cpu"][0])
-    err = rel(got["cuda"][1][0], got["cpu"][1][0])
-    assert err < FP32_TOL, f"{arch}: input gradient differs by {err:.3g}"
-    with torch.no_grad():
-        want = model(x).numpy()
-    assert rel(got["cuda"][0], want) < 1e-4
+    inp = gradient_matches_cpu(arch, model, weights, x.numpy(), "top1")
     for m in model.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
@@ -390,11 +376,5 @@ def test_efficientnet_mobilenet_v3_match_cpu(arch):
         assert err < FP32_TOL, f"{arch} ParchGrad: {name} differs by {err:.3g}"
     masks = [f for f in os.listdir(outs["cpu"]) if f.endswith(".masks.json")]
     assert len(masks) == 1
-    a = json.load(open(os.path.join(outs["cpu"], masks[0])))["layers"]
-    b = json.load(open(os.path.join(outs["cuda"], masks[0])))["layers"]
-    assert [l["name"] for l in a] == [l["name"] for l in b] == SE_MODEL_LAYERS[arch].split(",")
-    for la, lb in zip(a, b):
-        assert la.get("kept") == lb.get("kept"), f"{arch} {la['name']}: different H"
-        for key in ("M", "N", "beta"):
-            if key in la:
-                assert abs(la[key] - lb[key]) <= 1e-5 * abs(la[key]), f"{arch} {la['name']} {key}"
+    names = masks_match(os.path.join(outs["cpu"], masks[0]), os.path.join(outs["cuda"], masks[0]), arch)
+    assert names == SE_MODEL_LAYERS[arch].split(",")
