@@ -2,10 +2,11 @@
  *
  *   saliency_c WEIGHTS OUT_DIR [--set NAME=VALUE]... IMAGE...
  *
- * For each image: read it, preprocess it as the command line does (224 x 224), explain its
- * top-1 class, print the class and write OUT_DIR/<image stem>.npy (224 x 224 float32), the
- * file `parchgrad saliency` writes for the same image and settings. --set takes the command
- * line's saliency flags: --set method=ig --set parchgrad=cls --set stats=S.safetensors.
+ * For each image: read it, preprocess it as the command line does (the model's own preset:
+ * 224 x 224 for a ResNet), explain its top-1 class, print the class and
+ * write OUT_DIR/<image stem>.npy (H x W float32), the file `parchgrad saliency` writes for the
+ * same image and settings. --set takes the command line's saliency flags: --set method=ig
+ * --set parchgrad=cls --set stats=S.safetensors.
  *
  * Build against an installed package:
  *   cc -std=c99 saliency.c $(pkg-config --cflags --libs parchgrad) -o saliency_c
@@ -15,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define SIZE 224
 
 /* A float32 array as numpy's .npy (version 1.0, C order). */
 static int save_npy(const char* path, const float* data, int h, int w) {
@@ -58,8 +57,9 @@ int main(int argc, char** argv) {
   }
   pg_saliency_options* opt = pg_saliency_options_new();
   int classes = pg_model_num_classes(model);
-  float* x = malloc(sizeof(float) * 3 * SIZE * SIZE);
-  float* map = malloc(sizeof(float) * SIZE * SIZE);
+  /* The preprocessing torchvision's weights of this architecture define (a ResNet's: resize 256,
+   * crop 224), the command line's default. */
+  const char* preset = pg_model_preset(model);
   float* logits = malloc(sizeof(float) * (size_t)classes);
   int status = 0;
   printf("parchgrad %s, %s with %d classes\n", pg_version(), pg_model_arch(model), classes);
@@ -78,31 +78,44 @@ int main(int argc, char** argv) {
       continue;
     }
     unsigned char* rgb = NULL;
-    int h = 0, w = 0;
-    if (pg_image_read(argv[i], &rgb, &h, &w) != PG_OK || pg_preprocess_u8(rgb, h, w, SIZE, x) != PG_OK ||
-        pg_saliency(model, x, 1, SIZE, SIZE, NULL, opt, map, logits) != PG_OK) {
+    int h = 0, w = 0, xh = 0, xw = 0;
+    float* x = NULL;
+    float* map = NULL;
+    if (pg_image_read(argv[i], &rgb, &h, &w) != PG_OK || pg_preprocess_shape(h, w, preset, -1, -1, &xh, &xw) != PG_OK) {
       fprintf(stderr, "error: %s\n", pg_last_error());
       pg_free(rgb);
       status = 1;
       continue;
     }
+    x = malloc(sizeof(float) * 3 * (size_t)xh * (size_t)xw);
+    map = malloc(sizeof(float) * (size_t)xh * (size_t)xw);
+    if (!x || !map || pg_preprocess_preset_u8(rgb, h, w, preset, -1, -1, NULL, x) != PG_OK ||
+        pg_saliency(model, x, 1, xh, xw, NULL, opt, map, logits) != PG_OK) {
+      fprintf(stderr, "error: %s\n", x && map ? pg_last_error() : "out of memory");
+      pg_free(rgb);
+      free(x);
+      free(map);
+      status = 1;
+      continue;
+    }
     pg_free(rgb);
+    free(x);
     int top = 0;
     for (int k = 1; k < classes; ++k)
       if (logits[k] > logits[top]) top = k;
     char stem[256], out[1024];
     stem_of(argv[i], stem, sizeof stem);
     snprintf(out, sizeof out, "%s/%s.npy", argv[2], stem);
-    if (save_npy(out, map, SIZE, SIZE) != 0) {
+    if (save_npy(out, map, xh, xw) != 0) {
       fprintf(stderr, "error: cannot write %s\n", out);
+      free(map);
       status = 1;
       continue;
     }
+    free(map);
     const char* name = pg_model_class_name(model, top);
     printf("%s: class %d (%s), map in %s\n", argv[i], top, name ? name : "?", out);
   }
-  free(x);
-  free(map);
   free(logits);
   pg_saliency_options_free(opt);
   pg_model_free(model);

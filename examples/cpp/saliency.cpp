@@ -52,23 +52,29 @@ int main(int argc, char** argv) try {
   int h = 0, w = 0;
   check(pg_image_read(argv[3], &pixels, &h, &w));
   std::unique_ptr<unsigned char, BufferFree> rgb(pixels);
-  const int S = 224, K = 3, classes = pg_model_num_classes(model.get());
-  std::vector<float> x(3 * S * S), maps(size_t(K) * S * S), logits(static_cast<size_t>(classes));
-  check(pg_preprocess_u8(rgb.get(), h, w, S, x.data()));
+  // The preprocessing of the model's torchvision weights, the command line's default: H x W of x
+  // from pg_preprocess_shape.
+  const char* preset = pg_model_preset(model.get());
+  int H = 0, W = 0;
+  check(pg_preprocess_shape(h, w, preset, -1, -1, &H, &W));
+  const int K = 3, classes = pg_model_num_classes(model.get());
+  const size_t plane = size_t(H) * size_t(W);
+  std::vector<float> x(3 * plane), maps(K * plane), logits(static_cast<size_t>(classes));
+  check(pg_preprocess_preset_u8(rgb.get(), h, w, preset, -1, -1, nullptr, x.data()));
 
   // Target set j: every sample's (j+1)-th ranked class (here one sample).
   std::vector<int> targets = {-1, -2, -3}, resolved(K);
-  check(pg_saliency_targets(model.get(), x.data(), 1, S, S, targets.data(), K, opt.get(), maps.data(),
+  check(pg_saliency_targets(model.get(), x.data(), 1, H, W, targets.data(), K, opt.get(), maps.data(),
                             resolved.data(), logits.data()));
   double mx = *std::max_element(logits.begin(), logits.end()), sum = 0;
   for (float l : logits) sum += std::exp(double(l) - mx);
   std::printf("%s (%dx%d), %s, grad+cls\n", argv[3], w, h, pg_model_arch(model.get()));
   for (int j = 0; j < K; ++j) {
-    const float* m = maps.data() + size_t(j) * S * S;
-    const int peak = int(std::max_element(m, m + S * S) - m);
+    const float* m = maps.data() + size_t(j) * plane;
+    const int peak = int(std::max_element(m, m + plane) - m);
     const char* name = pg_model_class_name(model.get(), resolved[j]);
     std::printf("  rank %d: class %d (%s), p = %.4f, map peak at (%d, %d)\n", j + 1, resolved[j], name ? name : "?",
-                std::exp(double(logits[resolved[j]]) - mx) / sum, peak % S, peak / S);
+                std::exp(double(logits[resolved[j]]) - mx) / sum, peak % W, peak / W);
   }
   return 0;
 } catch (const std::exception& e) {

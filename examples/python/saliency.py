@@ -3,7 +3,7 @@
 
     python3 saliency.py WEIGHTS OUT_DIR IMAGE... [--set NAME=VALUE]...
 
-For each image: read, preprocess (224 x 224), explain its top-1 class and save
+For each image: read, preprocess (the model's own preset: 224 x 224 for a ResNet), explain its top-1 class and save
 OUT_DIR/<stem>.npy, the map `parchgrad saliency` writes for the same image and settings.
 The library is found through PARCHGRAD_LIB (a path to libparchgrad.so), else the loader's path.
 """
@@ -30,14 +30,19 @@ def load_library():
                                          ctypes.POINTER(ctypes.c_void_p)]),
         "pg_model_free": (None, [ctypes.c_void_p]),
         "pg_model_num_classes": (ctypes.c_int, [ctypes.c_void_p]),
+        "pg_model_preset": (ctypes.c_char_p, [ctypes.c_void_p]),
         "pg_model_class_name": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int]),
         "pg_saliency_options_new": (ctypes.c_void_p, []),
         "pg_saliency_options_free": (None, [ctypes.c_void_p]),
         "pg_saliency_options_set": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]),
         "pg_saliency": (ctypes.c_int, [ctypes.c_void_p, c_float_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                        ctypes.POINTER(ctypes.c_int), ctypes.c_void_p, c_float_p, c_float_p]),
-        "pg_preprocess_u8": (ctypes.c_int, [ctypes.POINTER(ctypes.c_ubyte), ctypes.c_int, ctypes.c_int,
-                                            ctypes.c_int, c_float_p]),
+        "pg_preprocess_shape": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                               ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                               ctypes.POINTER(ctypes.c_int)]),
+        "pg_preprocess_preset_u8": (ctypes.c_int, [ctypes.POINTER(ctypes.c_ubyte), ctypes.c_int, ctypes.c_int,
+                                                   ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                                                   c_float_p]),
         "pg_image_read": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
                                          ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]),
         "pg_free": (None, [ctypes.c_void_p]),
@@ -54,6 +59,8 @@ class Parchgrad:
         self.model = ctypes.c_void_p()
         self._check(self.lib.pg_model_load(weights.encode(), None, device.encode(), ctypes.byref(self.model)))
         self.classes = self.lib.pg_model_num_classes(self.model)
+        # The preprocessing of the model's torchvision weights (the command line's default).
+        self.preset = self.lib.pg_model_preset(self.model)
         self.options = self.lib.pg_saliency_options_new()
 
     def _check(self, rc):
@@ -73,11 +80,16 @@ class Parchgrad:
         finally:
             self.lib.pg_free(rgb)
 
-    def preprocess(self, rgb, size=224):
+    def preprocess(self, rgb):
+        """uint8 [h, w, 3] -> float32 [3, H, W], as the command line preprocesses for this model"""
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        x = np.empty((3, size, size), dtype=np.float32)
-        self._check(self.lib.pg_preprocess_u8(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte)), rgb.shape[0],
-                                              rgb.shape[1], size, x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
+        h, w = ctypes.c_int(), ctypes.c_int()
+        self._check(self.lib.pg_preprocess_shape(rgb.shape[0], rgb.shape[1], self.preset, -1, -1, ctypes.byref(h),
+                                                 ctypes.byref(w)))
+        x = np.empty((3, h.value, w.value), dtype=np.float32)
+        self._check(self.lib.pg_preprocess_preset_u8(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte)), rgb.shape[0],
+                                                     rgb.shape[1], self.preset, -1, -1, None,
+                                                     x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
         return x
 
     def saliency(self, x, targets=None):
