@@ -2,6 +2,7 @@
 // records the backward step with only what the input gradient needs.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -76,6 +77,15 @@ void record_backward2(Context& ctx, const ag::Var& a, const ag::Var& b, ag::Var&
 }
 
 
+// A layer's weights on the devices, one copy per device index (nn/gpu/ops.cpp makes a copy at
+// the layer's first use on a device, under the mutex), so that one model can serve several
+// devices (`--gpu all`, C API models of one file on two GPUs). Copies are never removed.
+template <class Copy>
+struct PerDevice {
+  std::mutex mu;
+  std::map<int, std::unique_ptr<const Copy>> copies;
+};
+
 // Conv2d with an optional BatchNorm (inference form) folded in at load time.
 class Conv2d {
  public:
@@ -92,11 +102,12 @@ class Conv2d {
     std::vector<float> fwd, dgrad;
   };
   std::shared_ptr<WinogradWeights> winograd = std::make_shared<WinogradWeights>();
-  // Device copies of weight, bias and the BatchNorm scale/shift, made at first device use.
-  struct DeviceWeights {
-    std::once_flag once;
+  // Device copies of weight, bias and the BatchNorm scale/shift, one per device, made at the
+  // layer's first use on that device.
+  struct DeviceCopy {
     Tensor weight, bias, bn_scale, bn_shift;
   };
+  using DeviceWeights = PerDevice<DeviceCopy>;
   std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
   // False for a convolution that stands in for another module (ConvNeXt's nn.Linear layers on
   // the NHWC permute, run as 1x1 convs on NCHW): no hook sees it (ParchGrad, `stats`), and it
@@ -116,10 +127,10 @@ class Linear {
  public:
   Tensor weight;  // [out, in]
   Tensor bias;    // [out] or empty
-  struct DeviceWeights {
-    std::once_flag once;
+  struct DeviceCopy {
     Tensor weight, bias;
   };
+  using DeviceWeights = PerDevice<DeviceCopy>;
   std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
   ag::Var forward(Context& ctx, const ag::Var& x) const;
 };
@@ -131,10 +142,10 @@ class LayerNorm2d {
   std::string name;  // torchvision's module name, for errors
   Tensor weight, bias;  // [C]
   double eps = 1e-6;
-  struct DeviceWeights {
-    std::once_flag once;
+  struct DeviceCopy {
     Tensor weight, bias;
   };
+  using DeviceWeights = PerDevice<DeviceCopy>;
   std::shared_ptr<DeviceWeights> device = std::make_shared<DeviceWeights>();
   kernels::LayerNormParams params(const Tensor& x) const;
   ag::Var forward(Context& ctx, const ag::Var& x) const;

@@ -1,5 +1,6 @@
 #include "nn/gpu/arena.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -118,16 +119,32 @@ void* Arena::alloc(size_t bytes) {
 
 void Arena::free(void* p) {
   if (!p) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = used_.find(p);
-  if (it == used_.end())
+  if (!try_free(p))
     throw Error("gpu arena: free of unknown pointer " + pointer_text(p) +
                 " (not allocated by this arena, or already freed)");
+}
+
+bool Arena::try_free(void* p) {
+  if (!p) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(p);
+  if (it == used_.end()) return false;
   const Block b = it->second;
   free_.emplace(b.size, std::make_pair(p, b));  // may throw bad_alloc: the block stays in use
   used_.erase(it);
   stats_.in_use -= b.size;
   stats_.cached += b.size;
+  return true;
+}
+
+bool Arena::contains(const void* p) const {
+  const auto* q = static_cast<const char*>(p);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [start, b] : used_) {
+    const auto* s = static_cast<const char*>(start);
+    if (q >= s && q < s + std::max<size_t>(b.size, 1)) return true;
+  }
+  return false;
 }
 
 void Arena::release_cached_locked() {

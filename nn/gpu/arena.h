@@ -62,6 +62,12 @@ class Arena {
   // Returns a block to the cache; nullptr is ignored; a pointer this arena did not hand out
   // (or already took back) throws pg::Error naming it.
   void free(void* p);
+  // free(p) when this arena handed p out; false (and nothing changes) when it did not: the
+  // device runtime asks each device's arena in turn.
+  bool try_free(void* p);
+  // Whether p points into a block this arena has handed out (at its start or inside it).
+  // Linear in the blocks in use: for checks, not for every access.
+  bool contains(const void* p) const;
   // Gives every cached block back to raw_free.
   void release_cached();
   ArenaStats stats() const;

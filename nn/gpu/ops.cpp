@@ -43,33 +43,28 @@ std::shared_ptr<void> device_buffer(size_t bytes) {
 
 Tensor upload(const Tensor& host) { return host.empty() ? Tensor() : host.to(Device::cuda); }
 
-const Conv2d::DeviceWeights& device_weights(const Conv2d& conv) {
-  Conv2d::DeviceWeights& d = *conv.device;
-  std::call_once(d.once, [&] {
-    d.weight = upload(conv.weight);
-    d.bias = upload(conv.bias);
-    d.bn_scale = upload(conv.bn_scale);
-    d.bn_shift = upload(conv.bn_shift);
-  });
-  return d;
+// The layer's weights on the calling thread's device, uploaded at its first use there.
+template <class Copy, class Make>
+const Copy& on_this_device(PerDevice<Copy>& d, Make make) {
+  const int dev = gpu::current_device();
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto& slot = d.copies[dev];
+  if (!slot) slot = std::make_unique<const Copy>(make());
+  return *slot;
 }
 
-const LayerNorm2d::DeviceWeights& device_weights(const LayerNorm2d& ln) {
-  LayerNorm2d::DeviceWeights& d = *ln.device;
-  std::call_once(d.once, [&] {
-    d.weight = upload(ln.weight);
-    d.bias = upload(ln.bias);
+const Conv2d::DeviceCopy& device_weights(const Conv2d& conv) {
+  return on_this_device(*conv.device, [&] {
+    return Conv2d::DeviceCopy{upload(conv.weight), upload(conv.bias), upload(conv.bn_scale), upload(conv.bn_shift)};
   });
-  return d;
 }
 
-const Linear::DeviceWeights& device_weights(const Linear& lin) {
-  Linear::DeviceWeights& d = *lin.device;
-  std::call_once(d.once, [&] {
-    d.weight = upload(lin.weight);
-    d.bias = upload(lin.bias);
-  });
-  return d;
+const LayerNorm2d::DeviceCopy& device_weights(const LayerNorm2d& ln) {
+  return on_this_device(*ln.device, [&] { return LayerNorm2d::DeviceCopy{upload(ln.weight), upload(ln.bias)}; });
+}
+
+const Linear::DeviceCopy& device_weights(const Linear& lin) {
+  return on_this_device(*lin.device, [&] { return Linear::DeviceCopy{upload(lin.weight), upload(lin.bias)}; });
 }
 
 // Library calls (cuDNN, cuBLAS) choose their algorithm, tiling and reduction split from the
@@ -179,7 +174,7 @@ class GpuBackend final : public DeviceBackend {
 ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
   require_device(x.value, "conv2d");
   const kernels::Conv2dParams p = conv.params(x.value.shape());
-  const Conv2d::DeviceWeights& dw = device_weights(conv);
+  const Conv2d::DeviceCopy& dw = device_weights(conv);
   Tensor y({p.N, p.K, p.P, p.Q}, Device::cuda);
   lib_conv_forward(ctx.device_options.deterministic, p, x.value.dptr(), dw.weight.dptr(), y.dptr());
   if (!dw.bias.empty()) {
@@ -212,7 +207,7 @@ ag::Var GpuBackend::conv2d(Context& ctx, const Conv2d& conv, const ag::Var& x) {
       throw Error(cv->site.name + ": hook returned a scale of shape " + scale.shape_str());
     const Tensor scale_dev = scale.empty() ? Tensor() : scale.to(Device::cuda);
     const float* s = scale_dev.empty() ? nullptr : scale_dev.dptr();
-    const Conv2d::DeviceWeights& dw = device_weights(*cv);
+    const Conv2d::DeviceCopy& dw = device_weights(*cv);
     Tensor dx({p.N, p.C, p.H, p.W}, Device::cuda);
     if (!opt.dgrad_library && kcu::depthwise_dgrad_supported(p)) {
       // Depthwise (MobileNetV2): the project's gather kernel with the scale fused, float32
@@ -242,7 +237,7 @@ ag::Var GpuBackend::linear(Context& ctx, const Linear& lin, const ag::Var& x) {
   const int N = int(x.value.dim(0)), in = int(lin.weight.dim(1)), outf = int(lin.weight.dim(0));
   if (x.value.ndim() != 2 || x.value.dim(1) != in)
     throw Error("linear: input " + x.value.shape_str() + " does not match weight " + lin.weight.shape_str());
-  const Linear::DeviceWeights& dw = device_weights(lin);
+  const Linear::DeviceCopy& dw = device_weights(lin);
   Tensor y({N, outf}, Device::cuda);
   lib_linear_forward(ctx.device_options.deterministic, N, in, outf, x.value.dptr(), dw.weight.dptr(), dw.bias.empty() ? nullptr : dw.bias.dptr(),
                       y.dptr());
@@ -333,7 +328,7 @@ ag::Var GpuBackend::adaptive_avgpool(Context& ctx, const ag::Var& x, int P, int 
 ag::Var GpuBackend::layernorm(Context& ctx, const LayerNorm2d& ln, const ag::Var& x) {
   require_device(x.value, "layernorm");
   const kernels::LayerNormParams p = ln.params(x.value);
-  const LayerNorm2d::DeviceWeights& dw = device_weights(ln);
+  const LayerNorm2d::DeviceCopy& dw = device_weights(ln);
   Tensor y(x.value.shape(), Device::cuda);
   kcu::launch_layernorm_forward(p, x.value.dptr(), dw.weight.dptr(), dw.bias.dptr(), y.dptr(), compute());
   ag::Var out{y, -1};

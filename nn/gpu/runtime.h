@@ -28,11 +28,22 @@ namespace pg::gpu {
 // "cuda" or "simt".
 const char* backend_name();
 
-// Selects the device (index into the visible devices) and creates the streams and library
-// handles. Idempotent for the same index. Throws when no device can be used, with the
-// runtime's reason (e.g. "no CUDA-capable device is detected").
+// Devices and threads: a process may use several devices (`--gpu all`: one worker thread per
+// device). Each device has its own state (streams, library handles, convolution plans, memory
+// arena, staging buffers, settings), created by the first init() of its index. Each host
+// thread works on one device at a time, its current device: the last one it passed to init(),
+// else the first device the process initialised (so that a single-device program never has to
+// think about it). Every function below acts on the calling thread's current device, except
+// free(), which returns a block to whichever device's arena handed it out.
+
+// Initialises device `device_index` (an index into the visible devices) unless it already is,
+// and makes it the calling thread's current device. Throws when the device cannot be used,
+// with the runtime's reason (e.g. "no CUDA-capable device is detected").
 void init(int device_index = 0);
+// Whether some device has been initialised.
 bool initialized();
+// The calling thread's current device; -1 before any init().
+int current_device();
 // The visible devices (0 when the runtime reports none or fails); simt: PARCHGRAD_SIM_DEVICES
 // (1 by default), so that a test can give a process several simulated devices to choose from.
 int device_count();
@@ -41,11 +52,13 @@ int device_count();
 std::string device_description();
 
 // ---- memory ----------------------------------------------------------------------------
-// Device memory from the caching arena (nn/gpu/arena.h): 256-byte aligned, uninitialised.
-// alloc(0) returns a valid unique pointer. Throws on out-of-memory after releasing the
-// arena's cached blocks and retrying once.
+// Device memory from the current device's caching arena (nn/gpu/arena.h): 256-byte aligned,
+// uninitialised. alloc(0) returns a valid unique pointer. Throws on out-of-memory after
+// releasing the arena's cached blocks and retrying once.
 void* alloc(size_t bytes);
-void free(void* p);  // nullptr is ignored
+// Returns a block to the arena of the device that handed it out (the current device's is
+// asked first), from any thread; nullptr is ignored.
+void free(void* p);
 struct MemoryStats {
   size_t in_use = 0;       // bytes handed out
   size_t cached = 0;       // bytes held for reuse
@@ -53,7 +66,8 @@ struct MemoryStats {
   size_t device_allocs = 0;  // calls to the underlying allocator (cudaMalloc)
 };
 MemoryStats memory_stats();
-// Returns the arena's cached blocks to the device (the next alloc allocates anew).
+// The current device's arena. Returns its cached blocks to the device (the next alloc
+// allocates anew).
 void release_cached();
 
 // Page-locked host memory (cudaMallocHost; simt: plain aligned memory).
@@ -72,10 +86,10 @@ void download(void* dst, const void* src, size_t bytes);
 // On the compute stream.
 void copy(void* dst, const void* src, size_t bytes);
 void zero(void* dst, size_t bytes);
-// Waits until all streams are idle.
+// Waits until all streams of the current device are idle.
 void synchronize();
 
-// ---- settings ----------------------------------------------------------------------------
+// ---- settings (per device: each worker configures its own) ---------------------------------
 // deterministic: library algorithms that are bitwise reproducible run to run (cuDNN:
 // no atomics-based algorithms); the project's kernels always are.
 // tensor_math: cuDNN's convolutions (forward, and the data-gradient of --dgrad cudnn) may use

@@ -2,7 +2,8 @@
 // API: cudnnConvolutionForward / cudnnConvolutionBackwardData) and cuBLAS. Plain C++ for the
 // host compiler; it includes the CUDA headers itself and links cudart, cudnn and cublas.
 //
-// Lifetime: the state below is created by init() and never destroyed (a leaky singleton).
+// Lifetime: each device's state is created by its first init() and never destroyed (leaked on
+// purpose).
 // Device tensors may be destroyed during static destruction, after the CUDA runtime has
 // begun to unload; their gpu::free only returns the block to the arena, which never calls
 // cudaFree at exit, and the handles, streams and pinned staging buffers are left to the
@@ -14,9 +15,11 @@
 // finish before they return. A block freed while compute work still reads it can therefore
 // be handed out again at once.
 //
-// Threads: every function may be called from any host thread (each thread's current
-// device is set on its first call); the library calls share one cuDNN and one cuBLAS
-// handle and are serialised by a mutex, uploads and downloads by one mutex each.
+// Devices and threads (runtime.h): each initialised device has its own State (streams,
+// handles, plans, arena, staging), and each host thread works on its current device, which
+// ready_state() also makes current in the CUDA runtime before any CUDA call. Threads that
+// share a device share its one cuDNN and one cuBLAS handle, serialised by a mutex, and its
+// uploads and downloads, serialised by one mutex each.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -34,6 +37,7 @@
 
 #include "core/error.h"
 #include "nn/gpu/arena.h"
+#include "nn/gpu/device_table.h"
 #include "nn/gpu/runtime.h"
 
 // ---- error checks ----------------------------------------------------------------------
@@ -139,9 +143,8 @@ struct ConvPlan {
   }
 };
 
+// One device's state, made by init() and never destroyed (see the top of the file).
 struct State {
-  std::mutex init_mu;
-  std::atomic<bool> ready{false};
   int device = -1;
   cudaStream_t streams[3] = {nullptr, nullptr, nullptr};  // indexed by Stage
   cudnnHandle_t cudnn = nullptr;
@@ -159,24 +162,22 @@ struct State {
   size_t ones_len = 0;
 };
 
-State& state() {
-  static State* s = new State;  // never destroyed (see the top of the file)
-  return *s;
+DeviceTable<State>& table() {
+  static auto* t = new DeviceTable<State>;  // never destroyed (see the top of the file)
+  return *t;
 }
 
-// The device each host thread has made current (cudaSetDevice is per thread).
-thread_local int tl_device = -1;
-
-// The state of an initialised runtime, with this thread's current device set.
+// The calling thread's device's state, with that device current in the CUDA runtime
+// (cudaSetDevice is per host thread). The CUDA runtime is asked every time rather than
+// remembered: a program embedding the library (C API) may switch its threads' device between
+// calls.
 State& ready_state() {
-  State& s = state();
-  if (!s.ready.load(std::memory_order_acquire))
-    throw Error("internal error: the device runtime is used before gpu::init()");
-  if (tl_device != s.device) {
-    PG_CUDA_CHECK(cudaSetDevice(s.device));
-    tl_device = s.device;
-  }
-  return s;
+  State* s = table().current_state();
+  if (!s) throw Error("internal error: the device runtime is used before gpu::init()");
+  int cur = -1;
+  PG_CUDA_CHECK(cudaGetDevice(&cur));
+  if (cur != s->device) PG_CUDA_CHECK(cudaSetDevice(s->device));
+  return *s;
 }
 
 cudaStream_t stage_stream(State& s, Stage st) { return s.streams[static_cast<int>(st)]; }
@@ -443,59 +444,64 @@ void check_linear(int N, int in, int out, const char* what) {
                 std::to_string(in) + ", out " + std::to_string(out));
 }
 
-}  // namespace
-
-const char* backend_name() { return "cuda"; }
-
-void init(int device_index) {
-  State& s = state();
-  std::lock_guard<std::mutex> lock(s.init_mu);
-  if (s.ready) {
-    if (device_index == s.device) return;
-    throw Error("gpu::init(" + std::to_string(device_index) + "): the device runtime already runs on device " +
-                std::to_string(s.device));
-  }
+// Creates device d's state: the context, streams, events, library handles and arena.
+State* make_state(int d) {
   auto unusable = [](const std::string& why) { return Error("no usable CUDA device: " + why); };
   auto reason = [](cudaError_t e) {
     (void)cudaGetLastError();
     return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
   };
-  int count = 0;
-  cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) throw unusable(reason(e));
-  if (count <= 0) throw unusable("the CUDA runtime reports no device");
-  if (device_index < 0 || device_index >= count)
-    throw unusable("device " + std::to_string(device_index) + " requested, " + std::to_string(count) +
-                   " visible (CUDA_VISIBLE_DEVICES selects which)");
-  e = cudaSetDevice(device_index);
-  if (e != cudaSuccess) throw unusable("cudaSetDevice(" + std::to_string(device_index) + "): " + reason(e));
+  cudaError_t e = cudaSetDevice(d);
+  if (e != cudaSuccess) throw unusable("cudaSetDevice(" + std::to_string(d) + "): " + reason(e));
   e = cudaFree(nullptr);  // creates the context now, so that a broken device fails here
-  if (e != cudaSuccess) throw unusable("creating a context on device " + std::to_string(device_index) + ": " + reason(e));
-  tl_device = device_index;
+  if (e != cudaSuccess) throw unusable("creating a context on device " + std::to_string(d) + ": " + reason(e));
 
+  auto* s = new State;
+  s->device = d;
   try {
-    for (cudaStream_t& st : s.streams) PG_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    for (cudaEvent_t* ev : {&s.up_after_compute, &s.up_done, &s.down_after_compute, &s.up.done[0], &s.up.done[1],
-                            &s.down.done[0], &s.down.done[1]})
+    for (cudaStream_t& st : s->streams) PG_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    for (cudaEvent_t* ev : {&s->up_after_compute, &s->up_done, &s->down_after_compute, &s->up.done[0],
+                            &s->up.done[1], &s->down.done[0], &s->down.done[1]})
       PG_CUDA_CHECK(cudaEventCreateWithFlags(ev, cudaEventDisableTiming));
-    const cudaStream_t compute = stage_stream(s, Stage::compute);
-    PG_CUDNN_CHECK(cudnnCreate(&s.cudnn));
-    PG_CUDNN_CHECK(cudnnSetStream(s.cudnn, compute));
-    PG_CUBLAS_CHECK(cublasCreate(&s.cublas));
-    PG_CUBLAS_CHECK(cublasSetStream(s.cublas, compute));
+    const cudaStream_t compute = stage_stream(*s, Stage::compute);
+    PG_CUDNN_CHECK(cudnnCreate(&s->cudnn));
+    PG_CUDNN_CHECK(cudnnSetStream(s->cudnn, compute));
+    PG_CUBLAS_CHECK(cublasCreate(&s->cublas));
+    PG_CUBLAS_CHECK(cublasSetStream(s->cublas, compute));
     // Default math keeps SGEMM in float32 (TF32 needs CUBLAS_TF32_TENSOR_OP_MATH); pedantic
     // would also forbid the faster float32 kernels for no gain in accuracy here.
-    PG_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
-    s.arena = new Arena(device_raw_alloc, device_raw_free, nullptr);
+    PG_CUBLAS_CHECK(cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH));
+    s->arena = new Arena(device_raw_alloc, device_raw_free, nullptr);
   } catch (...) {
-    teardown_partial(s);
+    teardown_partial(*s);
+    delete s;
     throw;
   }
-  s.device = device_index;
-  s.ready.store(true, std::memory_order_release);
+  return s;
 }
 
-bool initialized() { return state().ready.load(std::memory_order_acquire); }
+}  // namespace
+
+const char* backend_name() { return "cuda"; }
+
+void init(int device_index) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error(std::string("no usable CUDA device: ") + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
+  }
+  if (count <= 0) throw Error("no usable CUDA device: the CUDA runtime reports no device");
+  if (device_index < 0 || device_index >= count)
+    throw Error("no usable CUDA device: device " + std::to_string(device_index) + " requested, " +
+                std::to_string(count) + " visible (CUDA_VISIBLE_DEVICES selects which)");
+  table().init(device_index, make_state);
+  ready_state();  // the CUDA runtime's current device of this thread follows
+}
+
+bool initialized() { return table().any(); }
+
+int current_device() { return table().current(); }
 
 int device_count() {
   int count = 0;
@@ -533,19 +539,24 @@ void* alloc(size_t bytes) { return ready_state().arena->alloc(bytes); }
 
 void free(void* p) {
   if (!p) return;
-  // No CUDA call (the arena only takes the block back), so this is safe at any time,
-  // including static destruction after the CUDA runtime has unloaded.
-  State& s = state();
-  if (!s.ready.load(std::memory_order_acquire))
-    throw Error("internal error: gpu::free of a pointer before gpu::init()");
-  s.arena->free(p);
+  // No CUDA call (an arena only takes the block back), so this is safe at any time and from
+  // any thread, including static destruction after the CUDA runtime has unloaded.
+  State* cur = table().current_state();
+  if (cur && cur->arena->try_free(p)) return;
+  bool done = false;
+  table().for_each([&](int, State& s) {
+    if (!done && &s != cur) done = s.arena->try_free(p);
+  });
+  if (!done)
+    throw Error(cur ? "gpu::free: unknown pointer (not allocated by any device's arena, or already freed)"
+                    : "internal error: gpu::free of a pointer before gpu::init()");
 }
 
 MemoryStats memory_stats() {
-  State& s = state();
   MemoryStats m;
-  if (!s.ready.load(std::memory_order_acquire)) return m;
-  const ArenaStats a = s.arena->stats();
+  State* s = table().current_state();
+  if (!s) return m;
+  const ArenaStats a = s->arena->stats();
   m.in_use = a.in_use;
   m.cached = a.cached;
   m.peak = a.peak;
@@ -651,13 +662,13 @@ void synchronize() {
 
 // ---- settings ----------------------------------------------------------------------------
 void set_library_settings(const LibrarySettings& set) {
-  State& s = state();
+  State& s = ready_state();
   std::lock_guard<std::mutex> lock(s.lib_mu);
   s.settings = set;  // plans are keyed by the settings: nothing to invalidate
 }
 
 LibrarySettings library_settings() {
-  State& s = state();
+  State& s = ready_state();
   std::lock_guard<std::mutex> lock(s.lib_mu);
   return s.settings;
 }

@@ -274,6 +274,30 @@ TEST_CASE("gpu arena: an unknown or twice-freed pointer throws and names it") {
   CHECK(a.stats().in_use == 0);
 }
 
+TEST_CASE("gpu arena: try_free and contains (two devices' arenas)") {
+  RawDevice d0, d1;
+  Arena a0(raw_alloc, raw_free, &d0), a1(raw_alloc, raw_free, &d1);
+  char* p = static_cast<char*>(a0.alloc(4096));
+  char* q = static_cast<char*>(a1.alloc(100));
+  CHECK(a0.contains(p));
+  CHECK(a0.contains(p + 4095));                   // inside the block
+  CHECK(a0.contains(p + Arena::round_size(4096) - 1));
+  CHECK_FALSE(a0.contains(p + Arena::round_size(4096)));  // one past it
+  CHECK_FALSE(a0.contains(q));
+  CHECK(a1.contains(q + 99));
+  // The runtime's free asks each device's arena: the wrong one says no and changes nothing.
+  CHECK_FALSE(a1.try_free(p));
+  CHECK(a1.stats().in_use == Arena::round_size(100));
+  CHECK_FALSE(a0.try_free(p + 256));  // an interior pointer is not a block
+  CHECK(a0.try_free(p));
+  CHECK_FALSE(a0.contains(p));  // cached, no longer handed out
+  CHECK_FALSE(a0.try_free(p));  // twice
+  CHECK(a1.try_free(q));
+  CHECK(a0.try_free(nullptr));
+  CHECK(a0.stats().in_use == 0);
+  CHECK(a1.stats().in_use == 0);
+}
+
 TEST_CASE("gpu arena: pointers are 256-byte aligned even over a misaligning allocator") {
   for (size_t misalign : {size_t(0), size_t(16), size_t(200)}) {
     CAPTURE(misalign);
