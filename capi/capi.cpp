@@ -93,6 +93,17 @@ int guard(int engine_code, F&& f) noexcept {
   }
 }
 
+// New options holding the defaults; NULL (and the message) when out of memory.
+template <class Options>
+Options* new_options() noexcept {
+  try {
+    return new Options();
+  } catch (...) {
+    try { t_error = "out of memory"; } catch (...) {}
+    return nullptr;
+  }
+}
+
 void need(const void* p, const char* function, const char* what) {
   if (!p) fail(PG_ERR_ARGUMENT, std::string(function) + ": " + what + " is NULL");
 }
@@ -302,14 +313,7 @@ const char* pg_model_class_name(const pg_model* m, int k) {
   return m->names[size_t(k)].c_str();
 }
 
-pg_saliency_options* pg_saliency_options_new(void) {
-  try {
-    return new pg_saliency_options();
-  } catch (...) {
-    t_error = "out of memory";
-    return nullptr;
-  }
-}
+pg_saliency_options* pg_saliency_options_new(void) { return new_options<pg_saliency_options>(); }
 
 void pg_saliency_options_free(pg_saliency_options* o) { delete o; }
 
@@ -492,14 +496,7 @@ int pg_stats(pg_model* m, const char* data_dir, const char* labels, const char* 
   });
 }
 
-pg_stats_options* pg_stats_options_new(void) {
-  try {
-    return new pg_stats_options();
-  } catch (...) {
-    t_error = "out of memory";
-    return nullptr;
-  }
-}
+pg_stats_options* pg_stats_options_new(void) { return new_options<pg_stats_options>(); }
 
 void pg_stats_options_free(pg_stats_options* o) { delete o; }
 
