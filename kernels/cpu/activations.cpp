@@ -1,13 +1,16 @@
 #include "kernels/cpu/activations.h"
 
 #include <algorithm>
-#include <cmath>
 
-// Every product and sum rounded on its own (the header's contract).
+#include "kernels/cpu/smooth_math.h"
+
+// Every product and sum rounded on its own (the header's contract); no-trapping-math lets the
+// compiler turn smooth_math.h's selects into vector blends (it changes no value). The same
+// options as smooth_math.h's, so its functions inline here.
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
+#pragma GCC optimize("fp-contract=off", "no-trapping-math")
 #endif
 
 namespace pg::kernels::cpu {
@@ -16,13 +19,13 @@ namespace {
 
 template <class F>
 void each(const float* x, float* y, int64_t n, F f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
 template <class F>
 void each2(const float* s, const float* g, float* dx, int64_t n, F f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) dx[i] = f(s[i], g[i]);
 }
 
@@ -31,9 +34,9 @@ void each2(const float* s, const float* g, float* dx, int64_t n, F f) {
 void activation_forward(Activation a, const float* x, float* y, int64_t n) {
   switch (a) {
     case Activation::silu:
-      return each(x, y, n, [](float v) { return v / (1.f + std::exp(-v)); });
+      return each(x, y, n, [](float v) { return smooth::silu(v); });
     case Activation::sigmoid:
-      return each(x, y, n, [](float v) { return 1.f / (1.f + std::exp(-v)); });
+      return each(x, y, n, [](float v) { return smooth::sigmoid(v); });
     case Activation::hardswish:
       return each(x, y, n, [](float v) { return v * std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f; });
     case Activation::hardsigmoid:
@@ -44,10 +47,7 @@ void activation_forward(Activation a, const float* x, float* y, int64_t n) {
 void activation_backward(Activation a, const float* saved, const float* g, float* dx, int64_t n) {
   switch (a) {
     case Activation::silu:
-      return each2(saved, g, dx, n, [](float x, float gv) {
-        const float s = 1.f / (1.f + std::exp(-x));
-        return gv * s * (1.f + x * (1.f - s));
-      });
+      return each2(saved, g, dx, n, [](float x, float gv) { return smooth::silu_grad(x, gv); });
     case Activation::sigmoid:
       return each2(saved, g, dx, n, [](float y, float gv) { return gv * (1.f - y) * y; });
     case Activation::hardswish:

@@ -10,11 +10,17 @@
 //   hardsigmoid  y = min(max(x + 3, 0), 6) / 6
 //                dx = g * (1 / 6) for -3 < x < 3, else 0 (aten's hardsigmoid_backward: no
 //                gradient at either kink)                                 (needs x)
-// Each product, sum and quotient is rounded on its own in the order written (no FMA: this
-// file's .cpp is compiled without contraction); exp is std::exp on float. One element's result
-// depends on that element alone, so batch, thread and position invariance are trivial.
-// kernels/cuda/activations.h is the twin (the same arithmetic; bit for bit where its exp is the
-// same function, i.e. on the host SIMT runtime; within a few ulp of exp on a GPU).
+// SiLU, its gradient and sigmoid are evaluated in double by kernels/cpu/smooth_math.h (its own
+// exp; each operation rounded on its own, no FMA) and rounded to float once: correctly rounded
+// but for rare double-rounding cases (a sweep of 7 million inputs finds at most 0.500 ulp; the
+// float formulas with std::exp gave up to 2.4 ulp). exp(-x) is +inf where float exp(-x)
+// overflows (x <= -88.72283935546875), so SiLU gives -0, sigmoid 0 and SiLU(-inf) NaN there, as
+// the float formulas did. The sigmoid gradient, hardswish and hardsigmoid are the float
+// formulas above, each product, sum and quotient rounded on its own in the order written (no
+// FMA: the .cpp is compiled without contraction). One element's result depends on that element
+// alone and every vector lane computes what the scalar code does, so batch, thread, position
+// and instruction-set invariance hold. kernels/cuda/activations.h is the twin, bit for bit (it
+// calls the same smooth_math.h functions).
 // (Activation, activation_saves_output and ActivationParams: kernels/params.h.)
 // defines: activation_forward, activation_backward
 #pragma once

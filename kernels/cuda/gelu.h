@@ -1,8 +1,7 @@
 // Exact (erf) GELU forward and input gradient (ConvNeXt), one thread per element. Its CPU twin
-// is kernels/cpu/gelu.h: the same double expressions, each operation rounded on its own; erf
-// and exp are the device's, which may differ from the host's in the last bit of a double, so
-// the float results agree within one ulp (bit for bit on the host SIMT runtime, which calls the
-// host's).
+// is kernels/cpu/gelu.h, bit for bit: both call kernels/cpu/smooth_math.h's double-precision
+// functions (IEEE operations only, spelled with __dadd_rn, __dmul_rn, __ddiv_rn on a GPU; no
+// FMA, no library erf or exp).
 // defines: launch_gelu_forward, launch_gelu_backward
 #pragma once
 #include "core/stream.h"

@@ -6,14 +6,17 @@
 // nn::SqueezeExcitation) against finite differences.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "autograd/tape.h"
 #include "kernels/cpu/activations.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/squeeze_excite.h"
 #include "nn/layers.h"
 #include "tests/unit/support.h"
@@ -133,6 +136,138 @@ TEST_CASE("activations: PyTorch's conventions at the kinks (hardswish_backward, 
   CHECK(out[1] == 1.f);
   CHECK(out[0] >= 0.f);
   CHECK(std::isfinite(kernel_grad(Activation::silu, -100.f, 1.f)));
+}
+
+namespace {
+
+// The float spacing at ref (2^-149 below the normal range).
+long double ulp_at(long double ref) {
+  int e = 0;
+  std::frexp(std::fabs(ref), &e);  // |ref| in [2^(e-1), 2^e)
+  return std::ldexp(1.0L, std::max(e - 24, -149));
+}
+// Distance of got from ref in units of ulp_at(ref).
+double ulp_error(float got, long double ref) {
+  return double(std::fabs(static_cast<long double>(got) - ref) / ulp_at(ref));
+}
+
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The sweep: every 4099th float bit pattern of either sign (normal, subnormal, the tails up to
+// +-FLT_MAX; ~2.1 million), and [-16, 16] in steps of 2^-12 (~131 thousand).
+std::vector<float> sweep_inputs() {
+  std::vector<float> xs;
+  for (uint64_t u = 0; u < 0x7f800000ull; u += 4099) {
+    xs.push_back(bits_float(uint32_t(u)));
+    xs.push_back(bits_float(uint32_t(u) | 0x80000000u));
+  }
+  for (int i = -65536; i <= 65536; ++i) xs.push_back(float(i) / 4096.f);
+  return xs;
+}
+
+constexpr float kExpOverflow = -88.72283935546875f;  // at and below: float exp(-x) = inf
+
+}  // namespace
+
+TEST_CASE("silu, sigmoid, gelu and their gradients: correctly rounded over a dense sweep, the tails, inf and NaN") {
+  // Against long double references; the engine evaluates in double and rounds once
+  // (kernels/cpu/smooth_math.h), so its error is the float rounding, 0.5 ulp, plus ~1e-13
+  // relative. The float formulas with std::exp it replaced reached 2.4 ulp.
+  const std::vector<float> x = sweep_inputs();
+  const int64_t n = int64_t(x.size());
+  const std::vector<float> ones(x.size(), 1.f);
+  std::vector<float> silu(x.size()), sig(x.size()), silu_g(x.size()), gelu(x.size()), gelu_g(x.size());
+  kc::activation_forward(Activation::silu, x.data(), silu.data(), n);
+  kc::activation_forward(Activation::sigmoid, x.data(), sig.data(), n);
+  kc::activation_backward(Activation::silu, x.data(), ones.data(), silu_g.data(), n);
+  kc::gelu_forward(x.data(), n, gelu.data());
+  kc::gelu_backward(x.data(), ones.data(), n, gelu_g.data());
+  const long double inv_sqrt2 = 0.7071067811865475244008443621048490393L;
+  const long double inv_sqrt2pi = 0.3989422804014326779399460599343818685L;
+  const long double gelu_grad_zero = -0.7517915241764046L;  // Phi(x) + x phi(x) = 0
+  double w_silu = 0, w_sig = 0, w_silu_g = 0, w_gelu = 0, w_gelu_g = 0, w_root = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const long double v = x[i];
+    const bool cut = x[i] <= kExpOverflow;  // the float formulas' convention: exp(-x) = inf
+    const long double e = std::exp(-v), s = 1 / (1 + e);
+    w_silu = std::max(w_silu, cut ? (silu[i] == 0.f ? 0.0 : 1e9) : ulp_error(silu[i], v * s));
+    w_sig = std::max(w_sig, cut ? (sig[i] == 0.f ? 0.0 : 1e9) : ulp_error(sig[i], s));
+    w_silu_g = std::max(w_silu_g, cut ? (silu_g[i] == 0.f ? 0.0 : 1e9) : ulp_error(silu_g[i], s * (1 + v * (1 - s))));
+    const long double phi = std::erfc(-v * inv_sqrt2) / 2, pdf = std::exp(-v * v / 2) * inv_sqrt2pi;
+    w_gelu = std::max(w_gelu, ulp_error(gelu[i], v * phi));
+    const long double d = phi + v * pdf;
+    if (std::fabs(v - gelu_grad_zero) > 1e-3L) {
+      w_gelu_g = std::max(w_gelu_g, ulp_error(gelu_g[i], d));
+    } else {  // near the zero, Phi + x phi cancels: the float rounding plus ~1e-14 absolute
+      w_root = std::max(w_root, double(std::fabs(static_cast<long double>(gelu_g[i]) - d) - ulp_at(d) / 2));
+    }
+  }
+  MESSAGE("max ulp over " << x.size() << " inputs: silu " << w_silu << ", sigmoid " << w_sig << ", silu grad "
+                          << w_silu_g << ", gelu " << w_gelu << ", gelu grad " << w_gelu_g
+                          << " (|x + 0.7518| > 1e-3); gelu grad near its zero: excess " << w_root);
+  CHECK(w_silu <= 0.51);
+  CHECK(w_sig <= 0.51);
+  CHECK(w_silu_g <= 0.51);
+  CHECK(w_gelu <= 0.51);
+  CHECK(w_gelu_g <= 0.51);
+  CHECK(w_root <= 1e-13);
+
+  // Position invariance: every element alone, and the whole sweep shifted by one (another
+  // alignment, another split into vector body and tail), give the same bits.
+  std::vector<float> shifted(x.size() + 1), out(x.size() + 1);
+  std::copy(x.begin(), x.end(), shifted.begin() + 1);
+  kc::gelu_backward(shifted.data() + 1, ones.data(), n, out.data() + 1);
+  CHECK(std::memcmp(out.data() + 1, gelu_g.data(), x.size() * 4) == 0);
+  kc::activation_forward(Activation::silu, shifted.data() + 1, out.data() + 1, n);
+  CHECK(std::memcmp(out.data() + 1, silu.data(), x.size() * 4) == 0);
+  bool alone = true;
+  for (size_t i = 0; i < x.size(); i += 97) {
+    float y[5];
+    kc::activation_forward(Activation::silu, &x[i], &y[0], 1);
+    kc::activation_forward(Activation::sigmoid, &x[i], &y[1], 1);
+    kc::activation_backward(Activation::silu, &x[i], &ones[i], &y[2], 1);
+    kc::gelu_forward(&x[i], 1, &y[3]);
+    kc::gelu_backward(&x[i], &ones[i], 1, &y[4]);
+    const float want[5] = {silu[i], sig[i], silu_g[i], gelu[i], gelu_g[i]};
+    alone = alone && std::memcmp(y, want, sizeof y) == 0;
+  }
+  CHECK(alone);
+
+  // The limits and the non-finite inputs (the float formulas' conventions, PyTorch's).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  float sp[] = {INFINITY, -INFINITY, nan, 0.f, -0.f, 100.f, -100.f, std::nextafter(kExpOverflow, 0.f), -15.f};
+  const size_t ms = sizeof sp / sizeof sp[0];
+  const int m = int(ms);
+  std::vector<float> one(ms, 1.f), ys(ms), ysig(ms), ysg(ms), yg(ms), ygg(ms);
+  kc::activation_forward(Activation::silu, sp, ys.data(), m);
+  kc::activation_forward(Activation::sigmoid, sp, ysig.data(), m);
+  kc::activation_backward(Activation::silu, sp, one.data(), ysg.data(), m);
+  kc::gelu_forward(sp, m, yg.data());
+  kc::gelu_backward(sp, one.data(), m, ygg.data());
+  CHECK(ys[0] == INFINITY);  // silu(inf) = inf, silu(-inf) = -inf / inf = NaN
+  CHECK(std::isnan(ys[1]));
+  CHECK(ysig[0] == 1.f);
+  CHECK(ysig[1] == 0.f);
+  CHECK(std::isnan(ysg[0]));  // inf * (1 - 1): NaN, as the float formula
+  CHECK(yg[0] == INFINITY);
+  CHECK(std::isnan(yg[1]));  // -inf * Phi(-inf) = -inf * 0
+  CHECK(std::isnan(ygg[0]));  // inf * phi(inf) = inf * 0
+  CHECK(std::isnan(ygg[1]));
+  for (const std::vector<float>* v : {&ys, &ysig, &ysg, &yg, &ygg}) CHECK(std::isnan((*v)[2]));
+  CHECK((ys[3] == 0.f && !std::signbit(ys[3]) && std::signbit(ys[4])));  // signed zeros kept
+  CHECK((yg[3] == 0.f && !std::signbit(yg[3]) && std::signbit(yg[4])));
+  CHECK(ys[5] == 100.f);
+  CHECK(yg[5] == 100.f);
+  CHECK(ygg[5] == 1.f);
+  CHECK((ys[6] == 0.f && std::signbit(ys[6])));  // below the cut: -0
+  CHECK(ysig[6] == 0.f);
+  CHECK(ys[7] < 0.f);  // just above it: the tiny true value
+  CHECK(ysig[7] > 0.f);
+  CHECK((yg[8] == 0.f && std::signbit(yg[8])));  // -15 Phi(-15) underflows
 }
 
 TEST_CASE("se_scale: forward, dx = g * s, ds = the fixed-order double sum, batch invariant, finite differences") {
