@@ -1,7 +1,7 @@
 // Depthwise convolution (groups == C == K > 1: one R x S filter per channel, MobileNetV2's 3x3
-// convs), forward and data gradient by direct loops over each (sample, channel) plane. The
-// generic grouped path of conv2d.h (im2col + one GEMM per group) is correct but spends its time
-// on per-group overhead when a group is a single channel.
+// convs, EfficientNet's 3x3 and 5x5, ConvNeXt's 7x7), forward and data gradient per (sample,
+// channel) plane. The generic grouped path of conv2d.h (im2col + one GEMM per group) is correct
+// but spends its time on per-group overhead when a group is a single channel.
 //
 // Order of the arithmetic (kernels/cuda/depthwise_dgrad.cu keeps the dgrad's bit for bit):
 //   forward  y[n,c,oh,ow] = the taps (r, s) in row-major order, each product x * w rounded and
@@ -12,6 +12,14 @@
 //   dgrad    dx[n,c,ih,iw] = the taps (r, s) that reach it, in row-major order, each term
 //            (scale[n,c] * dy[n,c,oh,ow]) * w[c,r,s] rounded twice and added to a float32 sum
 //            that starts at 0; a zero scale gives a zero plane (no work).
+// How: a band of input rows (forward) or of scaled dy rows spread by the stride (dgrad) is
+// copied into a zero-bordered stack buffer (the forward's columns split by stride phase so each
+// tap reads contiguous floats), then each tile of 4 output rows by 8 columns sums all R x S taps
+// in the order above without bounds tests, in vector registers (every lane does the scalar
+// operations; GNU C vector types, so SSE, AVX2 and AVX-512 give the same bits). A tap on the
+// zero border or between the stride's positions adds +-0, which leaves a sum that starts at +0
+// unchanged bit for bit: the same bits as skipping it (for finite weights). Kernels above 64
+// taps or rows too wide for the 64 KiB band take plain loops in the same order.
 // Each (sample, channel) plane is one unit of work, so a sample's bits never depend on the
 // batch or the thread count.
 // defines: depthwise_supported, depthwise_forward, depthwise_dgrad

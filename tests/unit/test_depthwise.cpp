@@ -104,7 +104,13 @@ struct Case {
 std::vector<Case> cases() {
   return {{"3x3 s1 p1", dw(2, 5, 9, 11, 3, 1, 1)},       {"3x3 s2 p1 even", dw(3, 4, 12, 10, 3, 2, 1)},
           {"3x3 s2 p1 odd", dw(2, 6, 13, 9, 3, 2, 1)},    {"5x5 s2 p2", dw(2, 3, 11, 12, 5, 2, 2)},
-          {"3x3 dilation 2", dw(1, 4, 10, 9, 3, 1, 2, 2)}, {"3x3 s1 p1 2x2 input", dw(2, 3, 2, 2, 3, 1, 1)}};
+          {"3x3 dilation 2", dw(1, 4, 10, 9, 3, 1, 2, 2)}, {"3x3 s1 p1 2x2 input", dw(2, 3, 2, 2, 3, 1, 1)},
+          // Several vector tiles (8 columns by 4 rows) with partial ones at the right and bottom.
+          {"3x3 s1 p1 wide", dw(1, 2, 9, 33, 3, 1, 1)},     {"3x3 s1 no pad", dw(1, 2, 10, 12, 3, 1, 0)},
+          {"5x5 s2 p2 wide", dw(1, 3, 21, 37, 5, 2, 2)},    {"7x7 s1 p3 (ConvNeXt)", dw(2, 3, 14, 19, 7, 1, 3)},
+          {"3x3 s3 p1", dw(1, 2, 13, 17, 3, 3, 1)},
+          // A row too wide for the vector path's band (the plain loops).
+          {"7x7 s1 p3 band too wide", dw(1, 2, 5, 1700, 7, 1, 3)}};
 }
 
 }  // namespace
