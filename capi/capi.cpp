@@ -54,10 +54,12 @@ namespace {
 
 thread_local std::string t_error;
 
-// The one device of a process runs one call at a time.
-std::mutex& device_mutex() {
-  static std::mutex mu;
-  return mu;
+// A device runs one call at a time (its library settings are set per call); models on
+// different devices run concurrently, each call on its calling thread's device (the runtime
+// keeps one state per device: nn/gpu/runtime.h).
+std::mutex& device_mutex(int gpu) {
+  static std::mutex mu[64];
+  return mu[gpu >= 0 && gpu < 64 ? gpu : 0];
 }
 
 // An error of the API's own checks, with its code.
@@ -194,7 +196,7 @@ void saliency(pg_model* m, const float* x, int n, int h, int w, const int* targe
   pg::api::MethodResources resources = opt.resources;  // (files read when their option was set)
   std::vector<pg::api::Config> configs = pg::api::build_configs({pg::api::config_spec(s)}, s.m, resources, model, max_batch);
 
-  std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
+  std::unique_lock<std::mutex> lock(device_mutex(m->gpu), std::defer_lock);
   if (m->device != "cpu") lock.lock();
   pg::nn::Context ctx;
   pg::api::setup_device(m->device, m->gpu, opt.device, ctx);
@@ -284,7 +286,7 @@ int pg_model_load(const char* weights, const char* arch, const char* device, pg_
       if (!has_cuda())
         fail(PG_ERR_DEVICE, "pg_model_load: device cuda: this build of parchgrad has no CUDA backend (see "
                             "pg_build_info)");
-      std::lock_guard<std::mutex> lock(device_mutex());
+      std::lock_guard<std::mutex> lock(device_mutex(m->gpu));
       pg::nn::Context ctx;
       pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);
     });
@@ -408,7 +410,7 @@ void stats(pg_model* m, const char* data_dir, const pg_stats_options& o, const c
   need(m, fn, "the model");
   need(data_dir, fn, "data_dir");
   need(out_path, fn, "out_path");
-  std::unique_lock<std::mutex> lock(device_mutex(), std::defer_lock);
+  std::unique_lock<std::mutex> lock(device_mutex(m->gpu), std::defer_lock);
   if (m->device != "cpu") lock.lock();
   pg::nn::Context ctx;
   pg::api::setup_device(m->device, m->gpu, pg::api::DeviceSettings{}, ctx);

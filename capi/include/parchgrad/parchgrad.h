@@ -30,8 +30,9 @@
  *     pg_saliency_targets, pg_stats and pg_stats_run on it at the same time (the model is only read; each
  *     call has its own pass state), and several models may be used at once. The maps do not
  *     depend on which calls run concurrently, nor on the batch a sample is in.
- *   - Models on a CUDA device: calls may come from any thread; they run one at a time (one
- *     device per process, the library serialises them).
+ *   - Models on a CUDA device: calls may come from any thread. Calls on one device run one at
+ *     a time (the library serialises them); calls on different devices ("cuda:0", "cuda:1")
+ *     run at the same time. A call leaves its device current for the calling thread.
  *   - pg_model_free must not run while another call uses that model.
  *   - A pg_saliency_options is only read by saliency calls, so one object may serve
  *     concurrent calls; pg_saliency_options_set and _free must not run concurrently with any
