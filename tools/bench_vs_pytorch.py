@@ -29,12 +29,13 @@ with torch.cuda.synchronize() around every timed loop. --runs gives several (mod
 precision) pairs in one run, e.g. resnet18:fp32,resnet18:bf16,resnet18:bf16:cls (":cls" or
 ":ins" also times the engine's ParchGrad saliency; engine only on the GPU).
 
-Needs PyTorch; torchvision when it is there (else the torchvision-shaped models of
-tests/gpu/models_check.py):
+Needs PyTorch; torchvision when it is there, else the torchvision-shaped models built without
+it (tests/gpu/models_check.py: ResNets, VGGs; tests/gpu/tv_free_models.py: MobileNetV2/V3,
+EfficientNet, ConvNeXt; same module tree and tensor names). PG_BENCH_NO_TORCHVISION=1 uses those
+even where torchvision is installed (how the GPU machine without it runs; tools/gpu_bench.sh
+--dry-run tests that path). The builder used is reported per run ("builder").
   /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models resnet18,vgg16
   /usr/bin/python3 tools/bench_vs_pytorch.py --bin build/parchgrad --models efficientnet_b0,mobilenet_v3_large
-  (EfficientNet, MobileNetV3, MobileNetV2 and ConvNeXt need torchvision: the fallback builder
-  knows only ResNets and VGGs)
   python3 tools/bench_vs_pytorch.py --bin BUILD/parchgrad --device cuda --batch 256 \\
       --runs resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls
 """
@@ -68,8 +69,9 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
     ap.add_argument("--md-out", help="also write the tables, with a header on the machine and settings, here")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                    help="also time torch.compile'd PyTorch saliency (default mode; compilation timed apart): "
+    ap.add_argument("--compile", default="auto",
+                    help="auto|on|off|model:precision,...: also time torch.compile'd PyTorch saliency (default "
+                         "mode; compilation timed apart), for every run or only the listed pairs: "
                          "auto = on --device cuda only (default)")
     ap.add_argument("--winograd", action="store_true",
                     help="run the engine with Winograd F(2x2,3x3) for its 3x3 stride-1 convolutions")
@@ -77,7 +79,19 @@ def parse_args():
                     help="also time ParchGrad cls and ins: the engine against the PyTorch reference "
                          "implementation (hooks on nn.Conv2d, per-sample loop; tests/python/parchgrad_ref.py; "
                          "cpu only, needs torchvision and scipy)")
+    ap.add_argument("--torch-cache",
+                    help="JSON file of PyTorch's figures: a (model, precision, batch, size, iterations, device, "
+                         "torch version) measured before is taken from it (marked cached) and new ones are added, "
+                         "so that repeated runs time only the engine; with compilation wanted, an entry where it "
+                         "was not tried is measured again")
     args = ap.parse_args()
+    if args.compile not in ("auto", "on", "off"):
+        pairs = [p.strip() for p in args.compile.split(",") if p.strip()]
+        if not pairs or any(len(p.split(":")) != 2 for p in pairs):
+            ap.error(f"--compile: '{args.compile}' is not auto, on, off or model:precision,...")
+        args.compile_pairs = set(pairs)
+    else:
+        args.compile_pairs = None
     if args.runs:
         args.plan = []
         for item in args.runs.split(","):
@@ -117,14 +131,17 @@ def run_engine(args, model, precision, parchgrad):
 
 
 def make_model(model_name):
-    """torchvision's constructor when it can be imported, else the same model built here."""
-    try:
-        import torchvision
-        return getattr(torchvision.models, model_name)(weights=None), "torchvision"
-    except Exception:  # absent, or built for another torch
-        sys.path.insert(0, GPU_TESTS)
-        import models_check
-        return models_check.own_model(model_name), "own"
+    """torchvision's constructor when it can be imported (and PG_BENCH_NO_TORCHVISION is not 1),
+    else the same model built without it (models_check.own_model: every family)."""
+    if os.environ.get("PG_BENCH_NO_TORCHVISION") != "1":
+        try:
+            import torchvision
+            return getattr(torchvision.models, model_name)(weights=None), "torchvision"
+        except Exception:  # absent, or built for another torch
+            pass
+    sys.path.insert(0, GPU_TESTS)
+    import models_check
+    return models_check.own_model(model_name), "own"
 
 
 def set_tf32(torch, allow):
@@ -217,11 +234,12 @@ def run_torch(args, model_name, precision, parchgrad):
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
     if cuda:
         out["eager_kept_ips"] = timed(lambda: saliency_step(x))
-    if compile_wanted(args):
+    if compile_wanted(args, model_name, precision):
         out.update(time_compiled(torch, saliency_step, x, to_host, timed, sync, cuda))
     else:
-        out["compiled_error"] = ("not run (--compile off)" if args.compile == "off"
-                                 else "not run on the CPU (--compile on to time it)")
+        out["compiled_error"] = ("not run (--compile off)" if args.compile == "off" else
+                                 "not run (not in --compile's list)" if args.compile_pairs is not None else
+                                 "not run on the CPU (--compile on to time it)")
     # PyTorch at its best: the faster of eager and compiled, the maps in host memory.
     out["saliency_ips"], out["torch_best"] = max((out["eager_saliency_ips"], "eager"),
                                                  (out.get("compiled_saliency_ips", 0.0), "compiled"))
@@ -256,7 +274,9 @@ def run_torch(args, model_name, precision, parchgrad):
     return out
 
 
-def compile_wanted(args):
+def compile_wanted(args, model=None, precision=None):
+    if args.compile_pairs is not None:
+        return f"{model}:{precision}" in args.compile_pairs
     return args.compile == "on" or (args.compile == "auto" and args.device == "cuda")
 
 
@@ -332,6 +352,8 @@ def tables(args, rows):
         eager = f"{t['eager_saliency_ips']:.2f}" + (f" / {t['eager_kept_ips']:.2f}" if gpu else "")
         compiled, compile_s = compiled_cells(t, gpu)
         best = "" if t.get("compiled_error", "").startswith("not run") else f" ({t['torch_best']})"
+        if t.get("cached"):
+            best += " (PyTorch: earlier run)"
         lines.append(lead + f"| {r['engine_forward_ips']:.2f} | {r['torch_forward_ips']:.2f} "
                      f"| {r['forward_ratio']:.2f} "
                      f"| {r['engine_saliency_ips']:.2f} | {eager} | {compiled} | {compile_s} "
@@ -401,6 +423,10 @@ def report(args, rows, failed, final):
                  f"PyTorch {first.get('torch_version', '?')}; the saliency ratio is the engine over PyTorch's "
                  f"best (eager, or compiled with --compile on)")
     md = tables(args, rows)
+    builders = sorted({r["torch_reported"].get("builder", "?") for r in rows})
+    if builders:
+        md += ("\n\nPyTorch's models built by: " + ", ".join(builders)
+               + " (own: tests/gpu's torchvision-free builders, the same module tree and tensor names)")
     if failed:
         md += "\n\nfailed: " + "; ".join(f"{f['run']}: {f['error'][:200]}" for f in failed)
     if final:
@@ -418,12 +444,50 @@ def report(args, rows, failed, final):
             print(f"\nwrote {args.json_out}", file=sys.stderr)
 
 
+class TorchCache:
+    """PyTorch's figures of earlier runs (--torch-cache): one JSON object, keyed by the workload and
+    the machine; the file rewritten (through a rename) after every new measurement."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path) as f:
+                self.entries = json.load(f)
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def key(self, args, model, precision, parchgrad):
+        import torch
+        where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu x{args.threads}"
+        pg = None if args.device == "cuda" else parchgrad
+        return "|".join(map(str, (model, precision, pg, args.batch, args.size, args.iters, args.warmup,
+                                  args.device, where, torch.__version__, args.seed)))
+
+    def get(self, args, model, precision, parchgrad):
+        ref = self.entries.get(self.key(args, model, precision, parchgrad))
+        tried = "compiled_saliency_ips" in ref or not ref.get("compiled_error", "not run").startswith("not run") \
+            if ref else False
+        if ref is None or (compile_wanted(args, model, precision) and not tried):
+            return None
+        print(f"  (PyTorch: the {model} {precision} figures of an earlier run, from {self.path})",
+              file=sys.stderr, flush=True)
+        return dict(ref, cached=True)
+
+    def put(self, args, model, precision, parchgrad, ref):
+        self.entries[self.key(args, model, precision, parchgrad)] = ref
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.entries, f, indent=1)
+        os.replace(tmp, self.path)
+
+
 def main():
     args = parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"engine binary not found: {args.bin} (use --bin)")
     rows, failed = [], []
     torch_done = {}
+    cache = TorchCache(args.torch_cache) if args.torch_cache else None
     for model, precision, parchgrad in args.plan:
         label = f"{model} {precision}" + (f" +{parchgrad}" if parchgrad else "")
         print(f"benchmarking {label} ...", file=sys.stderr, flush=True)
@@ -432,8 +496,12 @@ def main():
             # PyTorch's side of a (model, precision) pair is the same workload whatever the engine's
             # ParchGrad mode on the GPU: timed (and compiled) once per run of this script.
             key = (model, precision, None if args.device == "cuda" else parchgrad)
-            if key not in torch_done:
+            if key not in torch_done and cache is not None:
+                torch_done[key] = cache.get(args, model, precision, parchgrad)
+            if torch_done.get(key) is None:
                 torch_done[key] = run_torch(args, model, precision, parchgrad)
+                if cache is not None:
+                    cache.put(args, model, precision, parchgrad, torch_done[key])
             else:
                 print(f"  (PyTorch: the {model} {precision} figures measured above)", file=sys.stderr, flush=True)
             ref = torch_done[key]

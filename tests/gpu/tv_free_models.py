@@ -477,29 +477,42 @@ def compare_structure(arch, tv):
     return problems
 
 
-def compare_logits(arch, tv, size=32, batch=2, seed=0):
-    """The largest |difference| / max |logit| of torchvision's model with random weights (and
-    random BatchNorm statistics) and this builder's model with torchvision's state_dict loaded,
-    in float64 on a random batch; and the problems (empty: none)."""
-    torch.manual_seed(seed)
-    want = getattr(tv, arch)(weights=None).double().eval()
-    gen = torch.Generator().manual_seed(seed + 1)
+def randomise_all(model, seed):
+    """Every parameter and floating buffer drawn afresh from a seeded generator (a model built
+    within no_init has uninitialised storage): weights N(0, 1/fan_in), norm scales, layer scales
+    and running variances in [0.5, 1.5), biases and running means N(0, 0.1^2)."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for m in want.modules():  # non-trivial statistics, affine parameters, layer scales
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
-            if hasattr(m, "layer_scale"):
-                m.layer_scale.copy_(0.5 + torch.rand(m.layer_scale.shape, generator=gen))
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            if t.dim() > 1 and leaf != "layer_scale":
+                t.copy_(torch.randn(t.shape, generator=gen) / math.sqrt(t[0].numel()))
+            elif leaf in ("bias", "running_mean"):
+                t.copy_(0.1 * torch.randn(t.shape, generator=gen))
+            else:  # norm weights, running_var, layer_scale
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+
+
+def compare_logits(arch, tv, size=32, batch=2, seed=0, perturb=None):
+    """The largest |difference| / max |logit| of torchvision's model with random weights
+    (randomise_all) and this builder's model with torchvision's state_dict loaded, in float64 on
+    a random batch; and the problems (empty: none). perturb: a function applied to this
+    builder's model after loading (a control: the comparison must then fail)."""
     with no_init():
+        want = getattr(tv, arch)(weights=None).double().eval()
         have = build(arch).double().eval()
+    randomise_all(want, seed)
     have.load_state_dict(want.state_dict(), strict=True)
-    x = torch.randn(batch, 3, size, size, generator=gen, dtype=torch.float64)
+    if perturb is not None:
+        perturb(have)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     with torch.no_grad():
         a, b = want(x), have(x)
     rel = float((a - b).abs().max() / a.abs().max().clamp_min(1e-300))
-    # float64, the same operations in the same order: anything but rounding-level agreement is a bug.
-    return rel, ([] if rel <= 1e-12 else [f"{arch}: logits differ from torchvision's by {rel:.2e} (max rel)"])
+    # float64, the same operations in the same order: anything but rounding-level agreement is a bug
+    # (and so is a non-finite or constant output, which would compare equal for any model).
+    ok = bool(torch.isfinite(a).all()) and float(a.std()) > 0 and rel <= 1e-12
+    return rel, ([] if ok else [f"{arch}: logits differ from torchvision's by {rel:.2e} (max rel; "
+                                f"finite {bool(torch.isfinite(a).all())}, std {float(a.std()):.2e})"])
