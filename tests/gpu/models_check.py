@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The engine's device path on all 36 architectures, against its CPU backend and PyTorch on the GPU.
+"""The engine's device path on 36 architectures (24 by default), against its CPU backend and PyTorch on the GPU.
 
 For each of resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d/64x4d, wide_resnet50_2/101_2,
 vgg11/13/16/19 with and without BatchNorm, mobilenet_v2, mobilenet_v3_small/large,
@@ -112,8 +112,10 @@ FAMILY_ARCHS = ["mobilenet_v3_small", "mobilenet_v2", "mobilenet_v3_large", "eff
 assert sorted(FAMILY_ARCHS) == sorted(tv_free_models.ARCHS)
 # The self-test's smallest model of each family (gpu_check.sh --dry-run adds these).
 FAMILY_SELFTEST = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
-# The default list on the GPU: all 36, roughly cheapest first (a time limit leaves out the most
-# expensive ones, and one model of each family comes early).
+# All 36, roughly cheapest first (a time limit leaves out the most expensive ones, and one model
+# of each family comes early): --models all. The default list on the GPU leaves out the larger
+# members of the other families (FAMILY_LARGE: the same layers as their small ones, only more
+# and wider), 24 models.
 DEFAULT_ORDER = ["resnet18", "mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "resnet34",
                  "mobilenet_v3_large", "vgg11", "vgg11_bn", "resnet50", "efficientnet_b1", "efficientnet_v2_s",
                  "resnext50_32x4d", "efficientnet_b2", "vgg13", "vgg13_bn", "efficientnet_b3", "wide_resnet50_2",
@@ -122,6 +124,9 @@ DEFAULT_ORDER = ["resnet18", "mobilenet_v3_small", "mobilenet_v2", "efficientnet
                  "resnext101_64x4d", "wide_resnet101_2", "efficientnet_b6", "convnext_large", "efficientnet_b7",
                  "efficientnet_v2_l"]
 assert sorted(DEFAULT_ORDER) == sorted(ARCHS + FAMILY_ARCHS)
+FAMILY_LARGE = ("efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+                "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_m", "efficientnet_v2_l", "convnext_small",
+                "convnext_base", "convnext_large")
 GRAD_TOL = 1e-4
 MAX_EXCLUDED = 0.25  # of the pixels: beyond this, excluding them would leave too little checked
 AMBIGUITY_TAU = 1e-5  # a unit this close (relative to its channel's RMS) to its decision is ambiguous
@@ -996,8 +1001,9 @@ def parse_args():
     ap.add_argument("--bin", required=True, help="the engine (a CUDA build, or any build for --selftest)")
     ap.add_argument("--out", required=True, help="directory for models.jsonl, models.md, engine.log and scratch")
     ap.add_argument("--models", default=None,
-                    help="comma-separated (default: all 36, cheapest first; with --selftest the ResNets and VGGs "
-                    "but " + ", ".join(SELFTEST_SKIP) + "); +NAME,...: the default list and these")
+                    help="comma-separated, or all (36, cheapest first); default: all but " + ", ".join(FAMILY_LARGE) +
+                    "; with --selftest the ResNets and VGGs but " + ", ".join(SELFTEST_SKIP) +
+                    "; +NAME,...: the default list and these")
     ap.add_argument("--batch", type=int, default=None, help="images per batch (default 2)")
     ap.add_argument("--size", type=int, default=None, help="image height and width (default 224; 64 with --selftest)")
     ap.add_argument("--threads", type=int, default=4, help="CPU threads of each CPU-backend run (default 4)")
@@ -1022,8 +1028,11 @@ def main():
     if not os.path.exists(args.bin):
         print(f"models_check: engine not found: {args.bin}", file=sys.stderr)
         return 2
-    default = (",".join(a for a in ARCHS if a not in SELFTEST_SKIP) if args.selftest else ",".join(DEFAULT_ORDER))
-    if args.models is None:
+    default = (",".join(a for a in ARCHS if a not in SELFTEST_SKIP) if args.selftest else
+               ",".join(a for a in DEFAULT_ORDER if a not in FAMILY_LARGE))
+    if args.models == "all":
+        args.models = ",".join(DEFAULT_ORDER)
+    elif args.models is None:
         args.models = default
     elif args.models.startswith("+"):
         args.models = default + "," + args.models[1:]
