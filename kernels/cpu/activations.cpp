@@ -1,7 +1,5 @@
 #include "kernels/cpu/activations.h"
 
-#include <algorithm>
-
 #include "kernels/cpu/smooth_math.h"
 
 // Every product and sum rounded on its own (the header's contract); no-trapping-math lets the
@@ -16,6 +14,11 @@
 namespace pg::kernels::cpu {
 
 namespace {
+
+// std::max(a, b) and std::min(a, b) (NaN as they pass it); <algorithm>'s own, compiled without
+// this file's options, would not inline into its loops.
+inline float max_as_std(float a, float b) { return a < b ? b : a; }
+inline float min_as_std(float a, float b) { return b < a ? b : a; }
 
 template <class F>
 void each(const float* x, float* y, int64_t n, F f) {
@@ -38,9 +41,9 @@ void activation_forward(Activation a, const float* x, float* y, int64_t n) {
     case Activation::sigmoid:
       return each(x, y, n, [](float v) { return smooth::sigmoid(v); });
     case Activation::hardswish:
-      return each(x, y, n, [](float v) { return v * std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f; });
+      return each(x, y, n, [](float v) { return v * min_as_std(max_as_std(v + 3.f, 0.f), 6.f) / 6.f; });
     case Activation::hardsigmoid:
-      return each(x, y, n, [](float v) { return std::min(std::max(v + 3.f, 0.f), 6.f) / 6.f; });
+      return each(x, y, n, [](float v) { return min_as_std(max_as_std(v + 3.f, 0.f), 6.f) / 6.f; });
   }
 }
 
