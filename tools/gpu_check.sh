@@ -5,7 +5,14 @@
 # and carry `.vendor` to the GPU machine with the working tree. Everything is built by CMake,
 # once; the kernel tests are its CTest tests labelled `gpu`.
 #
-#   bash tools/gpu_check.sh [--dry-run] OUTDIR
+#   bash tools/gpu_check.sh [--dry-run] [--steps STEP,...] OUTDIR
+#
+# --steps: only these of the steps after the build (host, probe, gpu, sanitizers (the four
+# memcheck/racecheck steps), unit, cli, models, invariance, bench); env, device, vendor, deps and
+# build always run, the build making only the targets the chosen steps need (bench, models,
+# invariance, cli: parchgrad alone), and the probe runs whenever a chosen step needs the device
+# (through parchgrad_kernels_gpu --probe when it is built, else a one-image `parchgrad bench
+# --device cuda`). tools/gpu_bench.sh is `--steps bench` with its own defaults.
 #
 # Steps (each one's failure is recorded and the next step still runs):
 #   env         nvcc, host compiler, CMake, compute-sanitizer, Python with torch
@@ -43,7 +50,7 @@
 #   unit        parchgrad_unit (doctest) of that build
 #   cli         that build on the bundled model: inspect, preprocess, gradient and saliency on
 #               the CPU; what --device cuda answers is noted
-#   models      tests/gpu/models_check.py: the 13 architectures with random weights, the cuda
+#   models      tests/gpu/models_check.py: 24 architectures with random weights, the cuda
 #               input gradient against the CPU backend and PyTorch on the GPU (1e-4), the
 #               bf16/tf32 maps against PyTorch float64, no farther than 1.5x PyTorch's own
 #               autocast-bf16 / TF32 map is, Spearman no lower than PyTorch's - 0.005; OUTDIR/models/
@@ -59,10 +66,12 @@
 # alone on the GPU, and GPU_CHECK_RESERVE_S of the budget is kept for it. unit and cli are
 # listed after the device steps.
 # --dry-run (no device needed; exit 0 when they pass): env, vendor, deps, build, host, unit,
-# cli, then `tests/gpu/models_check.py --selftest` (small models of all 13 architectures through the
-# CPU backend against PyTorch on the CPU, the fallback model builder against torchvision) as
-# models, the invariance script's self-test, and a CPU smoke run of bench_vs_pytorch.py
-# (resnet18, batch 2, 64x64) as bench.
+# cli, then `tests/gpu/models_check.py --selftest` (small models of the 13 ResNets and VGGs and
+# one full-width model of each other family: mobilenet_v2, mobilenet_v3_small, efficientnet_b0,
+# convnext_tiny at 64x64, through the CPU backend against PyTorch on the CPU; the fallback model
+# builders against torchvision) as models, the invariance script's self-test, and a CPU smoke
+# run of bench_vs_pytorch.py (BENCH_DRY_RUNS, default resnet18:fp32, batch 2, BENCH_DRY_SIZE,
+# default 64) as bench.
 #
 # OUTDIR gets every log (build.log, <step>.log, timings.txt, summary.txt); the summary table
 # is printed last on stdout. Exit status: 0 when no step failed, 1 otherwise, 2 on bad usage.
@@ -77,24 +86,38 @@
 # for bench, default 150), ENGINE_CMAKE_ARGS (more -D options for the configure, e.g. a cuDNN
 # that cmake/cuda.cmake does not find), PG_DEPS_FALLBACKS=all (use every vendored fallback
 # library, even where the system has one), BENCH_RUNS (model:precision[:cls|ins],... for the bench
-# step), BENCH_BATCH (256), BENCH_COMPILE (auto|on|off: torch.compile'd PyTorch beside eager; each
-# model and precision compiles for 20-60 s, so a short lease may want off).
+# step), BENCH_BATCH (256), BENCH_COMPILE (auto|on|off|model:precision,...: torch.compile'd
+# PyTorch beside eager, for all or the listed pairs; each model and precision compiles for
+# 20-60 s, so a short lease may want off), BENCH_TORCH_CACHE (a file keeping PyTorch's bench
+# figures between runs; default none), BENCH_DRY_RUNS and BENCH_DRY_SIZE (the dry run's bench).
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 
-usage() { echo "usage: bash tools/gpu_check.sh [--dry-run] OUTDIR" >&2; }
+usage() { echo "usage: bash tools/gpu_check.sh [--dry-run] [--steps STEP,...] OUTDIR" >&2; }
 DRY=0
 OUTDIR=""
-for a in "$@"; do
-  case "$a" in
+ALL_STEPS="host,probe,gpu,sanitizers,unit,cli,models,invariance,bench"
+STEPS=$ALL_STEPS
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry-run) DRY=1 ;;
+    --steps) [ $# -ge 2 ] || { usage; exit 2; }; STEPS=$2; shift ;;
+    --steps=*) STEPS=${1#--steps=} ;;
     -h | --help) usage; exit 0 ;;
     -*) usage; exit 2 ;;
-    *) [ -z "$OUTDIR" ] || { usage; exit 2; }; OUTDIR=$a ;;
+    *) [ -z "$OUTDIR" ] || { usage; exit 2; }; OUTDIR=$1 ;;
   esac
+  shift
 done
 [ -n "$OUTDIR" ] || { usage; exit 2; }
+for s in ${STEPS//,/ }; do
+  [[ ",$ALL_STEPS," == *",$s,"* ]] || { echo "gpu_check: unknown step '$s' (steps: $ALL_STEPS)" >&2; exit 2; }
+done
+# want STEP: was it chosen (--steps)?
+want() { [[ ",$STEPS," == *",$1,"* ]]; }
+# Does a chosen step need the device (then the probe runs)?
+needs_device() { want probe || want gpu || want sanitizers || want models || want invariance || want bench; }
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 BUILD=${BUILD_DIR:-${TMPDIR:-/tmp}/parchgrad-gpu-build}
@@ -105,6 +128,7 @@ T0=$SECONDS
 # get their timeouts from what is left minus this.
 RESERVE=${GPU_CHECK_RESERVE_S:-150}
 [ "$DRY" = 1 ] && RESERVE=0
+want bench || RESERVE=0
 
 # ---- step bookkeeping ------------------------------------------------------------------------
 NAMES=() STATES=() TIMES=() DETAILS=()
@@ -477,8 +501,11 @@ build_checks() {
   nsys=$(wc -l < "$OUTDIR/engine_system_headers.txt")
   nvend=$(grep -c "^$DEPS/include/" "$deps_list")
   missing=""
-  for h in CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h \
-           boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp doctest/doctest.h jpeglib.h; do
+  local want_h=(CLI/CLI.hpp nlohmann/json.hpp stb/stb_image.h stb/stb_image_write.h stb/stb_easy_font.h
+                boost/math/distributions/students_t.hpp boost/config.hpp zip.h pugixml.hpp jpeglib.h)
+  # (doctest only where the unit tests are among the targets)
+  [[ " ${BUILD_TARGETS[*]} " == *" parchgrad_unit "* ]] && want_h+=(doctest/doctest.h)
+  for h in "${want_h[@]}"; do
     grep -qx "$DEPS/include/$h" "$deps_list" || missing="$missing $h"
   done
   isys=$(grep -c -- "-isystem $DEPS/include" "$EBUILD/compile_commands.json" 2> /dev/null)
@@ -497,6 +524,13 @@ build_checks() {
   fi
   BUILD_DETAIL=$detail
 }
+# The targets the chosen steps need.
+BUILD_TARGETS=(parchgrad)
+want unit && BUILD_TARGETS+=(parchgrad_unit)
+if want host || want gpu || want sanitizers || { want probe && [ "$DRY" != 1 ]; }; then
+  BUILD_TARGETS+=(parchgrad_kernels_gpu)
+fi
+want gpu && BUILD_TARGETS+=(parchgrad_tensor_core_hw)
 bstart=$SECONDS
 if [ "$DEPS_OK" != 1 ] || [ -z "$NVCC_BIN" ] || [ -z "$CXX_BIN" ] || [ -z "$CMAKE_BIN" ]; then
   why="no deps prefix"
@@ -550,7 +584,7 @@ EOS
     record build FAIL $((SECONDS - bstart)) "configure failed (exit $rc): $(grep -m1 -E 'CMake Error|error' "$BLOG" | cut -c1-100) (see build.log)"
   else
     run_appended "$BLOG" "$(step_timeout 480)" "$CMAKE_BIN" --build "$EBUILD" -j "$JOBS" \
-      --target parchgrad parchgrad_unit parchgrad_kernels_gpu parchgrad_tensor_core_hw
+      --target "${BUILD_TARGETS[@]}"
     rc=$?
     if [ "$rc" != 0 ]; then
       record build FAIL $((SECONDS - bstart)) "build failed (exit $rc$([ "$rc" = 124 ] && echo ', timed out')): $(grep -m1 -E 'error|Error' "$BLOG" | cut -c1-100)"
@@ -558,7 +592,7 @@ EOS
       BUILD_OK=1
       build_checks
       if [ "$ENGINE_OK" = 1 ]; then st=PASS; else st=FAIL; fi
-      record build $st $((SECONDS - bstart)) "sm_$ARCH, -j$JOBS; $BUILD_DETAIL"
+      record build $st $((SECONDS - bstart)) "sm_$ARCH, -j$JOBS, ${BUILD_TARGETS[*]}; $BUILD_DETAIL"
     fi
   fi
 fi
@@ -570,15 +604,19 @@ ASTAT=$BUILD/aux.status
 AUX_STARTED=0
 aux_job() {
   local t0=$SECONDS
-  run_logged "$OUTDIR/unit.log" "$(step_timeout 180)" env OPENBLAS_NUM_THREADS=1 PG_RUN_BINARY=tests/parchgrad_unit \
-    nice -n 5 "$EBUILD/parchgrad-run"
-  echo "unit $? $((SECONDS - t0))" >> "$ASTAT"
+  if want unit; then
+    run_logged "$OUTDIR/unit.log" "$(step_timeout 180)" env OPENBLAS_NUM_THREADS=1 PG_RUN_BINARY=tests/parchgrad_unit \
+      nice -n 5 "$EBUILD/parchgrad-run"
+    echo "unit $? $((SECONDS - t0))" >> "$ASTAT"
+  fi
   t0=$SECONDS
-  : > "$OUTDIR/cli.log"
-  cli_checks
-  echo "cli $? $((SECONDS - t0))" >> "$ASTAT"
+  if want cli; then
+    : > "$OUTDIR/cli.log"
+    cli_checks
+    echo "cli $? $((SECONDS - t0))" >> "$ASTAT"
+  fi
 }
-if [ "$BUILD_OK" = 1 ]; then
+if [ "$BUILD_OK" = 1 ] && { want unit || want cli; }; then
   # Detached (not one of this shell's jobs); "done" marks its end.
   rm -f "$BUILD/aux.pid"
   ( (echo "$BASHPID" > "$BUILD/aux.pid"; aux_job; echo "done" >> "$ASTAT") > /dev/null 2>&1 & )
@@ -588,14 +626,17 @@ fi
 astat() { awk -v n="$1" '$1 == n { print $2, $3 }' "$ASTAT" 2>/dev/null | tail -1; }
 collect_aux() {
   local rc secs detail st
+  want unit || want cli || return
   if [ "$AUX_STARTED" != 1 ]; then
-    record_later unit SKIP 0 "not built"
-    record_later cli SKIP 0 "not built"
+    want unit && record_later unit SKIP 0 "not built"
+    want cli && record_later cli SKIP 0 "not built"
     return
   fi
   wait_detached "$ASTAT" "$BUILD/aux.pid"
   rc=$(astat unit)
-  if [ -z "$rc" ]; then
+  if ! want unit; then
+    :
+  elif [ -z "$rc" ]; then
     record_later unit FAIL 0 "did not run (see unit.log)"
   else
     secs=${rc##* }
@@ -605,7 +646,9 @@ collect_aux() {
     record_later unit $st "$secs" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); ${detail:-no doctest summary (see unit.log)}"
   fi
   rc=$(astat cli)
-  if [ -z "$rc" ]; then
+  if ! want cli; then
+    :
+  elif [ -z "$rc" ]; then
     record_later cli FAIL 0 "did not run (see cli.log)"
   else
     secs=${rc##* }
@@ -623,8 +666,14 @@ collect_aux() {
 
 # ---- host, probe ---------------------------------------------------------------------------------------
 HAVE_DEVICE=0
-RUN_STEPS=(gpu memcheck+ memcheck racecheck+ racecheck)
-if [ "$BUILD_OK" = 1 ]; then
+RUN_STEPS=()
+want gpu && RUN_STEPS+=(gpu)
+want sanitizers && RUN_STEPS+=(memcheck+ memcheck racecheck+ racecheck)
+PROBE=()
+needs_device && PROBE=(probe)
+if ! want host; then
+  :
+elif [ "$BUILD_OK" = 1 ]; then
   s0=$SECONDS
   run_logged "$OUTDIR/host.log" "$(step_timeout 120)" "$KBIN" --host-only
   rc=$?
@@ -633,11 +682,13 @@ if [ "$BUILD_OK" = 1 ]; then
 else
   record host SKIP 0 "not built"
 fi
-if [ "$DRY" = 1 ]; then
-  for s in probe "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "dry run"; done
+if [ "${#PROBE[@]}" = 0 ]; then
+  for s in "${RUN_STEPS[@]+"${RUN_STEPS[@]}"}"; do record "$s" SKIP 0 "dry run"; done
+elif [ "$DRY" = 1 ]; then
+  for s in probe "${RUN_STEPS[@]+"${RUN_STEPS[@]}"}"; do record "$s" SKIP 0 "dry run"; done
 elif [ "$BUILD_OK" != 1 ]; then
-  for s in probe "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "not built"; done
-else
+  for s in probe "${RUN_STEPS[@]+"${RUN_STEPS[@]}"}"; do record "$s" SKIP 0 "not built"; done
+elif [[ " ${BUILD_TARGETS[*]} " == *" parchgrad_kernels_gpu "* ]]; then
   s0=$SECONDS
   run_logged "$OUTDIR/probe.log" "$(step_timeout 60)" "$KBIN" --probe
   rc=$?
@@ -647,6 +698,19 @@ else
   else
     msg=$(grep -m1 '^FAIL' "$OUTDIR/probe.log" | cut -c6-120)
     record probe FAIL $((SECONDS - s0)) "${msg:-probe exited $rc (see probe.log)}"
+  fi
+else
+  # Without the kernel test program (--steps without host/gpu/sanitizers): the engine's own
+  # device path on one small batch.
+  s0=$SECONDS
+  run_logged "$OUTDIR/probe.log" "$(step_timeout 90)" "$EBUILD/parchgrad-run" bench --device cuda --model resnet18 \
+    --batch 2 --size 64 --iters 1 --warmup 1 --json
+  rc=$?
+  if [ "$rc" = 0 ]; then
+    HAVE_DEVICE=1
+    record probe PASS $((SECONDS - s0)) "parchgrad bench --device cuda ran (resnet18, batch 2): $(grep -m1 '^device: ' "$OUTDIR/probe.log" | cut -c9-100)"
+  else
+    record probe FAIL $((SECONDS - s0)) "parchgrad bench --device cuda exited $rc: $(grep -v '^+' "$OUTDIR/probe.log" | grep -m1 -iE 'error|device' | cut -c1-100)"
   fi
 fi
 
@@ -685,6 +749,7 @@ engine_device() { [ "$HAVE_DEVICE" = 1 ]; }
 # The models step beside the sanitizers: up to 300 s, no model started after two thirds of that.
 start_models() {
   local t
+  want models || return
   [ "$DRY" = 1 ] && return
   [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ] && engine_device || return
   t=$(step_timeout 300)
@@ -704,20 +769,24 @@ start_models() {
 # ---- gpu (ctest -L gpu), sanitizers -------------------------------------------------------------------
 if [ "$DRY" != 1 ] && [ "$BUILD_OK" = 1 ]; then
   if [ "$HAVE_DEVICE" != 1 ]; then
-    for s in "${RUN_STEPS[@]}"; do record "$s" SKIP 0 "no CUDA device"; done
+    for s in "${RUN_STEPS[@]+"${RUN_STEPS[@]}"}"; do record "$s" SKIP 0 "no CUDA device"; done
   else
     # tensor_core_hw and kernels_gpu, their output in the log (-V: each line prefixed "N: ")
-    s0=$SECONDS
-    CTEST_BIN=$(dirname "$CMAKE_BIN")/ctest
-    [ -x "$CTEST_BIN" ] || CTEST_BIN=ctest
-    run_logged "$OUTDIR/gpu.log" "$(step_timeout 300)" "$CTEST_BIN" --test-dir "$EBUILD" -L gpu -V --timeout 280
-    rc=$?
-    grep -o 'TIME .*' "$OUTDIR/gpu.log" > "$OUTDIR/timings.txt"
-    if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-    record gpu $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(grep -m1 -E 'tests passed' "$OUTDIR/gpu.log"); $(test_detail "$OUTDIR/gpu.log"); $(wc -l < "$OUTDIR/timings.txt") timings"
+    if want gpu; then
+      s0=$SECONDS
+      CTEST_BIN=$(dirname "$CMAKE_BIN")/ctest
+      [ -x "$CTEST_BIN" ] || CTEST_BIN=ctest
+      run_logged "$OUTDIR/gpu.log" "$(step_timeout 300)" "$CTEST_BIN" --test-dir "$EBUILD" -L gpu -V --timeout 280
+      rc=$?
+      grep -o 'TIME .*' "$OUTDIR/gpu.log" > "$OUTDIR/timings.txt"
+      if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
+      record gpu $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(grep -m1 -E 'tests passed' "$OUTDIR/gpu.log"); $(test_detail "$OUTDIR/gpu.log"); $(wc -l < "$OUTDIR/timings.txt") timings"
+    fi
     start_models
     # sanitizers, each with its positive control
-    if [ -z "$SANITIZER" ]; then
+    if ! want sanitizers; then
+      :
+    elif [ -z "$SANITIZER" ]; then
       for s in memcheck+ memcheck racecheck+ racecheck; do record "$s" SKIP 0 "compute-sanitizer not found"; done
     else
       # The positive controls first: they are quick, and without them a clean run proves nothing.
@@ -745,12 +814,14 @@ models_detail() {  # LOG: the script's last summary lines
   worst=$(grep -E '^worst: ' "$1" | tail -1 | cut -c8-)
   echo "${last:-no summary line (see $(basename "$1"))}${worst:+; worst $worst}"
 }
-if [ "$DRY" = 1 ]; then
+if ! want models; then
+  :
+elif [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
     run_logged "$OUTDIR/models.log" "$(step_timeout 420)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
       "$ROOT/tests/gpu/models_check.py" --bin "$EBUILD/parchgrad-run" --out "$OUTDIR/models" --selftest \
-      --threads "$JOBS" --jobs 1
+      --models +mobilenet_v2,mobilenet_v3_small,efficientnet_b0,convnext_tiny --threads "$JOBS" --jobs 1
     rc=$?
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
     record models $st $((SECONDS - s0)) "selftest (CPU): exit $rc; $(models_detail "$OUTDIR/models.log")"
@@ -778,7 +849,9 @@ inv_detail() {
   last=$(grep -E '^invariance: ' "$1" | tail -1)
   echo "${last:-no summary line (see $(basename "$1"))}"
 }
-if [ "$DRY" = 1 ]; then
+if ! want invariance; then
+  :
+elif [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
     run_logged "$OUTDIR/invariance.log" "$(step_timeout 180)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
@@ -821,15 +894,24 @@ print(", ".join(parts))
 EOF
 }
 BENCH_RUNS=${BENCH_RUNS:-resnet18:fp32,resnet18:tf32,resnet18:bf16,resnet50:bf16,vgg16:bf16,resnet18:bf16:cls}
-if [ "$DRY" = 1 ]; then
+# The dry run's CPU smoke run (fp32 only on the CPU): BENCH_DRY_RUNS at BENCH_DRY_SIZE, batch 2.
+BENCH_DRY_RUNS=${BENCH_DRY_RUNS:-resnet18:fp32}
+BENCH_DRY_SIZE=${BENCH_DRY_SIZE:-64}
+# BENCH_TORCH_CACHE: a file that keeps PyTorch's figures between runs (bench_vs_pytorch.py --torch-cache).
+bench_cache=()
+[ -n "${BENCH_TORCH_CACHE:-}" ] && bench_cache=(--torch-cache "$BENCH_TORCH_CACHE")
+if ! want bench; then
+  :
+elif [ "$DRY" = 1 ]; then
   if [ "$ENGINE_OK" = 1 ] && [ -n "$PYTHON_BIN" ]; then
     s0=$SECONDS
-    run_logged "$OUTDIR/bench.log" "$(step_timeout 180)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
-      "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cpu --runs resnet18:fp32 \
-      --batch 2 --size 64 --iters 1 --warmup 1 --threads "$JOBS" --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
+    run_logged "$OUTDIR/bench.log" "$(step_timeout 300)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
+      "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cpu --runs "$BENCH_DRY_RUNS" \
+      --batch 2 --size "$BENCH_DRY_SIZE" --iters 1 --warmup 1 --threads "$JOBS" --json-out "$OUTDIR/bench.json" \
+      --md-out "$OUTDIR/bench.md" "${bench_cache[@]+"${bench_cache[@]}"}"
     rc=$?
     if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
-    record bench $st $((SECONDS - s0)) "CPU smoke run (resnet18, batch 2, 64x64): exit $rc; $(bench_detail "$OUTDIR/bench.json")"
+    record bench $st $((SECONDS - s0)) "CPU smoke run ($BENCH_DRY_RUNS, batch 2, ${BENCH_DRY_SIZE}x$BENCH_DRY_SIZE): exit $rc; $(bench_detail "$OUTDIR/bench.json")"
   else
     record bench SKIP 0 "smoke run needs the engine build and a Python with torch"
   fi
@@ -843,7 +925,8 @@ else
   s0=$SECONDS
   run_logged "$OUTDIR/bench.log" "$(step_timeout 300 0)" env PYTHONUNBUFFERED=1 "$PYTHON_BIN" \
     "$ROOT/tools/bench_vs_pytorch.py" --bin "$EBUILD/parchgrad-run" --device cuda --runs "$BENCH_RUNS" \
-    --compile "${BENCH_COMPILE:-auto}" --batch "${BENCH_BATCH:-256}" --size 224 --iters 8 --warmup 3 --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md"
+    --compile "${BENCH_COMPILE:-auto}" --batch "${BENCH_BATCH:-256}" --size 224 --iters 8 --warmup 3 \
+    --json-out "$OUTDIR/bench.json" --md-out "$OUTDIR/bench.md" "${bench_cache[@]+"${bench_cache[@]}"}"
   rc=$?
   if [ "$rc" = 0 ]; then st=PASS; else st=FAIL; fi
   record bench $st $((SECONDS - s0)) "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); $(bench_detail "$OUTDIR/bench.json")"
