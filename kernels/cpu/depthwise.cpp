@@ -140,19 +140,38 @@ void forward_plane_tiled(const Conv2dParams& p, const ForwardBand& g, const floa
         continue;
       }
       const float* xr = xc + int64_t(ih) * p.W;
+      int lo[2] = {0, 0}, hi[2] = {0, 0};
       for (int ph = 0; ph < p.stride_w; ++ph) {
-        // Phase ph, index k: input column k * stride_w + ph - pad_w, inside [0, W) for k in [lo, hi).
+        // Phase ph, index k: input column k * stride_w + ph - pad_w, inside [0, W) for k in [l, h).
         float* bp = br + int64_t(ph) * g.phase_w;
         const int first = ph - p.pad_w;  // the input column of k = 0
-        const int lo = std::min(g.phase_w, first >= 0 ? 0 : (-first + p.stride_w - 1) / p.stride_w);
-        const int hi = std::max(lo, std::min(g.phase_w, first >= p.W ? 0 : (p.W - 1 - first) / p.stride_w + 1));
-        std::fill(bp, bp + lo, 0.f);
+        const int l = std::min(g.phase_w, first >= 0 ? 0 : (-first + p.stride_w - 1) / p.stride_w);
+        const int h = std::max(l, std::min(g.phase_w, first >= p.W ? 0 : (p.W - 1 - first) / p.stride_w + 1));
+        std::fill(bp, bp + l, 0.f);
+        std::fill(bp + h, bp + g.phase_w, 0.f);
         if (p.stride_w == 1) {
-          std::copy(xr + (lo + first), xr + (hi + first), bp + lo);
+          std::copy(xr + (l + first), xr + (h + first), bp + l);
+        } else if (p.stride_w == 2) {
+          lo[ph] = l, hi[ph] = h;  // below
         } else {
-          for (int k = lo; k < hi; ++k) bp[k] = xr[k * p.stride_w + first];
+          for (int k = l; k < h; ++k) bp[k] = xr[k * p.stride_w + first];
         }
-        std::fill(bp + hi, bp + g.phase_w, 0.f);
+      }
+      if (p.stride_w == 2) {
+        // Both phases at once where both are inside (pairs of adjacent input columns: a
+        // deinterleave the compiler vectorises), the ends one by one.
+        float* b0 = br;
+        float* b1 = br + g.phase_w;
+        const int jl = std::max(lo[0], lo[1]), jh = std::max(jl, std::min(hi[0], hi[1]));
+        const float* xs = xr - p.pad_w;  // phase 0's column k is xs[2k], phase 1's xs[2k + 1]
+        for (int k = lo[0]; k < std::min(jl, hi[0]); ++k) b0[k] = xs[2 * k];
+        for (int k = lo[1]; k < std::min(jl, hi[1]); ++k) b1[k] = xs[2 * k + 1];
+        for (int k = jl; k < jh; ++k) {
+          b0[k] = xs[2 * k];
+          b1[k] = xs[2 * k + 1];
+        }
+        for (int k = std::max(jh, lo[0]); k < hi[0]; ++k) b0[k] = xs[2 * k];
+        for (int k = std::max(jh, lo[1]); k < hi[1]; ++k) b1[k] = xs[2 * k + 1];
       }
     }
     const int rows = std::min(kTileRows, p.P - oh0);

@@ -108,7 +108,8 @@ std::vector<Case> cases() {
           // Several vector tiles (8 columns by 4 rows) with partial ones at the right and bottom.
           {"3x3 s1 p1 wide", dw(1, 2, 9, 33, 3, 1, 1)},     {"3x3 s1 no pad", dw(1, 2, 10, 12, 3, 1, 0)},
           {"5x5 s2 p2 wide", dw(1, 3, 21, 37, 5, 2, 2)},    {"7x7 s1 p3 (ConvNeXt)", dw(2, 3, 14, 19, 7, 1, 3)},
-          {"3x3 s3 p1", dw(1, 2, 13, 17, 3, 3, 1)},
+          {"3x3 s3 p1", dw(1, 2, 13, 17, 3, 3, 1)},      {"3x3 s2 no pad", dw(1, 2, 11, 20, 3, 2, 0)},
+          {"5x5 s2 p1", dw(1, 2, 12, 19, 5, 2, 1)},
           // A row too wide for the vector path's band (the plain loops).
           {"7x7 s1 p3 band too wide", dw(1, 2, 5, 1700, 7, 1, 3)}};
 }
