@@ -10,6 +10,7 @@ logits; `models_check.py --selftest` checks names and shapes of every model agai
 and the logits of one model per family, when torchvision can be imported.
 
   build(arch, num_classes=1000) -> nn.Module   (ARCHS: the names it knows)
+  python3 tests/gpu/tv_free_models.py [NAME ...]   (all, or those, against torchvision)
 
 The initialisation follows the same distributions as torchvision's (the bench and the GPU
 check draw random weights), not its random stream.
@@ -516,3 +517,27 @@ def compare_logits(arch, tv, size=32, batch=2, seed=0, perturb=None):
     ok = bool(torch.isfinite(a).all()) and float(a.std()) > 0 and rel <= 1e-12
     return rel, ([] if ok else [f"{arch}: logits differ from torchvision's by {rel:.2e} (max rel; "
                                 f"finite {bool(torch.isfinite(a).all())}, std {float(a.std()):.2e})"])
+
+
+def main():
+    """python3 tests/gpu/tv_free_models.py [NAME ...]: every model (or those named) against
+    torchvision: structure, and float64 logits with torchvision's random state dict (32x32)."""
+    import sys
+    import time
+    import torchvision
+    archs = sys.argv[1:] or ARCHS
+    bad = 0
+    for arch in archs:
+        t0 = time.time()
+        problems = compare_structure(arch, torchvision.models)
+        rel, more = compare_logits(arch, torchvision.models)
+        problems += more
+        bad += bool(problems)
+        print(f"{arch}: structure and state dict {'ok' if not problems else problems}, logits max rel {rel:.1e} "
+              f"({time.time() - t0:.1f} s)", flush=True)
+    print(f"tv_free_models: {len(archs) - bad} of {len(archs)} equal to torchvision's")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
