@@ -315,3 +315,163 @@ def test_stats_resumes_from_its_checkpoints_and_equals_one_run():
     assert r.returncode == 1 and len(ls) == 1 and "is a checkpoint of another" in ls[0], r.stderr
     r = run(*args, "--no-resume")
     assert r.returncode == 0 and not os.path.exists(stray), r.stderr
+
+
+# ---- saliency resumes: an interrupted run and its rerun write what one run writes ----
+
+def saliency_in(cwd, *args, weights=WEIGHTS):
+    """saliency from the folder cwd into its "out": two runs in two folders give the same bytes."""
+    os.makedirs(cwd, exist_ok=True)
+    return subprocess.run([BIN, "saliency", "--weights", weights, "--out", "out", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=cwd, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def folder_bytes(folder):
+    got = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                got[os.path.relpath(os.path.join(d, f), folder)] = fh.read()
+    return got
+
+
+def resume_inputs(name):
+    """Four inputs: circle.png, a copy in another folder (its outputs named ..._2), a .npy of two samples,
+    ring.png."""
+    import numpy as np
+    root = os.path.join(SCRATCH, name)
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, "other"))
+    shutil.copy(os.path.join(EXAMPLES, "circle.png"), os.path.join(root, "other", "circle.png"))
+    np.save(os.path.join(root, "two.npy"), np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    return [os.path.join(EXAMPLES, "circle.png"), os.path.join(root, "other", "circle.png"),
+            os.path.join(root, "two.npy"), os.path.join(EXAMPLES, "ring.png")]
+
+
+def summary(r):
+    return lines(r.stderr)[-1]
+
+
+def test_saliency_resumes_a_killed_run_and_writes_what_one_run_writes():
+    inputs = resume_inputs("resume_in")
+    whole, killed = os.path.join(SCRATCH, "resume_whole"), os.path.join(SCRATCH, "resume_killed")
+    for d in (whole, killed):
+        shutil.rmtree(d, ignore_errors=True)
+    args = ["--target", "top2", "--batch", 3, *inputs]  # two records per sample: 10 in all
+    r = saliency_in(whole, *args)
+    assert r.returncode == 0, r.stderr
+    assert summary(r).startswith("saliency: 4 images in "), r.stderr
+    # A run killed in the .npy's records: 5 lines and a partial one, one file of circle_2 not
+    # yet written (its line written first, as a kill between a map and its line cannot do: a
+    # listed file that is missing is redone all the same).
+    shutil.copytree(whole, killed)
+    index = os.path.join(killed, "out", "results.jsonl")
+    with open(index) as f:
+        recs = f.read().splitlines()
+    assert len(recs) == 10
+    with open(index, "w") as f:
+        f.write("\n".join(recs[:5]) + "\n" + recs[5][:40])
+    circle_2 = json.loads(recs[3])
+    assert circle_2["input"] == inputs[1] and circle_2["outputs"][0]["map"].endswith("_2.npy"), circle_2
+    os.remove(os.path.join(killed, circle_2["outputs"][0]["overlay"]))
+    r = saliency_in(killed, *args)
+    assert r.returncode == 0, r.stderr
+    assert summary(r).startswith("saliency: 3 images, 1 resumed in "), r.stderr
+    assert folder_bytes(os.path.join(killed, "out")) == folder_bytes(os.path.join(whole, "out"))
+    # Run again: everything resumed, no map or overlay written (the index is rewritten, the same).
+    before = {f: os.stat(os.path.join(killed, "out", f)).st_mtime_ns for f in os.listdir(os.path.join(killed, "out"))
+              if f != "results.jsonl"}
+    r = saliency_in(killed, *args)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 0 images, 4 resumed in "), r.stderr
+    assert before == {f: os.stat(os.path.join(killed, "out", f)).st_mtime_ns for f in before}
+    assert folder_bytes(os.path.join(killed, "out")) == folder_bytes(os.path.join(whole, "out"))
+
+
+def test_saliency_recomputes_what_changed_and_resumes_the_rest():
+    inputs = resume_inputs("changed_in")
+    work, fresh = os.path.join(SCRATCH, "changed_work"), os.path.join(SCRATCH, "changed_fresh")
+    for d in (work, fresh):
+        shutil.rmtree(d, ignore_errors=True)
+    r = saliency_in(work, *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 4 images in "), r.stderr
+    # Other bytes under the same name and modification time: that input is explained again.
+    changed = inputs[1]
+    stamp = os.stat(changed)
+    shutil.copy(os.path.join(EXAMPLES, "star.png"), changed)
+    os.utime(changed, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    r = saliency_in(work, *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 1 image, 3 resumed in "), r.stderr
+    r = saliency_in(fresh, *inputs)
+    assert r.returncode == 0, r.stderr
+    assert folder_bytes(os.path.join(work, "out")) == folder_bytes(os.path.join(fresh, "out"))
+    # Other settings (another colour map; other statistics bytes for ParchGrad): nothing resumed,
+    # every entry replaced.
+    r = saliency_in(work, "--colormap", "jet", *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 4 images in "), r.stderr
+    assert "5 entries of an earlier run replaced" in summary(r), r.stderr
+    # Weights of other bytes under the same path (the same tensors, as safetensors): explained again.
+    weights = os.path.join(SCRATCH, "changed_weights.pth")
+    shutil.copy(WEIGHTS, weights)
+    for expect in ("1 image in ", "0 images, 1 resumed in "):
+        r = saliency_in(work, inputs[0], weights=weights)
+        assert r.returncode == 0 and summary(r).startswith("saliency: " + expect), r.stderr
+    assert run("convert", WEIGHTS, weights + ".safetensors").returncode == 0
+    os.replace(weights + ".safetensors", weights)
+    r = saliency_in(work, inputs[0], weights=weights)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 1 image in "), r.stderr
+    # --no-resume: explained again, the same bytes.
+    r = saliency_in(work, "--no-resume", *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 4 images in "), r.stderr
+    assert folder_bytes(os.path.join(work, "out")) == folder_bytes(os.path.join(fresh, "out"))
+    # An index an older version wrote (no settings_id, no input_hash) is never resumed.
+    index = os.path.join(work, "out", "results.jsonl")
+    with open(index) as f:
+        recs = [json.loads(ln) for ln in f]
+    with open(index, "w") as f:
+        for rec in recs:
+            rec.pop("settings_id")
+            f.write(json.dumps(rec) + "\n")
+    r = saliency_in(work, *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency: 4 images in "), r.stderr
+    assert folder_bytes(os.path.join(work, "out")) == folder_bytes(os.path.join(fresh, "out"))
+
+
+def test_a_killed_shard_is_rerun_alone_and_the_merge_writes_what_one_run_writes():
+    npy = resume_inputs("shard_in")[2]  # (two inputs of one name would be refused by the merge)
+    inputs = [os.path.join(EXAMPLES, "circle.png"), os.path.join(EXAMPLES, "ring.png"),
+              os.path.join(EXAMPLES, "square.png"), npy]
+    whole, sharded = os.path.join(SCRATCH, "shard_whole"), os.path.join(SCRATCH, "shard_sharded")
+    for d in (whole, sharded):
+        shutil.rmtree(d, ignore_errors=True)
+    assert saliency_in(whole, *inputs).returncode == 0
+
+    def merge(cwd):
+        return subprocess.run([BIN, "merge-results", "out"], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+    # Shard 1/2 (ring and the .npy) killed in the .npy: one line and a partial one, no
+    # manifest. Run again alone, it resumes; merged with shard 0/2, the folder is one run's.
+    r = saliency_in(sharded, "--shard", "1/2", *inputs)
+    assert r.returncode == 0, r.stderr
+    shard_index = os.path.join(sharded, "out", "results-1-of-2.jsonl")
+    with open(shard_index) as f:
+        recs = f.read().splitlines()
+    assert len(recs) == 3
+    with open(shard_index, "w") as f:
+        f.write(recs[0] + "\n" + recs[1][:30])
+    os.remove(os.path.join(sharded, "out", "results-1-of-2.json"))
+    r = saliency_in(sharded, "--shard", "1/2", *inputs)
+    assert r.returncode == 0 and summary(r).startswith("saliency 1/2: 1 image, 1 resumed in "), r.stderr
+    assert saliency_in(sharded, "--shard", "0/2", *inputs).returncode == 0
+    assert merge(sharded).returncode == 0
+    got = folder_bytes(os.path.join(sharded, "out"))
+    assert {k: v for k, v in got.items() if not k.startswith("results-")} == folder_bytes(os.path.join(whole, "out"))
+    # Shards run into the folder of a finished run resume from its results.jsonl (copying their
+    # records into their own index); the merge leaves the index as it was.
+    for i, done in ((0, "2 resumed"), (1, "2 resumed")):
+        r = saliency_in(whole, "--shard", f"{i}/2", *inputs)
+        assert r.returncode == 0 and summary(r).startswith(f"saliency {i}/2: 0 images, {done} in "), r.stderr
+    with open(os.path.join(whole, "out", "results.jsonl"), "rb") as f:
+        before = f.read()
+    assert merge(whole).returncode == 0
+    with open(os.path.join(whole, "out", "results.jsonl"), "rb") as f:
+        assert f.read() == before

@@ -51,6 +51,7 @@ struct SaliencyOptions : api::SaliencySettings {
   std::string shard;  // i/N or auto: this process's share of the inputs (tools/cli/shard.h)
   bool explain_masks = false;
   bool all_targets = false;
+  bool no_resume = false;
   std::string colormap = "ramp";
   double overlay_opacity = 1.0;
 };
@@ -61,6 +62,9 @@ struct Sample {
   int index = -1;     // sample index inside a batched .npy, else -1
   int64_t run_index = 0;  // position among all samples of the run (fixed SmoothGrad noise)
   std::string name;   // output file stem
+  std::string input_hash;  // content_hash of the input file (the records say it: resume)
+  size_t pos = 0;          // the input's position among this process's inputs (the index's order)
+  std::vector<std::string> names;  // per target set, the output name reserved (not with topK)
   Tensor x;           // [3, H, W]; empty for an image left to the device to normalise
   io::Image8 crop;    // images: the resized and cropped pixels (overlays; device input)
   int target = -1;
@@ -98,7 +102,21 @@ std::vector<Sample> load_input(const InputFile& file, bool device_normalise, con
     if (!device_normalise) s.x = io::normalize_rgb(s.crop, pp.mean, pp.std);
     out.push_back(s);
   }
+  const std::string hash = content_hash(path);
+  for (Sample& s : out) s.input_hash = hash;
   return out;
+}
+
+// Appends lines of text (each without its newline) in one write.
+void append_text_lines(const std::string& path, const std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  std::ofstream f(path, std::ios::binary | std::ios::app);
+  if (!f) throw file_error(path, "cannot append");
+  f.write(text.data(), std::streamsize(text.size()));
+  f.flush();
+  if (!f) throw file_error(path, "write failed");
 }
 
 json top_k(const Tensor& probs, int64_t n, int k, const std::vector<std::string>& names) {
@@ -257,12 +275,14 @@ void run_saliency(const SaliencyOptions& opts) {
   for (size_t i = 0; i < inputs.size(); ++i)
     if (sh.owns(int64_t(i))) mine.push_back(i);
   // Per-sample lists (--target, --sg-noise [M, S, ...]) are indexed by the sample's position in
-  // the whole run: a shard counts the samples of the inputs before its own (a .npy's rows).
+  // the whole run: the samples of the inputs before it (a .npy's rows; an unreadable input
+  // counts one), in a whole run as in a shard.
+  const bool numbered = (targets.size() > 1 && !o.all_targets) || !o.m.sg_noise.empty();
   std::vector<int64_t> first_sample(inputs.size() + 1, 0);
-  if (sh.active)
+  if (numbered)
     for (size_t i = 0; i < inputs.size(); ++i) {
       int64_t n = 1;
-      if (is_npy(inputs[i].path) && ((targets.size() > 1 && !o.all_targets) || !o.m.sg_noise.empty())) {
+      if (is_npy(inputs[i].path)) {
         try {
           const Tensor t = io::load_npy(inputs[i].path);
           n = t.ndim() == 4 ? t.dim(0) : 1;
@@ -271,18 +291,168 @@ void run_saliency(const SaliencyOptions& opts) {
       }
       first_sample[i + 1] = first_sample[i] + n;
     }
+  // Target sets per sample: every listed class (--all-targets), K (topK), else one.
+  const int64_t nsets = o.all_targets ? int64_t(targets.size()) : topk ? int64_t(std::stoi(o.target.substr(3))) : 1;
+
+  // Resumption. Every record carries "settings_id", the hash of this identity: every setting
+  // that changes a record or an output file (the settings the records list, the files they
+  // name as given and by content, --compare, --target, --all-targets, --explain-masks, the
+  // class names, the device and its settings; with per-sample lists, the inputs and their
+  // sample counts, which give each sample its place in the run), and "input_hash", the
+  // content_hash of its input file. An input is skipped (resumed) when the folder's index (a
+  // shard's own, then results.jsonl) holds all its records (samples x target sets, in order,
+  // of the targets this run would explain) with this settings_id and its input's content,
+  // every file they list exists, and they name the files this run would write (the same
+  // names: the inputs before it reserved theirs). Anything else is computed and replaces its
+  // earlier entries; a record without settings_id (an older version's) is never resumed.
+  json identity = settings_json(o.m);
+  identity.update({{"format", "parchgrad saliency resume 1"}, {"method", o.method}, {"parchgrad", o.parchgrad},
+                   {"compare", o.compare}, {"target", o.target}, {"all_targets", o.all_targets},
+                   {"explain_masks", o.explain_masks}, {"model", model->arch()}, {"weights", o.weights},
+                   {"weights_hash", content_hash(o.weights)}, {"batch", o.batch}, {"colormap", o.colormap},
+                   {"overlay_opacity", o.overlay_opacity}, {"preprocess", api::preprocess_json(pp)},
+                   {"device", o.dev.device}});
+  if (o.dev.device == "cuda")
+    identity.update({{"precision", o.dev.precision}, {"dgrad", o.dev.dgrad}, {"deterministic", o.dev.deterministic}});
+  auto hash_if_file = [](const std::string& path) {
+    std::error_code e;
+    return !path.empty() && fs::is_regular_file(path, e) ? content_hash(path) : std::string();
+  };
+  identity["stats_hash"] = hash_if_file(o.m.stats);
+  identity["sg_noise_hash"] = hash_if_file(o.m.sg_noise);
+  if (o.m.ig_baseline != "zero" && o.m.ig_baseline != "black" && o.m.ig_baseline != "blurred")
+    identity["ig_baseline_hash"] = hash_if_file(o.m.ig_baseline);
+  {
+    std::string joined;
+    for (const auto& n : names) joined += n + "\n";
+    identity["class_names"] = text_hash(joined);
+    if (numbered) {
+      std::string list;
+      for (size_t i = 0; i < inputs.size(); ++i)
+        list += inputs[i].path + "\t" + std::to_string(first_sample[i + 1] - first_sample[i]) + "\n";
+      identity["samples"] = text_hash(list);
+    }
+  }
+  const std::string settings_id = text_hash(identity.dump());
+
   io::Progress progress(sh.active ? "saliency " + sh.text() : "saliency", int64_t(mine.size()));
   std::set<std::string> used_names;
   int failed = 0;
   std::vector<Sample> pending;
   const std::string results_name = sh.active ? "results-" + sh.tag() : "results";
   const std::string results_path = (fs::path(o.out) / (results_name + ".jsonl")).string();
+  const std::string folder_path = (fs::path(o.out) / "results.jsonl").string();
   const std::string manifest_path = (fs::path(o.out) / (results_name + ".json")).string();
   if (sh.active) fs::remove(manifest_path, ec);  // written again when this shard has finished
-  if (is_gpu_worker(o.dev)) fs::remove(results_path, ec);  // a worker's index starts afresh (saliency does not resume)
+  if (sh.active && o.no_resume) fs::remove(results_path, ec);  // a shard's index is its job's alone
   // Before any work: refuses a foreign file, and drops a partial last line a killed run left
   // (this run's lines are appended after it).
   if (fs::exists(results_path)) reindex_results(results_path);
+  const std::vector<ResultsLine> own = read_results_lines(results_path, false);
+  std::vector<ResultsLine> folder;  // a shard's: the folder's index (an earlier whole or merged run)
+  // input path -> its records of this settings_id, in the index's order
+  std::map<std::string, std::vector<size_t>> earlier_own, earlier_folder;
+  if (!o.no_resume) {
+    std::set<std::string> my_paths;
+    for (size_t i : mine) my_paths.insert(inputs[i].path);
+    if (sh.active && fs::exists(folder_path, ec)) folder = read_results_lines(folder_path, true);
+    for (int from = 0; from < 2; ++from) {
+      const std::vector<ResultsLine>& lines = from ? folder : own;
+      auto& by_input = from ? earlier_folder : earlier_own;
+      for (size_t n = 0; n < lines.size(); ++n)
+        if (lines[n].settings_id == settings_id && my_paths.count(lines[n].input)) by_input[lines[n].input].push_back(n);
+    }
+  }
+  // The files a record of output name `name` lists (files_of's order).
+  auto files_for = [&](const std::string& name) {
+    std::vector<std::string> f;
+    for (size_t ci = 0; ci < configs.size(); ++ci) {
+      const std::string suffix = configs.size() > 1 ? "." + configs[ci].label : "";
+      f.push_back((fs::path(o.out) / (name + suffix + ".npy")).string());
+      if (configs.size() == 1) f.push_back((fs::path(o.out) / (name + ".png")).string());
+      if (o.explain_masks && configs[ci].hook) f.push_back((fs::path(o.out) / (name + suffix + ".masks.json")).string());
+    }
+    if (configs.size() > 1) f.push_back((fs::path(o.out) / (name + ".compare.png")).string());
+    return f;
+  };
+  // An earlier run's records of one input that pass the checks needing no output names.
+  struct Resumable {
+    std::vector<const ResultsLine*> recs;
+    bool carried = false;  // from the folder's results.jsonl into a shard's index
+    int64_t samples = 0;
+  };
+  // Reads the input (its content hash, a .npy's sample count): thread-safe, run by the loader.
+  auto precheck = [&](size_t i, Resumable* r) {
+    const std::string& path = inputs[i].path;
+    const auto in_own = earlier_own.find(path), in_folder = earlier_folder.find(path);
+    if (in_own == earlier_own.end() && in_folder == earlier_folder.end()) return false;
+    std::string hash;
+    int64_t S = 1;
+    try {
+      if (is_npy(path)) {
+        const Tensor t = io::load_npy(path);
+        S = t.ndim() == 4 ? t.dim(0) : 1;
+      }
+      hash = content_hash(path);
+    } catch (const Error&) {
+      return false;  // (computed: loading it says what is wrong)
+    }
+    for (int from = 0; from < 2; ++from) {
+      const auto it = from ? in_folder : in_own;
+      if (it == (from ? earlier_folder.end() : earlier_own.end())) continue;
+      const std::vector<ResultsLine>& lines = from ? folder : own;
+      if (int64_t(it->second.size()) != S * nsets) continue;  // a killed run's part of the input
+      bool ok = true;
+      for (size_t k = 0; k < it->second.size() && ok; ++k) {
+        const ResultsLine& l = lines[it->second[k]];
+        const int64_t n = int64_t(k) / nsets, j = int64_t(k) % nsets;
+        const int want = o.all_targets           ? targets[size_t(j)]
+                         : topk                  ? -1
+                         : targets.size() == 1   ? targets[0]
+                                                 : targets[size_t(first_sample[i] + n)];
+        ok = l.input_hash == hash && l.index == (S > 1 ? n : -1) && l.target >= 0 && (want < 0 || l.target == want) &&
+             !l.files.empty();
+        for (const auto& f : l.files) {
+          std::error_code e;
+          ok = ok && fs::is_regular_file(f, e);
+        }
+      }
+      if (!ok) continue;
+      r->recs.clear();
+      for (size_t n : it->second) r->recs.push_back(&lines[n]);
+      r->carried = from == 1;
+      r->samples = S;
+      return true;
+    }
+    return false;
+  };
+  // The output names the records of r have, when they are the ones this run would give them
+  // (in order, after the names the inputs before it took); false otherwise.
+  auto names_match = [&](size_t i, const Resumable& r, std::vector<std::string>* got) {
+    for (size_t k = 0; k < r.recs.size(); ++k) {
+      const ResultsLine& l = *r.recs[k];
+      const int64_t n = int64_t(k) / nsets;
+      const std::string sample = r.samples > 1 ? inputs[i].name + "_" + std::to_string(n) : inputs[i].name;
+      const std::string stem = nsets > 1 ? sample + "_c" + std::to_string(l.target) : sample;
+      std::string name = stem;
+      for (int c = 2; used_names.count(name) || std::count(got->begin(), got->end(), name); ++c)
+        name = stem + "_" + std::to_string(c);
+      if (files_for(name) != l.files) return false;
+      got->push_back(name);
+    }
+    return true;
+  };
+  // An output name for stem: the first of stem, stem_2, stem_3, ... no earlier record took.
+  auto reserve = [&](const std::string& stem) {
+    std::string name = stem;
+    for (int k = 2; used_names.count(name); ++k) name = stem + "_" + std::to_string(k);
+    used_names.insert(name);
+    return name;
+  };
+  // The index's final order (reindex_results): the resumed lines and those this run appends,
+  // ranked by their input's position.
+  std::map<size_t, int64_t> resumed_rank;  // line of `own` -> rank
+  std::vector<int64_t> appended_rank;      // per line appended, in order
   int64_t sample_counter = 0;
 
   auto flush = [&]() {
@@ -328,10 +498,8 @@ void run_saliency(const SaliencyOptions& opts) {
       const io::Image8 base = s.crop.rgb.empty() ? io::denormalize_imagenet(s.x) : s.crop;
       for (size_t j = 0; j < sets.size(); ++j) {
         const int t = exps[0][j].targets[b];
-        std::string stem = sets.size() > 1 ? s.name + "_c" + std::to_string(t) : s.name;
-        std::string name = stem;
-        for (int k = 2; used_names.count(name); ++k) name = stem + "_" + std::to_string(k);
-        used_names.insert(name);
+        // (Names are reserved as the samples are queued, but topK's, which its targets give.)
+        const std::string name = topk ? reserve(s.name + "_c" + std::to_string(t)) : s.names.at(j);
         // A file of a sub-folder of a given directory: its outputs go to the same sub-folder.
         if (name.find('/') != std::string::npos) {
           std::error_code ec;
@@ -382,33 +550,80 @@ void run_saliency(const SaliencyOptions& opts) {
                          {"colormap", o.colormap}, {"overlay_opacity", o.overlay_opacity}});
         if (s.index < 0 && !s.crop.rgb.empty()) settings["preprocess"] = api::preprocess_json(pp);
         line["settings"] = settings;
+        line["settings_id"] = settings_id;
+        line["input_hash"] = s.input_hash;
         records.push_back(std::move(line));
+        appended_rank.push_back(int64_t(s.pos));
       }
     }
     append_json_lines(results_path, records);
     pending.clear();
   };
 
-  // On the device, the next inputs are decoded on two CPU threads while a batch runs.
-  const bool prefetch = ctx.device == Device::cuda;
-  io::Prefetcher<std::vector<Sample>> loader(
-      mine.size(), [&](size_t i) { return load_input(inputs[mine[i]], prefetch, pp); }, prefetch ? size_t(2 * o.batch) : 1,
-      prefetch ? 2 : 0);
-  for (size_t i = 0; i < mine.size(); ++i) {
-    if (sh.active) sample_counter = first_sample[mine[i]];
+  // On the device, the next inputs are decoded on two CPU threads while a batch runs; the loader
+  // also makes the checks of a resume that need no output names.
+  struct LoadedInput {
     std::vector<Sample> samples;
-    try {
-      samples = loader.next();
-    } catch (const Error& e) {
+    Resumable resume;
+    bool resumable = false;
+  };
+  const bool prefetch = ctx.device == Device::cuda;
+  io::Prefetcher<LoadedInput> loader(
+      mine.size(),
+      [&](size_t k) {
+        LoadedInput l;
+        if (!o.no_resume && precheck(mine[k], &l.resume)) l.resumable = true;
+        else l.samples = load_input(inputs[mine[k]], prefetch, pp);
+        return l;
+      },
+      prefetch ? size_t(2 * o.batch) : 1, prefetch ? 2 : 0);
+  for (size_t k = 0; k < mine.size(); ++k) {
+    const size_t i = mine[k];
+    if (numbered) sample_counter = first_sample[i];
+    LoadedInput l;
+    auto failed_input = [&](const Error& e) {
       std::fprintf(stderr, "parchgrad: error: %s\n", e.what());
       ++failed;
       progress.skip();
+    };
+    try {
+      l = loader.next();
+    } catch (const Error& e) {
+      failed_input(e);
       continue;
     }
-    for (auto& s : samples) {
+    if (l.resumable) {
+      if (topk) flush();  // the queued samples' names are known once they are explained
+      std::vector<std::string> got;
+      if (names_match(i, l.resume, &got)) {
+        used_names.insert(got.begin(), got.end());
+        if (l.resume.carried) {  // into the shard's own index
+          std::vector<std::string> texts;
+          for (const ResultsLine* r : l.resume.recs) texts.push_back(r->text);
+          append_text_lines(results_path, texts);
+          appended_rank.insert(appended_rank.end(), texts.size(), int64_t(k));
+        } else {
+          for (const ResultsLine* r : l.resume.recs) resumed_rank[size_t(r - own.data())] = int64_t(k);
+        }
+        sample_counter += l.resume.samples;
+        progress.resume();
+        continue;
+      }
+      try {
+        l.samples = load_input(inputs[i], prefetch, pp);
+      } catch (const Error& e) {
+        failed_input(e);
+        continue;
+      }
+    }
+    for (auto& s : l.samples) {
       s.target = (targets.size() == 1 || o.all_targets) ? targets[0] : targets[sample_counter];
       s.run_index = sample_counter;
+      s.pos = k;
       ++sample_counter;
+      if (!topk)
+        for (int64_t j = 0; j < nsets; ++j)
+          s.names.push_back(reserve(nsets > 1 ? s.name + "_c" + std::to_string(targets[size_t(j)]) : s.name));
       if (!pending.empty() && (pending[0].shape() != s.shape() || int(pending.size()) >= o.batch)) flush();
       pending.push_back(std::move(s));
     }
@@ -416,7 +631,12 @@ void run_saliency(const SaliencyOptions& opts) {
     progress.advance();
   }
   flush();
-  const size_t replaced = reindex_results(results_path);
+  // The index in input order: the lines of other runs that stay (none in a shard's index), then
+  // this run's, resumed or written, by input.
+  std::vector<int64_t> rank(own.size() + appended_rank.size(), -1);
+  for (const auto& [line, r] : resumed_rank) rank[line] = r;
+  std::copy(appended_rank.begin(), appended_rank.end(), rank.begin() + std::ptrdiff_t(own.size()));
+  const size_t replaced = reindex_results(results_path, rank, sh.active);
   if (sh.active) {
     json listed = json::array();
     for (size_t i : mine) listed.push_back({i, inputs[i].path});
@@ -637,6 +857,9 @@ void register_saliency(CLI::App& app) {
   add_device_flags(s, so->dev);
   add_saliency_flags(s, *so);  // --method, --parchgrad, --batch, --threads
   add_method_flags(s, so->m);
+  s->add_flag("--no-resume", so->no_resume,
+              "recompute every input instead of skipping those whose records and files an earlier run of the same "
+              "settings left in the folder");
   s->add_flag("--explain-masks", so->explain_masks, "write <name>.masks.json: kept channels, M, N, beta per layer");
   s->add_option("--compare", so->compare, "methods side by side, e.g. grad,grad+cls,grad+ins,ig (one PNG strip each)");
   s->add_option("--shard", so->shard,

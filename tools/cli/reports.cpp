@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "tools/cli/common.h"
@@ -205,20 +206,77 @@ std::vector<std::string> files_of(const json& line) {
   return files;
 }
 
-size_t reindex_results(const std::string& path) {
-  const std::vector<json> lines = read_results_index(path);
+size_t reindex_results(const std::string& path) { return reindex_results(path, {}, false); }
+
+std::vector<ResultsLine> read_results_lines(const std::string& path, bool keep_text) {
+  std::vector<ResultsLine> out;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return out;
+  const std::string hint = "not a saliency record; move the file away or choose another --out";
+  std::string text;
+  int number = 0;
+  std::streamoff good_end = 0;  // where the last complete line ends
+  while (std::getline(f, text)) {
+    ++number;
+    if (f.eof()) {  // no newline after it: a killed run's partial last line, cut below
+      text.clear();
+      break;
+    }
+    good_end = f.tellg();
+    if (text.empty()) continue;
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) throw file_error(path, "line " + std::to_string(number) + " is not valid JSON (" + hint + ")");
+    if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array())
+      throw file_error(path, "line " + std::to_string(number) + " is " + hint);
+    ResultsLine l;
+    auto str = [&](const char* key) {
+      const auto it = j.find(key);
+      return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    auto num = [&](const char* key) {
+      const auto it = j.find(key);
+      return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t(-1);
+    };
+    l.input = str("input");
+    l.settings_id = str("settings_id");
+    l.input_hash = str("input_hash");
+    l.index = num("index");
+    l.target = num("target");
+    l.files = files_of(j);
+    if (keep_text) l.text = std::move(text);
+    out.push_back(std::move(l));
+  }
+  f.close();
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && std::uintmax_t(good_end) < size) {
+    fs::resize_file(path, std::uintmax_t(good_end), ec);
+    if (ec) throw file_error(path, "cannot drop its partial last line (" + ec.message() + ")");
+  }
+  return out;
+}
+
+size_t reindex_results(const std::string& path, const std::vector<int64_t>& rank, bool only_ranked) {
+  std::vector<ResultsLine> lines = read_results_lines(path, true);
   std::set<std::string> claimed;
   std::vector<bool> keep(lines.size(), false);
   size_t dropped = 0;
   for (size_t i = lines.size(); i-- > 0;) {
-    const std::vector<std::string> files = files_of(lines[i]);
+    const std::vector<std::string>& files = lines[i].files;
     keep[i] = std::none_of(files.begin(), files.end(), [&](const std::string& f) { return claimed.count(f) > 0; });
     if (!keep[i]) ++dropped;
     claimed.insert(files.begin(), files.end());
   }
+  auto rank_of = [&](size_t i) { return i < rank.size() ? rank[i] : int64_t(-1); };
+  std::vector<size_t> ranked;
   std::string text;
-  for (size_t i = 0; i < lines.size(); ++i)
-    if (keep[i]) text += lines[i].dump() + "\n";
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (!keep[i]) continue;
+    if (rank_of(i) >= 0) ranked.push_back(i);
+    else if (!only_ranked) text += lines[i].text + "\n";
+  }
+  std::stable_sort(ranked.begin(), ranked.end(), [&](size_t a, size_t b) { return rank_of(a) < rank_of(b); });
+  for (size_t i : ranked) text += lines[i].text + "\n";
   write_text_atomic(path, text);
   return dropped;
 }

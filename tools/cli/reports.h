@@ -59,4 +59,25 @@ std::vector<std::string> files_of(const nlohmann::json& record);
 // wrote it. Returns the number of lines dropped.
 size_t reindex_results(const std::string& path);
 
+// One line of a results index as saliency's resume reads it (read_results_lines): what names
+// the record's input and settings, and the files it lists; its text only when asked for.
+struct ResultsLine {
+  std::string input, settings_id, input_hash;  // "" where the record has none (an older run's)
+  int64_t index = -1;                          // "index": the sample of a batched .npy, else -1
+  int64_t target = -1;
+  std::vector<std::string> files;  // files_of
+  std::string text;                // the line without its newline (keep_text)
+};
+// The lines of an index, checked as read_results_index checks them (a partial last line is
+// dropped), one ResultsLine each, in order; a missing file has none. Holds no parsed JSON, so
+// that an index of millions of records fits.
+std::vector<ResultsLine> read_results_lines(const std::string& path, bool keep_text);
+// reindex_results, then the lines put in order: rank[i] (i: the line's position in the file,
+// from 0) >= 0 marks a line of the run that finishes (a resumed record or one it wrote); those
+// come after the others, ordered by rank (stable: within one rank the file's order). Lines
+// beyond rank.size() and of rank -1 keep their order before them, or are dropped with
+// only_ranked (a shard's index holds its run's records alone). Returns the number of lines
+// dropped because a later line wrote their files.
+size_t reindex_results(const std::string& path, const std::vector<int64_t>& rank, bool only_ranked);
+
 }  // namespace pg::cli

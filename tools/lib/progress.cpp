@@ -57,10 +57,24 @@ void Progress::advance(int64_t n) {
     group_->advance(n, false);
     return;
   }
+  step(n, true);
+}
+
+void Progress::resume(int64_t n) {
+  resumed_ += n;
+  if (group_) {
+    done_ += n;
+    group_->advance(n, false, true);
+    return;
+  }
+  step(n, false);
+}
+
+void Progress::step(int64_t n, bool computed) {
   done_ += n;
   const auto now = clock::now();
-  if (first_done_ < 0) {
-    first_done_ = done_;
+  if (computed && first_done_ < 0) {
+    first_done_ = done_ - resumed_;
     first_ = now;
   }
   if (terminal_) {
@@ -90,7 +104,7 @@ void Progress::finish() {
 
 void Progress::log_line() {
   const double since_first = std::chrono::duration<double>(clock::now() - first_).count();
-  const int64_t counted = done_ - first_done_;
+  const int64_t counted = first_done_ < 0 ? 0 : done_ - resumed_ - first_done_;
   const double rate = counted > 0 && since_first > 0 ? counted / since_first : 0;
   std::fprintf(stderr, "%s: %lld/%lld (%d%%), %.1f/s, eta %s\n", label_.c_str(), (long long)done_,
                (long long)total_, total_ > 0 ? int(100 * done_ / total_) : 100, rate,
@@ -105,8 +119,8 @@ void Progress::draw(bool final) {
   std::string bar(filled, '#');
   bar.resize(width, '.');
   const double since_first = std::chrono::duration<double>(clock::now() - first_).count();
-  const int64_t counted = done_ - first_done_;
-  const double rate = final ? (secs > 0 ? done_ / secs : 0) : (counted > 0 && since_first > 0 ? counted / since_first : 0);
+  const int64_t counted = first_done_ < 0 ? 0 : done_ - resumed_ - first_done_;
+  const double rate = final ? (secs > 0 ? (done_ - resumed_) / secs : 0) : (counted > 0 && since_first > 0 ? counted / since_first : 0);
   const std::string when = final ? mmss(secs) : rate > 0 ? mmss((total_ - done_) / rate) : "--:--";
   std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f/s  %s %s ", label_.c_str(), bar.c_str(), (long long)done_,
                (long long)total_, rate, final ? "took" : "eta", when.c_str());
@@ -118,8 +132,9 @@ void Progress::summary(const std::string& outputs) {
   finish();
   if (group_) return;  // the group's summary says it for all the workers
   const double secs = seconds();
-  const int64_t used = done_ - skipped_;
+  const int64_t used = done_ - skipped_ - resumed_;
   std::string line = label_ + ": " + std::to_string(used) + (used == 1 ? " image" : " images");
+  if (resumed_) line += ", " + std::to_string(resumed_) + " resumed";
   if (skipped_) line += ", " + std::to_string(skipped_) + " skipped";
   char tail[96];
   std::snprintf(tail, sizeof tail, " in %.1f s (%.1f images/s)", secs, secs > 0 ? used / secs : 0.0);
@@ -149,10 +164,12 @@ void ProgressGroup::add_total(int64_t n) {
   bar_.total_ += n;
 }
 
-void ProgressGroup::advance(int64_t n, bool skip) {
+void ProgressGroup::advance(int64_t n, bool skip, bool resume) {
   std::lock_guard<std::mutex> lk(mu_);
   if (skip)
     bar_.skip(n);
+  else if (resume)
+    bar_.resume(n);
   else
     bar_.advance(n);
 }
@@ -178,6 +195,10 @@ int64_t ProgressGroup::total() const {
 int64_t ProgressGroup::skipped() const {
   std::lock_guard<std::mutex> lk(mu_);
   return bar_.skipped_;
+}
+int64_t ProgressGroup::resumed() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return bar_.resumed_;
 }
 
 }  // namespace pg::io

@@ -27,6 +27,9 @@ class Progress {
   void advance(int64_t n = 1);
   // n items that could not be used (an unreadable image): counted as done, and in the summary.
   void skip(int64_t n = 1);
+  // n items an earlier run did (saliency's resumed inputs): counted as done and in the summary
+  // ("..., 900 resumed"), not in the rate or the ETA.
+  void resume(int64_t n = 1);
   // Ends the bar (on a terminal).
   void finish();
   // The command's last line, printed whether or not stderr is a terminal, e.g.
@@ -35,20 +38,22 @@ class Progress {
   void summary(const std::string& outputs);
 
   int64_t skipped() const { return skipped_; }
+  int64_t resumed() const { return resumed_; }
 
  private:
   friend class ProgressGroup;
+  void step(int64_t n, bool computed);  // counts n done and draws (not in a group)
   void draw(bool final);
   void log_line();
   double seconds() const;
   std::string label_;
-  int64_t total_, done_ = 0, skipped_ = 0;
+  int64_t total_, done_ = 0, skipped_ = 0, resumed_ = 0;
   bool terminal_, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
   // The rate (and the ETA) is measured from the first item done onwards, so a first item that
   // carries the start-up (loading, first-use conversions, warm-up) does not inflate the ETA.
   std::chrono::steady_clock::time_point first_;
-  int64_t first_done_ = -1;
+  int64_t first_done_ = -1;  // items done but resumed ones, at the first item (-1: none yet)
   int64_t logged_tenths_ = 0;
   ProgressGroup* group_ = nullptr;  // the group installed when this was made: items counted there
 };
@@ -69,11 +74,12 @@ class ProgressGroup {
   int64_t done() const;
   int64_t total() const;
   int64_t skipped() const;
+  int64_t resumed() const;
 
  private:
   friend class Progress;
   void add_total(int64_t n);
-  void advance(int64_t n, bool skip);
+  void advance(int64_t n, bool skip, bool resume = false);
   mutable std::mutex mu_;
   Progress bar_;
 };
