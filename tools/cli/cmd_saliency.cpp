@@ -192,9 +192,13 @@ io::Image8 strip(const io::Image8& base, const std::vector<io::Image8>& overlays
 // the files written for it. A run appends its lines as it goes (a killed run keeps what it
 // did), and at its end rewrites the index through a temporary file: a line whose files a later
 // line rewrote is dropped, so two runs into one folder never leave two lines pointing at the
-// same .npy (reindex_results, tools/cli/reports). Lines that are not records of this command
-// are refused before any work (the folder holds something else); a partial last line, left by
-// a killed run, is dropped.
+// same .npy (reindex_results, tools/cli/reports), and this run's lines (resumed or written) are
+// put in input order after any other run's. Lines that are not records of this command are
+// refused before any work (the folder holds something else); a partial last line, left by a
+// killed run, is dropped. A rerun of the same command resumes: it skips the inputs whose
+// records and files are all there (see "Resumption" below), so that a killed run and its rerun
+// leave what one run leaves. Maps are batch invariant (on the CPU, and on the device with
+// --deterministic), so the other batches a resumed run makes do not change them.
 void run_saliency(const SaliencyOptions& opts) {
   set_threads(opts.threads);
   SaliencyOptions o = opts;

@@ -106,8 +106,8 @@ void run_on_all_gpus(const GpuAllJob& job) {
     }
     std::fprintf(stderr,
                  "parchgrad: error: --gpu all: %d of %d workers failed; their shard files are kept, and the same "
-                 "command again resumes (stats from its checkpoints, eval from its shard reports; saliency starts "
-                 "over)\n",
+                 "command again resumes (stats from its checkpoints, eval from its shard reports, saliency from its "
+                 "shard indexes)\n",
                  failed, G);
     throw ExitCode(1);
   }

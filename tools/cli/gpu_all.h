@@ -9,7 +9,7 @@
 // A worker that fails does not stop the others; each failure is one line naming the worker's
 // device, the exit status is 1 and the shard files stay, so that the same command run again
 // resumes where a `--shard` run resumes (stats from its checkpoints, eval from its shard
-// reports; saliency starts over).
+// reports, saliency from its shard indexes and the folder's results.jsonl).
 //
 // `--gpu all` with `--shard` is refused: a process's workers would hold a partial merge of a
 // job split across processes (a merge of merges that the merges do not check). Several nodes
