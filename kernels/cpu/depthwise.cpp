@@ -163,15 +163,15 @@ void forward_plane_tiled(const Conv2dParams& p, const ForwardBand& g, const floa
         float* b0 = br;
         float* b1 = br + g.phase_w;
         const int jl = std::max(lo[0], lo[1]), jh = std::max(jl, std::min(hi[0], hi[1]));
-        const float* xs = xr - p.pad_w;  // phase 0's column k is xs[2k], phase 1's xs[2k + 1]
-        for (int k = lo[0]; k < std::min(jl, hi[0]); ++k) b0[k] = xs[2 * k];
-        for (int k = lo[1]; k < std::min(jl, hi[1]); ++k) b1[k] = xs[2 * k + 1];
+        const int pw = p.pad_w;  // phase 0's column k is input column 2k - pw, phase 1's 2k + 1 - pw
+        for (int k = lo[0]; k < std::min(jl, hi[0]); ++k) b0[k] = xr[2 * k - pw];
+        for (int k = lo[1]; k < std::min(jl, hi[1]); ++k) b1[k] = xr[2 * k + 1 - pw];
         for (int k = jl; k < jh; ++k) {
-          b0[k] = xs[2 * k];
-          b1[k] = xs[2 * k + 1];
+          b0[k] = xr[2 * k - pw];
+          b1[k] = xr[2 * k + 1 - pw];
         }
-        for (int k = std::max(jh, lo[0]); k < hi[0]; ++k) b0[k] = xs[2 * k];
-        for (int k = std::max(jh, lo[1]); k < hi[1]; ++k) b1[k] = xs[2 * k + 1];
+        for (int k = std::max(jh, lo[0]); k < hi[0]; ++k) b0[k] = xr[2 * k - pw];
+        for (int k = std::max(jh, lo[1]); k < hi[1]; ++k) b1[k] = xr[2 * k + 1 - pw];
       }
     }
     const int rows = std::min(kTileRows, p.P - oh0);
