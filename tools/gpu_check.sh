@@ -805,7 +805,7 @@ fi
 # ---- unit, cli, models, invariance, bench ----------------------------------------------------------------
 collect_aux
 flush_later
-# models: the 13 architectures on the device (started beside the sanitizers, or here when the
+# models: the architectures of models_check.py on the device (started beside the sanitizers, or here when the
 # device steps did not run), or the self-test
 [ -z "$MODELS_PID" ] && start_models
 models_detail() {  # LOG: the script's last summary lines
