@@ -12,8 +12,8 @@
 - The GPU of a task from its local rank, on the SIMT device build with two simulated devices.
 - `--gpu all` (one worker per device in one process) on the same build with two simulated
   devices: stats, saliency, eval and gradient write what `--gpu 0` writes, byte for byte, with
-  one summary line and no shard file left; eval run again resumes; --device cpu and --shard
-  refused.
+  one summary line and no shard file left; saliency and eval run again resume; --device cpu and
+  --shard refused.
 """
 import glob
 import json
@@ -378,6 +378,23 @@ def test_gpu_all_writes_what_one_gpu_writes():
         assert a.read().replace(one, "OUT") == b.read().replace(every, "OUT")
     lines = summary_lines(r.stderr)
     assert len(lines) == 1 and lines[0].startswith("saliency (2 GPUs): 2 images, 1 skipped in "), r.stderr
+    # Run again after a kill took the second input's record: the workers resume the first from
+    # results.jsonl, explain the second again, and the merge leaves the folder as it was.
+    with open(os.path.join(every, "results.jsonl")) as f:
+        first = f.read().splitlines()[0]
+    with open(os.path.join(every, "results.jsonl"), "w") as f:
+        f.write(first + "\n")
+    r = sim("saliency", *dev, "--stats", STATS, "--parchgrad", "cls", "--batch", 2, "--out", every, "--gpu", "all",
+            inputs)
+    assert r.returncode == 1, r.stderr
+    lines = summary_lines(r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("saliency (2 GPUs): 1 image, 1 resumed, 1 skipped in "), r.stderr
+    for rel in files:
+        if rel != "results.jsonl":
+            assert same_bytes(os.path.join(one, rel), os.path.join(every, rel)), rel
+    with open(os.path.join(one, "results.jsonl")) as a, open(os.path.join(every, "results.jsonl")) as b:
+        assert a.read().replace(one, "OUT") == b.read().replace(every, "OUT")
+    assert not glob.glob(os.path.join(every, "results-*")), os.listdir(every)
 
     # eval: the report (its table once on stdout); run again, it resumes from the report.
     os.remove(os.path.join(inputs, "circle", "broken.png"))
