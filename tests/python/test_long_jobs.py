@@ -475,3 +475,14 @@ def test_a_killed_shard_is_rerun_alone_and_the_merge_writes_what_one_run_writes(
     assert merge(whole).returncode == 0
     with open(os.path.join(whole, "out", "results.jsonl"), "rb") as f:
         assert f.read() == before
+
+
+def test_eval_takes_a_named_ig_baseline():
+    # blurred (like zero and black) names a baseline, not a file: eval's resume identity must not
+    # try to read it.
+    out = os.path.join(SCRATCH, "eval_blurred", "report")
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+    r = run("eval", "--weights", WEIGHTS, "--data", EXAMPLES, "--limit", "1", "--methods", "ig", "--ig-baseline",
+            "blurred", "--ig-steps", "2", "--auc-steps", "2", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert lines(r.stderr)[-1].startswith("eval: 1 image"), r.stderr

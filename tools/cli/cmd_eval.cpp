@@ -413,7 +413,9 @@ void run_eval(const EvalOptions& o) {
   identity["weights"] = content_hash(o.weights);
   if (!o.m.stats.empty()) identity["stats"] = content_hash(o.m.stats);
   if (!o.m.sg_noise.empty()) identity["sg_noise"] = content_hash(o.m.sg_noise);
-  if (o.m.ig_baseline != "zero" && o.m.ig_baseline != "black") identity["ig_baseline"] = content_hash(o.m.ig_baseline);
+  // (zero, black and blurred are named baselines, not files)
+  if (o.m.ig_baseline != "zero" && o.m.ig_baseline != "black" && o.m.ig_baseline != "blurred")
+    identity["ig_baseline"] = content_hash(o.m.ig_baseline);
   identity["data"] = image_key(o.data);
   if (!box_spec.empty() && fs::is_regular_file(box_spec, ec)) identity["boxes"] = content_hash(box_spec);
   else if (!box_spec.empty()) identity["boxes"] = image_key(box_spec);

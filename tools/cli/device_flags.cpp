@@ -16,7 +16,7 @@ void add_device_flags(CLI::App* app, DeviceFlags& f) {
   app->add_option("--gpu", f.gpu,
                   "CUDA device index, or all: one worker per visible GPU in this process (stats, saliency, gradient, eval; the "
                   "images dealt round-robin, the outputs those of one run; after a failed worker the same command "
-                  "resumes stats and eval); default: the local rank of a Slurm or MPI task modulo the visible devices, "
+                  "resumes stats, saliency and eval); default: the local rank of a Slurm or MPI task modulo the visible devices, "
                   "else 0");
   add_table_options<api::DeviceSettings>(app, api::device_options(), f);
 }
