@@ -30,9 +30,14 @@
 #include <cstring>
 #endif
 
-#if defined(__CUDACC__)
+// Which compiler: a .cu file includes kernels/cuda/compat.h before this header, which sets
+// PG_SIMT to 0 under nvcc and to 1 on the SIMT runtime; a CPU source has no PG_SIMT. (Only the
+// compat headers test the compiler itself: tests/checks/device_seam.sh.)
+#if defined(PG_SIMT) && !PG_SIMT
+#define PG_SMOOTH_NVCC 1
 #define PG_SMOOTH_FN __host__ __device__ __forceinline__
 #else
+#define PG_SMOOTH_NVCC 0
 #define PG_SMOOTH_FN inline
 #endif
 
@@ -40,7 +45,7 @@
 // FMA under -march=native), no-trapping-math so that the selects below become vector blends (it
 // changes no value; the callers' files use the same options, so these functions inline there);
 // under nvcc the _rn intrinsics spell the rounding out.
-#if !defined(__CUDACC__)
+#if !PG_SMOOTH_NVCC
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #elif defined(__GNUC__)
@@ -166,6 +171,6 @@ PG_SMOOTH_FN float gelu_grad(float x, float dy) {
 
 }  // namespace pg::kernels::smooth
 
-#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
+#if !PG_SMOOTH_NVCC && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif

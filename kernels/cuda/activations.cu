@@ -1,6 +1,7 @@
 // Elementwise activations and their input gradients (see activations.h for the contract).
 #include "kernels/cuda/activations.h"
 
+#include "kernels/cuda/compat.h"  // before smooth_math.h (PG_SIMT tells it the compiler)
 #include "kernels/cpu/smooth_math.h"
 
 #include "kernels/cuda/check.h"

@@ -1,10 +1,10 @@
 // Exact GELU: grid-stride loops over the elements (see gelu.h and kernels/cpu/gelu.h).
 #include "kernels/cuda/gelu.h"
 
+#include "kernels/cuda/compat.h"  // before smooth_math.h (PG_SIMT tells it the compiler)
 #include "kernels/cpu/smooth_math.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/portable.h"
-#include "kernels/cuda/compat.h"
 
 PG_NO_FP_CONTRACT  // the CPU twin's order (portable.h)
 
