@@ -797,17 +797,10 @@ void run_eval_all(const EvalOptions& opts) {
   GpuAllJob job;
   job.command = "eval";
   job.threads = opts.threads;
-  job.work = [&](int k, int G) {
-    EvalOptions o = opts;
-    o.dev.worker = k;
-    o.dev.workers = G;
-    o.dev.gpu = std::to_string(k);
-    o.threads = 0;
-    run_eval(o);
-  };
+  job.work = worker_body(opts, run_eval);
   job.merge = [&](int G) {
     std::vector<std::string> prefixes;
-    for (int k = 0; k < G; ++k) prefixes.push_back(opts.out + "-" + std::to_string(k) + "-of-" + std::to_string(G));
+    for (int k = 0; k < G; ++k) prefixes.push_back(opts.out + "-" + worker_shard(k, G).tag());
     const int64_t bad = run_eval_merge(EvalMergeOptions{prefixes, opts.out}, true);
     std::error_code ec;
     for (const auto& p : prefixes)

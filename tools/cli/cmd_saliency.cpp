@@ -673,14 +673,7 @@ void run_saliency_all(const SaliencyOptions& opts) {
   GpuAllJob job;
   job.command = "saliency";
   job.threads = opts.threads;
-  job.work = [&](int k, int G) {
-    SaliencyOptions o = opts;
-    o.dev.worker = k;
-    o.dev.workers = G;
-    o.dev.gpu = std::to_string(k);
-    o.threads = 0;
-    run_saliency(o);
-  };
+  job.work = worker_body(opts, run_saliency);
   job.merge = [&](int G) {
     std::vector<std::string> shards;
     for (int k = 0; k < G; ++k)

@@ -222,14 +222,7 @@ void run_stats_all(const StatsOptions& opts) {
   GpuAllJob job;
   job.command = "stats";
   job.threads = opts.threads;
-  job.work = [&](int k, int G) {
-    StatsOptions o = opts;
-    o.dev.worker = k;
-    o.dev.workers = G;
-    o.dev.gpu = std::to_string(k);
-    o.threads = 0;
-    run_stats(o);
-  };
+  job.work = worker_body(opts, run_stats);
   job.merge = [&](int G) {
     std::vector<std::string> files;
     for (int k = 0; k < G; ++k) files.push_back(shard_file_name(opts.out, worker_shard(k, G), true));

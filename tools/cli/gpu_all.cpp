@@ -18,14 +18,7 @@
 
 namespace pg::cli {
 
-Shard worker_shard(int k, int G) {
-  Shard s;
-  s.index = k;
-  s.count = G;
-  s.active = true;
-  s.source = "--gpu all";
-  return s;
-}
+Shard worker_shard(int k, int G) { return Shard{k, G, true, "--gpu all"}; }
 
 Shard command_shard(const DeviceFlags& d, const std::string& shard_spec) {
   return is_gpu_worker(d) ? worker_shard(d.worker, d.workers) : parse_shard(shard_spec);

@@ -50,6 +50,21 @@ struct GpuAllJob {
   bool summary = true;  // false: no progress and no summary line (gradient prints none)
 };
 
+// The job.work of a command whose body is run(const Options&): worker k of G runs it on a copy of
+// the options with its share (dev.worker, dev.workers), its device (dev.gpu = k) and threads 0
+// (the runner has set the worker thread's OpenMP threads). opts must outlive the job.
+template <class Options, class Run>
+std::function<void(int k, int G)> worker_body(const Options& opts, Run run) {
+  return [&opts, run](int k, int G) {
+    Options o = opts;
+    o.dev.worker = k;
+    o.dev.workers = G;
+    o.dev.gpu = std::to_string(k);
+    o.threads = 0;
+    run(o);
+  };
+}
+
 // True when the flags say --gpu all. Checks them first (throws a one-line pg::Error): --gpu
 // all needs --device cuda, and does not go with --shard.
 bool gpu_all_requested(const DeviceFlags& d, const std::string& shard_spec);

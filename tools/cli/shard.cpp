@@ -102,19 +102,11 @@ Shard shard_from_environment() {
 Shard parse_shard(const std::string& spec) {
   if (spec.empty()) return Shard{};
   if (spec == "auto") return shard_from_environment();
-  int i = 0, n = 0;
   const size_t slash = spec.find('/');
   const long a = slash == std::string::npos ? -1 : parse_count(spec.substr(0, slash));
   const long b = slash == std::string::npos ? -1 : parse_count(spec.substr(slash + 1));
   if (a < 0 || b < 1 || a >= b) throw Error("--shard: '" + spec + "' is not i/N with 0 <= i < N, or auto");
-  i = int(a);
-  n = int(b);
-  Shard s;
-  s.index = i;
-  s.count = n;
-  s.active = true;
-  s.source = "--shard";
-  return s;
+  return Shard{int(a), int(b), true, "--shard"};
 }
 
 int local_rank_from_environment(std::string* source) {
