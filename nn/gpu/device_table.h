@@ -52,6 +52,19 @@ class DeviceTable {
   }
   bool any() const { return first_.load(std::memory_order_acquire) >= 0; }
 
+  // Offers a block to try_free(state) of the calling thread's device first (the usual owner),
+  // then of every other initialised device, until one takes it; false when none does.
+  template <class TryFree>
+  bool return_block(TryFree try_free) const {
+    State* cur = current_state();
+    if (cur && try_free(*cur)) return true;
+    for (int d = 0; d < kMaxDevices; ++d) {
+      State* s = states_[d].load(std::memory_order_acquire);
+      if (s && s != cur && try_free(*s)) return true;
+    }
+    return false;
+  }
+
   // f(device, state) for every initialised device, in index order.
   template <class F>
   void for_each(F f) const {

@@ -541,15 +541,9 @@ void free(void* p) {
   if (!p) return;
   // No CUDA call (an arena only takes the block back), so this is safe at any time and from
   // any thread, including static destruction after the CUDA runtime has unloaded.
-  State* cur = table().current_state();
-  if (cur && cur->arena->try_free(p)) return;
-  bool done = false;
-  table().for_each([&](int, State& s) {
-    if (!done && &s != cur) done = s.arena->try_free(p);
-  });
-  if (!done)
-    throw Error(cur ? "gpu::free: unknown pointer (not allocated by any device's arena, or already freed)"
-                    : "internal error: gpu::free of a pointer before gpu::init()");
+  if (table().return_block([&](State& s) { return s.arena->try_free(p); })) return;
+  throw Error(initialized() ? "gpu::free: unknown pointer (not allocated by any device's arena, or already freed)"
+                            : "internal error: gpu::free of a pointer before gpu::init()");
 }
 
 MemoryStats memory_stats() {

@@ -32,8 +32,9 @@ void host_free(void* p, void*) { std::free(p); }
 // One simulated device: its own arena (a block freed through another device's arena is an
 // error, as it would be on a GPU) and settings; the memory itself is all host memory.
 struct State {
-  explicit State(int d) : device(d), arena(host_alloc, host_free, nullptr) {}
+  explicit State(int d) : device(d), check_pointers(device_count() > 1), arena(host_alloc, host_free, nullptr) {}
   int device;
+  bool check_pointers;  // several simulated devices: check_on_device's scan (not on every call's getenv)
   Arena arena;
   std::mutex mu;
   LibrarySettings settings;
@@ -55,7 +56,7 @@ State& ready_state() {
 // source, download's destination) are not checked. Costs a scan of the arena's blocks: only done
 // when more than one device was asked for.
 void check_on_device(const State& s, const void* p, const char* what) {
-  if (!p || device_count() < 2 || s.arena.contains(p)) return;
+  if (!p || !s.check_pointers || s.arena.contains(p)) return;
   std::string owner = "no device";
   table().for_each([&](int d, const State& o) {
     if (&o != &s && o.arena.contains(p)) owner = "device " + std::to_string(d);
@@ -103,14 +104,8 @@ std::string device_description() {
 
 void* alloc(size_t bytes) { return ready_state().arena.alloc(bytes); }
 void free(void* p) {
-  if (!p) return;
-  State* cur = table().current_state();
-  if (cur && cur->arena.try_free(p)) return;
-  bool done = false;
-  table().for_each([&](int, State& s) {
-    if (!done && &s != cur) done = s.arena.try_free(p);
-  });
-  if (!done) throw Error("gpu::free: unknown pointer (not allocated by any device's arena, or already freed)");
+  if (!p || table().return_block([&](State& s) { return s.arena.try_free(p); })) return;
+  throw Error("gpu::free: unknown pointer (not allocated by any device's arena, or already freed)");
 }
 MemoryStats memory_stats() {
   MemoryStats m;
