@@ -260,7 +260,18 @@ EFFICIENTNET_V2 = {
 STOCHASTIC_DEPTH = 0.2  # the last block's drop probability (linear in the block index from 0)
 
 
-class MBConv(nn.Module):
+class _EfficientNetBlock(nn.Module):
+    """MBConv's and FusedMBConv's forward: the block, plus the input through stochastic depth
+    where the shapes allow (self.block, self.use_res_connect, self.stochastic_depth set by them)."""
+
+    def forward(self, x):
+        y = self.block(x)
+        if self.use_res_connect:
+            y = self.stochastic_depth(y) + x
+        return y
+
+
+class MBConv(_EfficientNetBlock):
     def __init__(self, expand, kernel, stride, cin, cout, drop, norm):
         super().__init__()
         self.use_res_connect = stride == 1 and cin == cout
@@ -275,14 +286,8 @@ class MBConv(nn.Module):
         self.stochastic_depth = StochasticDepth(drop)
         self.out_channels = cout
 
-    def forward(self, x):
-        y = self.block(x)
-        if self.use_res_connect:
-            y = self.stochastic_depth(y) + x
-        return y
 
-
-class FusedMBConv(nn.Module):
+class FusedMBConv(_EfficientNetBlock):
     def __init__(self, expand, kernel, stride, cin, cout, drop, norm):
         super().__init__()
         self.use_res_connect = stride == 1 and cin == cout
@@ -295,12 +300,6 @@ class FusedMBConv(nn.Module):
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(drop)
         self.out_channels = cout
-
-    def forward(self, x):
-        y = self.block(x)
-        if self.use_res_connect:
-            y = self.stochastic_depth(y) + x
-        return y
 
 
 class EfficientNet(nn.Module):
